@@ -1,0 +1,32 @@
+"""
+Typed, asyncio-native signals with Django ``post_save`` semantics.
+
+``await signal.send(sender, payload)`` with pydantic payloads, sequential or concurrent
+receivers with priorities, timeouts and error policies, transaction phases, a durable
+outbox and a Redis Streams transport. Runs on asyncio and trio through anyio.
+"""
+
+from __future__ import annotations
+
+from ._event import Event
+from ._modes import Concurrent, Mode, Sequential
+from ._phases import Phase
+from ._receivers import ANY, receiver
+from ._signal import Signal
+from ._types import ErrorPolicy, Receiver
+from .exceptions import AiosignalsError, RecursionDepthError
+
+__all__ = [
+    "ANY",
+    "AiosignalsError",
+    "Concurrent",
+    "ErrorPolicy",
+    "Event",
+    "Mode",
+    "Phase",
+    "Receiver",
+    "RecursionDepthError",
+    "Sequential",
+    "Signal",
+    "receiver",
+]

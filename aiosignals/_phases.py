@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    from ._event import Event
+    from ._receivers import ReceiverRecord
+    from ._signal import Signal
+
+__all__ = ["DurableSink", "Phase", "PhaseScope", "current_scope"]
+
+
+class Phase(enum.Enum):
+    """
+    When a receiver runs relative to the transaction its signal was sent in.
+
+    .. versionadded:: 0.1
+    """
+
+    IMMEDIATE = "immediate"
+    """During the send, as any receiver (the default)."""
+
+    BEFORE_COMMIT = "before_commit"
+    """Just before the transaction commits; raising vetoes the commit."""
+
+    AFTER_COMMIT = "after_commit"
+    """Once the transaction has committed; never on rollback. At once outside a transaction."""
+
+    AFTER_ROLLBACK = "after_rollback"
+    """Once the transaction (or savepoint) has rolled back; never outside a transaction."""
+
+
+DurableSink = Callable[["Signal[Any]", "ReceiverRecord", Any, "Event"], Awaitable[None]]
+"""Writes one outbox row for a durable receiver in the transaction of the scope."""
+
+_current: ContextVar[PhaseScope | None] = ContextVar("aiosignals_phase_scope", default=None)
+
+
+def current_scope() -> PhaseScope | None:
+    """Return the transaction scope of the current task, or ``None`` outside a transaction."""
+    return _current.get()
+
+
+class PhaseScope:
+    """
+    The receivers deferred to the phases of one transaction (or one savepoint of it).
+
+    A persistence layer opens a scope with :meth:`run` around each transaction; sends made
+    inside it defer phased receivers here instead of running them. The scope lives in a
+    context variable, so concurrent transactions in other tasks never see its receivers.
+
+    :param durable_sink: writes outbox rows for durable receivers in the same transaction;
+        inherited by nested scopes. Without one, durable receivers run after commit.
+    """
+
+    __slots__ = ("_deferred", "durable_sink", "parent")
+
+    def __init__(
+        self, *, parent: PhaseScope | None = None, durable_sink: DurableSink | None = None
+    ) -> None:
+        self.parent = parent
+        self.durable_sink = durable_sink if durable_sink is not None else (
+            parent.durable_sink if parent is not None else None
+        )
+        self._deferred: list[tuple[Phase, Signal[Any], ReceiverRecord, Any, Event]] = []
+
+    def defer(
+        self, phase: Phase, signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
+    ) -> None:
+        """Queue *record* to run in *phase* of this transaction."""
+        self._deferred.append((phase, signal, record, sender, payload))
+
+    async def _run_phase(self, phase: Phase, *, veto: bool) -> None:
+        failures: list[Exception] = []
+        for entry_phase, signal, record, sender, payload in self._deferred:
+            if entry_phase is not phase:
+                continue
+            failure = await signal._deliver_deferred(record, sender, payload, veto=veto)  # noqa: SLF001
+            if failure is not None:
+                failures.append(failure)
+        if len(failures) == 1:
+            raise failures[0]
+        if failures:
+            raise ExceptionGroup(f"{len(failures)} {phase.value} receivers failed", failures)
+
+    @classmethod
+    @asynccontextmanager
+    async def run(
+        cls,
+        *,
+        commit: Callable[[], Awaitable[None]],
+        rollback: Callable[[], Awaitable[None]],
+        durable_sink: DurableSink | None = None,
+    ) -> AsyncIterator[PhaseScope]:
+        """
+        Run the body as one transaction (or a savepoint, when a scope is already open).
+
+        On success BEFORE_COMMIT receivers run (raising rolls back), then *commit*, then the
+        AFTER_COMMIT receivers. A nested scope hands its receivers to the enclosing one
+        instead, since only the outermost commit makes them true. On an exception *rollback*
+        runs, then the AFTER_ROLLBACK receivers of this scope, and the exception propagates.
+
+        :param commit: commits the transaction (or releases the savepoint)
+        :param rollback: rolls the transaction (or savepoint) back
+        :param durable_sink: see :class:`PhaseScope`
+        """
+        parent = _current.get()
+        scope = cls(parent=parent, durable_sink=durable_sink)
+        token = _current.set(scope)
+        try:
+            try:
+                yield scope
+                if parent is None:
+                    # Still inside the scope: what these receivers send joins the transaction.
+                    await scope._run_phase(Phase.BEFORE_COMMIT, veto=True)
+            finally:
+                _current.reset(token)
+            await commit()
+        except BaseException:
+            # Shielded: a cancelled task must still give its connection back clean.
+            with anyio.CancelScope(shield=True):
+                await rollback()
+            await scope._run_phase(Phase.AFTER_ROLLBACK, veto=False)
+            raise
+        if parent is not None:
+            parent._deferred.extend(scope._deferred)
+        else:
+            await scope._run_phase(Phase.AFTER_COMMIT, veto=False)

@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import inspect
+import types
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from ._phases import Phase
+
+if TYPE_CHECKING:
+    from ._signal import Signal
+    from ._types import P, R
+
+__all__ = ["ANY", "ReceiverRecord", "receiver"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class _AnySender:
+    """The type of :data:`ANY`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+    def __reduce__(self) -> str:
+        return "ANY"
+
+
+ANY: Final[Any] = _AnySender()
+"""
+Connect a receiver with ``sender=ANY`` (the default) to receive the sends of every sender.
+
+.. versionadded:: 0.1
+"""
+
+
+def receiver_key(fn: object) -> object:
+    """Return what identifies *fn* as a receiver, for de-duplication and disconnect."""
+    # A bound method object is created anew on each attribute access, so its id is not
+    # stable: identify it by its instance and function instead.
+    if isinstance(fn, types.MethodType):
+        return (id(fn.__self__), id(fn.__func__))
+    return id(fn)
+
+
+def is_async_callable(fn: object) -> bool:
+    """Return whether calling *fn* returns an awaitable we must await."""
+    # inspect unwraps functools.partial and bound methods; callable objects need their
+    # class's __call__ checked.
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 -- we want the class attribute
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def check_receiver(fn: object) -> None:
+    """Raise :class:`TypeError` unless *fn* can be called as ``fn(sender, payload)``."""
+    if not callable(fn):
+        raise TypeError(f"a receiver must be callable, got {fn!r}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # Builtins without a signature: trust them, as Django does.
+    try:
+        signature.bind(None, None)
+    except TypeError as exc:
+        raise TypeError(
+            f"receiver {fn!r} cannot be called as receiver(sender, payload): {exc}"
+        ) from None
+
+
+class ReceiverRecord:
+    """
+    One connection of a receiver to a signal.
+
+    ``fn`` holds the receiver strongly; for a weakly held one it is ``None`` and ``ref``
+    returns the receiver or ``None`` once it has been collected. ``plain`` marks the common
+    case the send loop handles inline: a strongly held coroutine function with no timeout,
+    phase, ``once`` or thread.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "dispatch_uid",
+        "durable",
+        "fired",
+        "fn",
+        "is_async",
+        "key",
+        "once",
+        "phase",
+        "plain",
+        "priority",
+        "ref",
+        "sender_id",
+        "sender_ref",
+        "seq",
+        "thread",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any] | None,
+        ref: Callable[[], Callable[..., Any] | None] | None,
+        *,
+        key: object,
+        sender_id: int | None,
+        sender_ref: object,
+        dispatch_uid: str | None,
+        priority: int,
+        seq: int,
+        once: bool,
+        timeout: float | None,
+        phase: Phase,
+        thread: bool,
+        durable: bool,
+        is_async: bool,
+    ) -> None:
+        self.fn = fn
+        self.ref = ref
+        self.key = key
+        self.sender_id = sender_id
+        self.sender_ref = sender_ref
+        self.dispatch_uid = dispatch_uid
+        self.priority = priority
+        self.seq = seq
+        self.once = once
+        self.fired = False
+        self.timeout = timeout
+        self.phase = phase
+        self.thread = thread
+        self.durable = durable
+        self.is_async = is_async
+        self.plain = (
+            fn is not None
+            and is_async
+            and not once
+            and timeout is None
+            and phase is Phase.IMMEDIATE
+            and not durable
+        )
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        """Higher priority first, then connection order."""
+        return (-self.priority, self.seq)
+
+    @property
+    def sender(self) -> Any:
+        """The sender this record is restricted to, :data:`ANY`, or ``None`` if it died."""
+        if self.sender_id is None:
+            return ANY
+        if isinstance(self.sender_ref, weakref.ref):
+            return self.sender_ref()
+        return self.sender_ref
+
+    def resolve(self) -> Callable[..., Any] | None:
+        """Return the receiver, or ``None`` if it was held weakly and has been collected."""
+        if self.fn is not None:
+            return self.fn
+        assert self.ref is not None
+        return self.ref()
+
+    def __repr__(self) -> str:
+        return (
+            f"<receiver {self.resolve()!r} sender={self.sender!r} priority={self.priority}"
+            f" phase={self.phase.name}>"
+        )
+
+
+def receiver(
+    signal: Signal[P] | Sequence[Signal[Any]],
+    *,
+    sender: Any = ANY,
+    weak: bool | None = None,
+    dispatch_uid: str | None = None,
+    priority: int = 0,
+    once: bool = False,
+    timeout: float | None = None,
+    phase: Phase = Phase.IMMEDIATE,
+    thread: bool = False,
+    durable: bool = False,
+) -> Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]:
+    """
+    Connect the decorated function to *signal*, or to each signal of a list.
+
+    Reads like Django's ``@receiver``; the keyword arguments are those of
+    :meth:`Signal.connect <aiosignals.Signal.connect>`.
+
+    :param signal: a signal, or a list or tuple of signals
+    :return: a decorator that connects the function and returns it unchanged
+
+    .. versionadded:: 0.1
+    """
+    signals: Sequence[Signal[Any]] = (
+        signal if isinstance(signal, (list, tuple)) else (signal,)  # type: ignore[assignment]
+    )
+
+    def decorator(fn: Callable[[Any, P], R]) -> Callable[[Any, P], R]:
+        for each in signals:
+            each.connect(
+                fn,
+                sender=sender,
+                weak=weak,
+                dispatch_uid=dispatch_uid,
+                priority=priority,
+                once=once,
+                timeout=timeout,
+                phase=phase,
+                thread=thread,
+                durable=durable,
+            )
+        return fn
+
+    return decorator

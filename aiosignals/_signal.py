@@ -1,0 +1,720 @@
+from __future__ import annotations
+
+import bisect
+import functools
+import inspect
+import itertools
+import logging
+import types
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Generic, overload
+
+import anyio
+import anyio.to_thread
+
+from . import _context, _fastpath
+from ._event import Event
+from ._modes import Concurrent, Mode, Sequential
+from ._phases import Phase, current_scope
+from ._receivers import ANY, ReceiverRecord, check_receiver, is_async_callable, receiver_key
+from ._types import P, R
+from .exceptions import RecursionDepthError
+
+if TYPE_CHECKING:
+    from ._types import ErrorPolicy
+
+__all__ = ["Signal", "registry"]
+
+logger = logging.getLogger("aiosignals")
+
+_POLICIES = ("raise", "collect", "log")
+
+registry: weakref.WeakValueDictionary[str, Signal[Any]] = weakref.WeakValueDictionary()
+"""Named signals of this process by name (the last one created wins); used by transports."""
+
+
+class _Plan:
+    """The ordered receivers one send walks; built once per sender and cached."""
+
+    __slots__ = ("_stages", "plain", "records")
+
+    def __init__(self, records: tuple[ReceiverRecord, ...]) -> None:
+        self.records = records
+        # Every record is a strongly held coroutine function with no options: the send
+        # loop can call them without per-receiver checks.
+        self.plain = all(record.plain for record in records)
+        self._stages: tuple[tuple[ReceiverRecord, ...], ...] | None = None
+
+    @property
+    def stages(self) -> tuple[tuple[ReceiverRecord, ...], ...]:
+        """The records grouped by priority, highest first: the stages of a concurrent send."""
+        if self._stages is None:
+            self._stages = tuple(
+                tuple(group)
+                for _, group in itertools.groupby(self.records, key=lambda r: r.priority)
+            )
+        return self._stages
+
+
+_EMPTY_PLAN = _Plan(())
+
+
+def _min_timeout(first: float | None, second: float | None) -> float | None:
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return min(first, second)
+
+
+class Signal(Generic[P]):
+    """
+    A signal whose receivers are called with ``(sender, payload)``.
+
+    :param payload_type: the :class:`~aiosignals.Event` subclass of its payloads; ``send``
+        validates into it and type checkers infer ``Signal[payload_type]`` from it
+    :param name: a name, unique in the process, for logs, tracing and transports
+    :param mode: :class:`~aiosignals.Sequential` (default) or
+        :class:`~aiosignals.Concurrent`; a send may override it
+    :param errors: ``"raise"``, ``"collect"`` or ``"log"``: what a send does when a receiver
+        raises (see :meth:`send`); a send may override it
+    :param timeout: seconds a receiver may run before it fails with :class:`TimeoutError`
+    :param max_depth: how deeply a send may be nested inside the receivers of its own sends
+    :raises TypeError: if *payload_type* is not an :class:`~aiosignals.Event` subclass
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        payload_type: type[P],
+        *,
+        name: str | None = None,
+        mode: Mode = Sequential(),  # noqa: B008 -- an immutable value object
+        errors: ErrorPolicy = "raise",
+        timeout: float | None = None,
+        max_depth: int = 8,
+    ) -> None:
+        if not (isinstance(payload_type, type) and issubclass(payload_type, Event)):
+            raise TypeError(f"a signal's payload type must be an Event subclass, not {payload_type!r}")
+        if errors not in _POLICIES:
+            raise ValueError(f"errors must be one of {_POLICIES}, got {errors!r}")
+        if max_depth < 1:
+            raise ValueError(f"max_depth must be at least 1, got {max_depth}")
+        self.payload_type: type[P] = payload_type
+        """The payload model of this signal."""
+        self.name = name
+        """The signal's name, or ``None``."""
+        self.mode: Mode = mode
+        """The default mode of its sends."""
+        self.errors: ErrorPolicy = errors
+        """The default error policy of its sends."""
+        self.timeout = timeout
+        """The default timeout of each receiver, in seconds, or ``None``."""
+        self.max_depth = max_depth
+        """How deeply its sends may nest in its own receivers."""
+        self._records: list[ReceiverRecord] = []
+        self._by_key: dict[tuple[object, int | None], ReceiverRecord] = {}
+        self._by_uid: dict[str, ReceiverRecord] = {}
+        self._sender_counts: dict[int, int] = {}
+        self._any_plan: _Plan | None = _EMPTY_PLAN
+        self._plans: dict[int, _Plan] = {}
+        self._seq = itertools.count()
+        self._active = 0
+        self._depth: ContextVar[int] = ContextVar(f"aiosignals_depth_{name}", default=0)
+        if name is not None:
+            registry[name] = self
+
+    def __repr__(self) -> str:
+        label = self.name or self.payload_type.__qualname__
+        return f"<Signal {label}[{self.payload_type.__qualname__}] receivers={len(self._records)}>"
+
+    # -- connecting ----------------------------------------------------------------------
+
+    @overload
+    def connect(
+        self,
+        receiver: Callable[[Any, P], R],
+        /,
+        *,
+        sender: Any = ...,
+        weak: bool | None = ...,
+        dispatch_uid: str | None = ...,
+        priority: int = ...,
+        once: bool = ...,
+        timeout: float | None = ...,
+        phase: Phase = ...,
+        thread: bool = ...,
+        durable: bool = ...,
+    ) -> Callable[[Any, P], R]: ...
+
+    @overload
+    def connect(
+        self,
+        receiver: None = None,
+        /,
+        *,
+        sender: Any = ...,
+        weak: bool | None = ...,
+        dispatch_uid: str | None = ...,
+        priority: int = ...,
+        once: bool = ...,
+        timeout: float | None = ...,
+        phase: Phase = ...,
+        thread: bool = ...,
+        durable: bool = ...,
+    ) -> Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]: ...
+
+    def connect(
+        self,
+        receiver: Callable[[Any, P], R] | None = None,
+        /,
+        *,
+        sender: Any = ANY,
+        weak: bool | None = None,
+        dispatch_uid: str | None = None,
+        priority: int = 0,
+        once: bool = False,
+        timeout: float | None = None,
+        phase: Phase = Phase.IMMEDIATE,
+        thread: bool = False,
+        durable: bool = False,
+    ) -> Callable[[Any, P], R] | Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]:
+        """
+        Connect *receiver* to this signal and return it, so this also works as a decorator.
+
+        Connecting the same receiver for the same sender twice, or the same *dispatch_uid*
+        twice, does nothing. ``@signal.connect`` and ``@signal.connect(priority=5)`` both work.
+
+        :param receiver: a coroutine function or plain callable taking ``(sender, payload)``
+        :param sender: receive only the sends of this object (by identity), or :data:`ANY`
+        :param weak: what the signal keeps alive. ``None`` (default) holds bound methods
+            weakly, so a handler never keeps its instance alive and goes when the instance
+            does, and holds everything else (functions, closures, lambdas, partials,
+            callable objects) strongly, so a closure connected inside a function does not
+            silently vanish. ``True`` holds any receiver weakly, as Django and blinker do:
+            it is disconnected when nothing else references it. ``False`` holds any
+            receiver strongly, bound methods included, until it is disconnected.
+        :param dispatch_uid: a stable identifier: de-duplicates connections, names the
+            receiver for ``disconnect`` and for the outbox (required with *durable*)
+        :param priority: higher runs first; equal priorities run in connection order
+        :param once: disconnect the receiver after its first delivery
+        :param timeout: seconds this receiver may run; see :meth:`send`
+        :param phase: when to run relative to the enclosing transaction (:class:`Phase`)
+        :param thread: run a plain (non-async) receiver in a worker thread
+        :param durable: deliver through the outbox, at least once (needs *dispatch_uid*)
+        :return: *receiver*, unchanged
+        :raises TypeError: if *receiver* is not callable, cannot take ``(sender, payload)``,
+            or cannot be held weakly with ``weak=True``
+        :raises ValueError: if *durable* is set without a *dispatch_uid*
+        """
+        if receiver is None:
+            return functools.partial(  # type: ignore[return-value]
+                self.connect,
+                sender=sender,
+                weak=weak,
+                dispatch_uid=dispatch_uid,
+                priority=priority,
+                once=once,
+                timeout=timeout,
+                phase=phase,
+                thread=thread,
+                durable=durable,
+            )
+        check_receiver(receiver)
+        if durable and not dispatch_uid:
+            raise ValueError(
+                f"durable receiver {receiver!r} needs a stable dispatch_uid: the outbox"
+                " finds it by that name after a restart"
+            )
+        is_async = is_async_callable(receiver)
+        if thread and is_async:
+            raise TypeError(f"thread=True is for plain functions; {receiver!r} is async")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        key = receiver_key(receiver)
+        sender_id = None if sender is ANY else id(sender)
+        if (dispatch_uid is not None and dispatch_uid in self._by_uid) or (
+            (key, sender_id) in self._by_key
+        ):
+            return receiver
+        if weak is None:
+            weak = isinstance(receiver, types.MethodType)
+        record = ReceiverRecord(
+            None if weak else receiver,
+            None,
+            key=key,
+            sender_id=sender_id,
+            sender_ref=None,
+            dispatch_uid=dispatch_uid,
+            priority=priority,
+            seq=next(self._seq),
+            once=once,
+            timeout=timeout,
+            phase=phase,
+            thread=thread,
+            durable=durable,
+            is_async=is_async,
+        )
+        self_ref = weakref.ref(self)
+        record_ref = weakref.ref(record)
+
+        def prune(_: object) -> None:
+            # Called by the garbage collector when the receiver or its sender dies.
+            signal, dead = self_ref(), record_ref()
+            if signal is not None and dead is not None:
+                signal._remove(dead)
+
+        if weak:
+            try:
+                record.ref = (
+                    weakref.WeakMethod(receiver, prune)
+                    if isinstance(receiver, types.MethodType)
+                    else weakref.ref(receiver, prune)
+                )
+            except TypeError:
+                raise TypeError(
+                    f"{receiver!r} cannot be held weakly; connect it with weak=False"
+                ) from None
+        if sender_id is not None:
+            try:
+                record.sender_ref = weakref.ref(sender, prune)
+            except TypeError:
+                record.sender_ref = sender  # Not weakly referenceable (an int, a str...).
+            self._sender_counts[sender_id] = self._sender_counts.get(sender_id, 0) + 1
+        bisect.insort(self._records, record, key=lambda r: r.sort_key)
+        self._by_key[key, sender_id] = record
+        if dispatch_uid is not None:
+            self._by_uid[dispatch_uid] = record
+        self._invalidate()
+        return receiver
+
+    def disconnect(
+        self,
+        receiver: Callable[..., Any] | None = None,
+        *,
+        sender: Any = ANY,
+        dispatch_uid: str | None = None,
+    ) -> bool:
+        """
+        Disconnect a receiver, named by itself and its sender or by its *dispatch_uid*.
+
+        :return: whether a receiver was disconnected
+        :raises TypeError: if neither *receiver* nor *dispatch_uid* is given
+        """
+        if dispatch_uid is not None:
+            record = self._by_uid.get(dispatch_uid)
+        elif receiver is not None:
+            record = self._by_key.get((receiver_key(receiver), None if sender is ANY else id(sender)))
+        else:
+            raise TypeError("disconnect() needs a receiver or a dispatch_uid")
+        if record is None:
+            return False
+        self._remove(record)
+        return True
+
+    def _remove(self, record: ReceiverRecord) -> None:
+        if self._by_key.get((record.key, record.sender_id)) is not record:
+            return  # Already gone: a once receiver and a collected weak one can race here.
+        del self._by_key[record.key, record.sender_id]
+        if record.dispatch_uid is not None:
+            self._by_uid.pop(record.dispatch_uid, None)
+        if record.sender_id is not None:
+            left = self._sender_counts[record.sender_id] - 1
+            if left:
+                self._sender_counts[record.sender_id] = left
+            else:
+                del self._sender_counts[record.sender_id]
+        index = bisect.bisect_left(self._records, record.sort_key, key=lambda r: r.sort_key)
+        del self._records[index]
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        # Plans are immutable tuples: a send under way keeps the one it started with.
+        self._any_plan = None
+        self._plans.clear()
+
+    def _plan_for(self, sender: Any) -> _Plan:
+        sender_id = id(sender)
+        if sender_id in self._sender_counts:
+            plan = self._plans.get(sender_id)
+            if plan is None:
+                plan = _Plan(
+                    tuple(r for r in self._records if r.sender_id is None or r.sender_id == sender_id)
+                )
+                self._plans[sender_id] = plan
+            return plan
+        plan = self._any_plan
+        if plan is None:
+            plan = _Plan(tuple(r for r in self._records if r.sender_id is None))
+            self._any_plan = plan
+        return plan
+
+    def _overridden(self, plan: _Plan, sender: Any) -> _Plan:
+        override = _context.lookup(id(self))
+        if override is None:
+            return plan
+        if override.mute_all:
+            return _EMPTY_PLAN
+        sender_id = id(sender)
+        extra = [r for r in override.extra if r.sender_id is None or r.sender_id == sender_id]
+        records = sorted(
+            (r for r in (*plan.records, *extra) if r.key not in override.muted_keys),
+            key=lambda r: r.sort_key,
+        )
+        return _Plan(tuple(records))
+
+    def _current_plan(self, sender: Any) -> _Plan:
+        plan = self._plan_for(sender)
+        return self._overridden(plan, sender) if _context.active else plan
+
+    def receivers_for(self, sender: Any) -> list[Callable[..., Any]]:
+        """
+        Return the live receivers a send from *sender* would reach now, in call order.
+
+        Task-scoped :meth:`muted` and :meth:`connected_to` blocks of the calling task apply.
+        """
+        alive = (record.resolve() for record in self._current_plan(sender).records)
+        return [fn for fn in alive if fn is not None]
+
+    def has_receivers_for(self, sender: Any) -> bool:
+        """Return whether a send from *sender* would reach at least one receiver."""
+        return any(record.resolve() is not None for record in self._current_plan(sender).records)
+
+    def _record_for_uid(self, dispatch_uid: str) -> ReceiverRecord | None:
+        return self._by_uid.get(dispatch_uid)
+
+    # -- task-scoped overrides -----------------------------------------------------------
+
+    def muted(self, *receivers: Callable[..., Any]) -> AbstractContextManager[None]:
+        """
+        Skip receivers of this signal in the current task (and the tasks it starts).
+
+        With no arguments every receiver is skipped; otherwise only those given.
+        A concurrent task still receives.
+
+        :return: a context manager
+        """
+        return _context.override(
+            id(self),
+            mute_all=not receivers,
+            muted_keys=frozenset(receiver_key(fn) for fn in receivers),
+        )
+
+    @contextmanager
+    def connected_to(
+        self, receiver: Callable[[Any, P], Any], sender: Any = ANY, *, priority: int = 0
+    ) -> Iterator[None]:
+        """
+        Connect *receiver* for the current task (and the tasks it starts) inside the block.
+
+        :raises TypeError: if *receiver* cannot take ``(sender, payload)``
+        """
+        check_receiver(receiver)
+        record = ReceiverRecord(
+            receiver,
+            None,
+            key=receiver_key(receiver),
+            sender_id=None if sender is ANY else id(sender),
+            sender_ref=sender,
+            dispatch_uid=None,
+            priority=priority,
+            seq=next(self._seq),
+            once=False,
+            timeout=None,
+            phase=Phase.IMMEDIATE,
+            thread=False,
+            durable=False,
+            is_async=is_async_callable(receiver),
+        )
+        with _context.override(id(self), extra=(record,)):
+            yield
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(
+        self,
+        sender: Any,
+        payload: P | None = None,
+        /,
+        *,
+        mode: Mode | None = None,
+        errors: ErrorPolicy | None = None,
+        timeout: float | None = None,
+        **fields: Any,
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        """
+        Send *payload* (or one validated from *fields*) from *sender* to the receivers.
+
+        Receivers run by priority, then in connection order; the results come back in that
+        order whatever the mode. Receivers deferred to a transaction phase are not in them.
+
+        Error policies: with ``"raise"`` a sequential send stops at the first failure and
+        re-raises it unchanged, a concurrent one cancels the other receivers and raises an
+        :class:`ExceptionGroup` of the failures; with ``"collect"`` every receiver runs and a
+        failure stands in the results in place of a result; ``"log"`` also logs each failure
+        on the ``aiosignals`` logger. Cancellation always propagates.
+
+        A receiver runs at most the smallest of the send's, its own and the signal's
+        timeouts; past it the receiver fails with :class:`TimeoutError`.
+
+        ``mode``, ``errors`` and ``timeout`` are options of the send: a payload with fields
+        of those names has to be built first and passed whole.
+
+        :param sender: who sends; receivers connected for another sender are skipped
+        :param payload: an instance of the signal's payload type
+        :param mode: overrides the signal's mode for this send
+        :param errors: overrides the signal's error policy for this send
+        :param timeout: overrides the signal's receiver timeout for this send
+        :param fields: the payload's fields, validated, when *payload* is not given
+        :return: ``(receiver, result)`` pairs, a failure in place of its result
+            when the policy collects
+        :raises pydantic.ValidationError: if the payload is of another type or the fields
+            do not validate; no receiver has run
+        :raises ~aiosignals.RecursionDepthError: if this send is nested deeper than
+            ``max_depth`` inside receivers of the same signal
+        """
+        payload_type = self.payload_type
+        if payload is None:
+            payload = payload_type(**fields)
+        elif payload.__class__ is not payload_type or fields:
+            payload = self._coerce(payload, fields)
+
+        if self._sender_counts:
+            plan = self._plan_for(sender)
+        else:
+            plan = self._any_plan
+            if plan is None:
+                plan = self._plan_for(sender)
+        if _context.active:
+            plan = self._overridden(plan, sender)
+        records = plan.records
+        if not records:
+            return []
+
+        # Recursion guard. Writing a context variable on every send costs more than the
+        # rest of a one-receiver send, so the per-task depth is only tracked once a send of
+        # this signal is already under way somewhere. An unrelated send overlapping
+        # another may be counted one level too deep; a runaway loop is caught all the same.
+        token = None
+        if self._active:
+            depth = self._depth.get() + 1
+            if depth >= self.max_depth:
+                raise RecursionDepthError(
+                    f"{self!r} was sent {depth + 1} levels deep inside its own receivers"
+                    f" (max_depth={self.max_depth})"
+                )
+            token = self._depth.set(depth)
+        self._active += 1
+        try:
+            if errors is None:
+                errors = self.errors
+            elif errors not in _POLICIES:
+                raise ValueError(f"errors must be one of {_POLICIES}, got {errors!r}")
+            if timeout is None:
+                timeout = self.timeout
+            if mode is None:
+                mode = self.mode
+            if mode.__class__ is Sequential:
+                if plan.plain and timeout is None and errors == "raise":
+                    return [(r.fn, await r.fn(sender, payload)) for r in records]  # type: ignore[misc]
+                return await self._send_sequential(records, sender, payload, errors, timeout)
+            assert isinstance(mode, Concurrent)
+            return await self._send_concurrent(plan, sender, payload, errors, timeout, mode.limit)
+        finally:
+            self._active -= 1
+            if token is not None:
+                self._depth.reset(token)
+
+    def _coerce(self, payload: object, fields: dict[str, Any]) -> P:
+        if fields:
+            raise TypeError(f"send() takes a payload or its fields, not both: {sorted(fields)}")
+        if isinstance(payload, self.payload_type):
+            return payload
+        # Raises pydantic's ValidationError, with the expected type named in it.
+        return self.payload_type.model_validate(payload)
+
+    async def _admit(
+        self, record: ReceiverRecord, sender: Any, payload: Event
+    ) -> Callable[..., Any] | None:
+        """Return the receiver to call now, or ``None`` if it is dead, spent or deferred."""
+        fn = record.resolve()
+        if fn is None:
+            return None
+        if record.once:
+            if record.fired:
+                return None
+            # Marked before any await: a concurrent send sees it and skips the receiver.
+            record.fired = True
+            self._remove(record)
+        if record.phase is Phase.IMMEDIATE and not record.durable:
+            return fn
+        scope = current_scope()
+        if scope is None:
+            # Autocommit: "after commit" is now; there is nothing to roll back.
+            return None if record.phase is Phase.AFTER_ROLLBACK else fn
+        if record.durable and scope.durable_sink is not None:
+            await scope.durable_sink(self, record, sender, payload)
+            return None
+        phase = Phase.AFTER_COMMIT if record.phase is Phase.IMMEDIATE else record.phase
+        scope.defer(phase, self, record, sender, payload)
+        return None
+
+    async def _invoke(
+        self,
+        record: ReceiverRecord,
+        fn: Callable[..., Any],
+        sender: Any,
+        payload: Event,
+        timeout: float | None,
+    ) -> Any:
+        limit = _min_timeout(record.timeout, timeout)
+        if limit is None:
+            return await self._call(record, fn, sender, payload)
+        with anyio.fail_after(limit):
+            return await self._call(record, fn, sender, payload)
+
+    @staticmethod
+    async def _call(record: ReceiverRecord, fn: Callable[..., Any], sender: Any, payload: Event) -> Any:
+        if record.is_async:
+            return await fn(sender, payload)
+        if record.thread:
+            return await anyio.to_thread.run_sync(
+                functools.partial(fn, sender, payload), abandon_on_cancel=True
+            )
+        result = fn(sender, payload)
+        # A plain function may still hand back an awaitable (a lambda around a coroutine
+        # function, say): the send owns it and must await it.
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _report(self, fn: Callable[..., Any], exc: Exception, errors: ErrorPolicy) -> None:
+        if errors == "log":
+            logger.error(
+                "receiver %r of %r failed", fn, self, exc_info=(type(exc), exc, exc.__traceback__)
+            )
+
+    async def _guarded(
+        self,
+        record: ReceiverRecord,
+        fn: Callable[..., Any],
+        sender: Any,
+        payload: Event,
+        errors: ErrorPolicy,
+        timeout: float | None,
+    ) -> Any:
+        try:
+            return await self._invoke(record, fn, sender, payload, timeout)
+        except Exception as exc:
+            if errors == "raise":
+                raise
+            self._report(fn, exc, errors)
+            return exc
+
+    async def _send_sequential(
+        self,
+        records: tuple[ReceiverRecord, ...],
+        sender: Any,
+        payload: Event,
+        errors: ErrorPolicy,
+        timeout: float | None,
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        results: list[tuple[Callable[..., Any], Any]] = []
+        for record in records:
+            fn = record.fn if record.plain else await self._admit(record, sender, payload)
+            if fn is None:
+                continue
+            results.append((fn, await self._guarded(record, fn, sender, payload, errors, timeout)))
+        return results
+
+    async def _send_concurrent(
+        self,
+        plan: _Plan,
+        sender: Any,
+        payload: Event,
+        errors: ErrorPolicy,
+        timeout: float | None,
+        limit: int | None,
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        results: list[tuple[Callable[..., Any], Any]] = []
+        for stage in plan.stages:
+            calls: list[tuple[ReceiverRecord, Callable[..., Any]]] = []
+            for record in stage:
+                fn = record.fn if record.plain else await self._admit(record, sender, payload)
+                if fn is not None:
+                    calls.append((record, fn))
+            if not calls:
+                continue
+            try:
+                if len(calls) == 1:
+                    # One receiver needs no task: await it here, same semantics.
+                    record, fn = calls[0]
+                    outcomes = [await self._guarded(record, fn, sender, payload, errors, timeout)]
+                else:
+                    outcomes = await self._run_stage(calls, sender, payload, errors, timeout, limit)
+            except ExceptionGroup as group:
+                raise ExceptionGroup(
+                    f"{len(group.exceptions)} receiver(s) of {self!r} failed", group.exceptions
+                ) from None
+            except Exception as exc:
+                raise ExceptionGroup(f"1 receiver(s) of {self!r} failed", [exc]) from None
+            results.extend(zip((fn for _, fn in calls), outcomes, strict=True))
+        return results
+
+    async def _run_stage(
+        self,
+        calls: list[tuple[ReceiverRecord, Callable[..., Any]]],
+        sender: Any,
+        payload: Event,
+        errors: ErrorPolicy,
+        timeout: float | None,
+        limit: int | None,
+    ) -> list[Any]:
+        if limit is None or limit >= len(calls):
+            if _fastpath.on_asyncio():
+                if timeout is None and errors == "raise" and all(r.plain for r, _ in calls):
+                    return await _fastpath.run_group([fn(sender, payload) for _, fn in calls])
+                return await _fastpath.run_group(
+                    [self._guarded(r, fn, sender, payload, errors, timeout) for r, fn in calls]
+                )
+            limit = len(calls)
+
+        # Workers share one iterator: at most *limit* receivers run at once, and no
+        # semaphore is needed since next() never awaits.
+        outcomes: list[Any] = [None] * len(calls)
+        pending = iter(enumerate(calls))
+
+        async def worker() -> None:
+            for index, (record, fn) in pending:
+                outcomes[index] = await self._guarded(record, fn, sender, payload, errors, timeout)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(limit):
+                group.start_soon(worker)
+        return outcomes
+
+    async def _deliver_deferred(
+        self, record: ReceiverRecord, sender: Any, payload: Event, *, veto: bool
+    ) -> Exception | None:
+        """
+        Call a receiver deferred to a transaction phase; return its failure to re-raise.
+
+        A BEFORE_COMMIT failure always vetoes. After commit or rollback nobody can receive a
+        result, so ``"collect"`` logs the failure like ``"log"`` and ``"raise"`` hands it
+        back to be raised once the other receivers of the phase have run.
+        """
+        fn = record.resolve()
+        if fn is None:
+            return None
+        try:
+            await self._invoke(record, fn, sender, payload, self.timeout)
+        except Exception as exc:
+            if veto or self.errors == "raise":
+                return exc
+            self._report(fn, exc, "log")
+        return None
+

@@ -1,0 +1,24 @@
+"""Type variables and aliases shared by the public API; no runtime behaviour lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    from ._event import Event
+
+P = TypeVar("P", bound="Event")
+"""The payload type of a signal: an :class:`~aiosignals.Event` subclass."""
+
+R = TypeVar("R")
+"""What a receiver returns."""
+
+M = TypeVar("M")
+"""An entity (model) type handled by a repository."""
+
+ErrorPolicy: TypeAlias = Literal["raise", "collect", "log"]
+"""How a send treats a receiver that raises: see :class:`~aiosignals.Signal`."""
+
+Receiver: TypeAlias = Callable[[Any, P], Any]
+"""A callable taking ``(sender, payload)``; a coroutine function or a plain one."""

@@ -1,0 +1,38 @@
+"""
+Every public exception of aiosignals, in one module.
+
+Validation failures are pydantic's own :class:`pydantic.ValidationError`, timeouts are the
+builtin :class:`TimeoutError` and concurrent failures the builtin :class:`ExceptionGroup`,
+so that code written against those keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AiosignalsError", "BufferFull", "RecursionDepthError"]
+
+
+class AiosignalsError(Exception):
+    """
+    Base class of the exceptions that aiosignals defines itself.
+
+    .. versionadded:: 0.1
+    """
+
+
+class RecursionDepthError(AiosignalsError, RuntimeError):
+    """
+    Raised when a signal is sent from its own receivers deeper than its ``max_depth``.
+
+    The classic case is a ``post_save`` receiver of ``Profile`` that saves the ``User``
+    whose ``post_save`` receiver saves the ``Profile`` again.
+
+    .. versionadded:: 0.1
+    """
+
+
+class BufferFull(AiosignalsError):  # noqa: N818 -- the name says what happened, as queue.Full does
+    """
+    Raised by :meth:`~aiosignals.EventBus.publish_nowait` when the bus buffer is full.
+
+    .. versionadded:: 0.1
+    """
