@@ -225,10 +225,10 @@ class Signal(Generic[P]):
                 durable=durable,
             )
         check_receiver(receiver)
-        if durable and not dispatch_uid:
+        if durable and (not dispatch_uid or self.name is None):
             raise ValueError(
-                f"durable receiver {receiver!r} needs a stable dispatch_uid: the outbox"
-                " finds it by that name after a restart"
+                f"durable receiver {receiver!r} needs a stable dispatch_uid on a named signal:"
+                " the outbox finds it by those names after a restart"
             )
         is_async = is_async_callable(receiver)
         if thread and is_async:
