@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from aiosignals import Concurrent, Event, RecursionDepthError, Signal
+
+pytestmark = pytest.mark.anyio
+
+
+class Saved(Event):
+    n: int = 0
+
+
+def _recorder(log: list[str], name: str) -> Any:
+    async def record(sender: object, payload: Saved) -> str:
+        log.append(name)
+        return name
+
+    return record
+
+
+async def test_muted_skips_all_receivers_in_this_task_only() -> None:
+    """muted() delivers nothing in the current task while a concurrent task still receives."""
+    signal = Signal(Saved)
+    log: list[str] = []
+    signal.connect(_recorder(log, "r"))
+    entered = anyio.Event()
+    release = anyio.Event()
+
+    async def muted_task() -> None:
+        with signal.muted():
+            entered.set()
+            assert await signal.send(None) == []
+            await release.wait()
+            assert await signal.send(None) == []
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(muted_task)
+        await entered.wait()
+        await signal.send(None)  # another task, at the same time: receives
+        release.set()
+    assert log == ["r"]
+    await signal.send(None)
+    assert log == ["r", "r"]
+
+
+async def test_muted_receivers_skips_only_those() -> None:
+    """muted(receiver) skips that receiver and delivers to the others."""
+    signal = Signal(Saved)
+    log: list[str] = []
+    noisy = _recorder(log, "noisy")
+    quiet = _recorder(log, "quiet")
+    signal.connect(noisy)
+    signal.connect(quiet)
+    with signal.muted(noisy):
+        results = await signal.send(None)
+        assert signal.receivers_for(None) == [quiet]
+    assert [result for _, result in results] == ["quiet"]
+    await signal.send(None)
+    assert log == ["quiet", "noisy", "quiet"]
+
+
+async def test_muted_applies_to_child_tasks() -> None:
+    """A task started inside a muted() block inherits it."""
+    signal = Signal(Saved)
+    log: list[str] = []
+    signal.connect(_recorder(log, "r"))
+    with signal.muted():
+        async with anyio.create_task_group() as group:
+            group.start_soon(signal.send, None)
+    assert log == []
+
+
+async def test_connected_to_is_temporary_and_task_scoped() -> None:
+    """connected_to() adds a receiver for the current task inside the block only."""
+    signal = Signal(Saved)
+    log: list[str] = []
+    signal.connect(_recorder(log, "permanent"))
+    temp = _recorder(log, "temp")
+    inside = anyio.Event()
+    done = anyio.Event()
+
+    async def other_task() -> None:
+        await inside.wait()
+        await signal.send(None)
+        done.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(other_task)
+        with signal.connected_to(temp):
+            await signal.send(None)
+            inside.set()
+            await done.wait()
+        await signal.send(None)
+    assert log == ["permanent", "temp", "permanent", "permanent"]
+
+
+async def test_connected_to_honours_sender_and_priority() -> None:
+    """A temporary receiver matches its sender and takes its place by priority."""
+    signal = Signal(Saved)
+    log: list[str] = []
+    signal.connect(_recorder(log, "permanent"))
+
+    class A:
+        pass
+
+    with signal.connected_to(_recorder(log, "first"), A, priority=1):
+        await signal.send(A)
+        await signal.send(None)
+    assert log == ["first", "permanent", "permanent"]
+
+
+def test_connected_to_rejects_bad_receiver() -> None:
+    """connected_to checks the receiver like connect does."""
+    signal = Signal(Saved)
+    with pytest.raises(TypeError), signal.connected_to(lambda: None):  # type: ignore[arg-type]
+        pass
+
+
+async def test_recursion_depth_error() -> None:
+    """A receiver that re-sends its own signal forever hits RecursionDepthError."""
+    signal = Signal(Saved, max_depth=5)
+    depths: list[int] = []
+
+    async def loop(sender: object, payload: Saved) -> None:
+        depths.append(payload.n)
+        await signal.send(sender, n=payload.n + 1)
+
+    signal.connect(loop)
+    with pytest.raises(RecursionDepthError, match="max_depth=5"):
+        await signal.send(None, n=1)
+    assert depths == [1, 2, 3, 4, 5]
+    assert isinstance(RecursionDepthError("x"), RuntimeError)
+
+
+async def test_mutual_recursion_between_signals() -> None:
+    """The profile-saves-user-saves-profile loop across two signals is stopped too."""
+    user_saved = Signal(Saved, max_depth=4)
+    profile_saved = Signal(Saved, max_depth=4)
+
+    async def on_user(sender: object, payload: Saved) -> None:
+        await profile_saved.send(sender, n=payload.n + 1)
+
+    async def on_profile(sender: object, payload: Saved) -> None:
+        await user_saved.send(sender, n=payload.n + 1)
+
+    user_saved.connect(on_user)
+    profile_saved.connect(on_profile)
+    with pytest.raises(RecursionDepthError):
+        await user_saved.send(None)
+
+
+async def test_depth_allows_max_depth_levels_and_resets() -> None:
+    """Exactly max_depth nested levels are allowed, and the depth resets after a send."""
+    signal = Signal(Saved, max_depth=3)
+    reached: list[int] = []
+
+    async def nest(sender: object, payload: Saved) -> None:
+        reached.append(payload.n)
+        if payload.n < 3:
+            await signal.send(sender, n=payload.n + 1)
+
+    signal.connect(nest)
+    for _ in range(3):
+        await signal.send(None, n=1)
+    assert reached == [1, 2, 3] * 3
+
+
+async def test_concurrent_sends_do_not_add_up_depth() -> None:
+    """Many concurrent, non-nested sends never trip the recursion guard."""
+    signal = Signal(Saved, max_depth=2, mode=Concurrent())
+
+    async def slow(sender: object, payload: Saved) -> None:
+        await anyio.sleep(0.01)
+
+    signal.connect(slow)
+    signal.connect(slow, sender=1)
+    async with anyio.create_task_group() as group:
+        for _ in range(20):
+            group.start_soon(signal.send, None)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import aiosignals
+
+PUBLIC_MODULES = ["aiosignals", "aiosignals.exceptions"]
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_all_is_sorted_and_complete(name: str) -> None:
+    """Each public module's __all__ is sorted and every name in it exists."""
+    module = importlib.import_module(name)
+    assert list(module.__all__) == sorted(module.__all__)
+    for attribute in module.__all__:
+        assert hasattr(module, attribute), attribute
+
+
+def test_public_names_come_from_private_modules() -> None:
+    """Every public class or function of the top level is defined in a private module."""
+    for attribute in aiosignals.__all__:
+        value = getattr(aiosignals, attribute)
+        module = getattr(value, "__module__", None)
+        if isinstance(module, str) and module.startswith("aiosignals"):
+            assert module == "aiosignals.exceptions" or module.split(".")[-1].startswith("_")
+
+
+def test_import_aiosignals_imports_no_integration() -> None:
+    """import aiosignals loads none of the optional integrations or backends."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aiosignals; "
+        "bad = [m for m in ('sqlalchemy', 'redis', 'fastapi', 'aiohttp', 'opentelemetry') "
+        "if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

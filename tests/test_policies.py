@@ -1,0 +1,246 @@
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import pytest
+
+from aiosignals import Concurrent, Event, Sequential, Signal
+
+pytestmark = pytest.mark.anyio
+
+
+class Ping(Event):
+    n: int = 0
+
+
+class Boom(Exception):
+    pass
+
+
+def _ok(log: list[str], name: str, delay: float = 0) -> Any:
+    async def ok(sender: object, payload: Ping) -> str:
+        if delay:
+            await anyio.sleep(delay)
+        log.append(name)
+        return name
+
+    return ok
+
+
+def _fail(log: list[str], name: str, delay: float = 0) -> Any:
+    async def fail(sender: object, payload: Ping) -> None:
+        if delay:
+            await anyio.sleep(delay)
+        log.append(name)
+        raise Boom(name)
+
+    return fail
+
+
+async def test_sequential_raise_stops_at_first_failure_unchanged() -> None:
+    """Sequential + raise: the first failure propagates unchanged and later receivers don't run."""
+    signal = Signal(Ping)
+    log: list[str] = []
+    signal.connect(_ok(log, "a"))
+    signal.connect(_fail(log, "b"))
+    signal.connect(_ok(log, "c"))
+    with pytest.raises(Boom, match="b"):
+        await signal.send(None, n=1)
+    assert log == ["a", "b"]
+
+
+async def test_concurrent_raise_cancels_others_and_groups_failures() -> None:
+    """Concurrent + raise: the others are cancelled and the failures come as an ExceptionGroup."""
+    signal = Signal(Ping, mode=Concurrent())
+    log: list[str] = []
+    cancelled: list[str] = []
+
+    async def slow(sender: object, payload: Ping) -> None:
+        try:
+            await anyio.sleep(5)
+        except anyio.get_cancelled_exc_class():
+            cancelled.append("slow")
+            raise
+        log.append("slow finished")
+
+    signal.connect(_fail(log, "x"))
+    signal.connect(_fail(log, "y"))
+    signal.connect(slow)
+    with anyio.fail_after(3):
+        with pytest.raises(ExceptionGroup) as info:
+            await signal.send(None)
+    assert sorted(str(exc) for exc in info.value.exceptions) == ["x", "y"]
+    assert all(isinstance(exc, Boom) for exc in info.value.exceptions)
+    assert cancelled == ["slow"]
+    assert "slow finished" not in log
+
+
+async def test_concurrent_raise_with_one_receiver_is_still_a_group() -> None:
+    """A single concurrent receiver's failure is an ExceptionGroup too, as with many."""
+    signal = Signal(Ping, mode=Concurrent())
+    signal.connect(_fail([], "only"))
+    with pytest.raises(ExceptionGroup) as info:
+        await signal.send(None)
+    assert [str(exc) for exc in info.value.exceptions] == ["only"]
+
+
+async def test_concurrent_failure_stops_later_stages() -> None:
+    """Concurrent + raise: a failed stage stops the lower priorities from starting."""
+    signal = Signal(Ping, mode=Concurrent())
+    log: list[str] = []
+    signal.connect(_fail(log, "audit"), priority=10)
+    signal.connect(_ok(log, "rest"))
+    with pytest.raises(ExceptionGroup):
+        await signal.send(None)
+    assert log == ["audit"]
+
+
+@pytest.mark.parametrize("mode", [Sequential(), Concurrent(), Concurrent(limit=1)])
+async def test_collect_runs_everyone_and_returns_failures(mode: Sequential | Concurrent) -> None:
+    """collect: every receiver runs and a failure stands in place of its result."""
+    signal = Signal(Ping, mode=mode, errors="collect")
+    log: list[str] = []
+    signal.connect(_ok(log, "a"))
+    signal.connect(_fail(log, "b"))
+    signal.connect(_ok(log, "c"))
+    results = await signal.send(None)
+    assert sorted(log) == ["a", "b", "c"]
+    assert results[0][1] == "a"
+    assert isinstance(results[1][1], Boom)
+    assert results[2][1] == "c"
+
+
+async def test_log_policy_logs_each_failure_with_its_receiver(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """log: like collect, and each failure is logged on the aiosignals logger with its receiver."""
+    signal = Signal(Ping, name="pinged", errors="log")
+    failing = _fail([], "b")
+    signal.connect(failing)
+    signal.connect(_ok([], "c"))
+    with caplog.at_level(logging.ERROR, logger="aiosignals"):
+        results = await signal.send(None)
+    assert isinstance(results[0][1], Boom)
+    assert results[1][1] == "c"
+    [entry] = caplog.records
+    assert entry.name == "aiosignals"
+    assert repr(failing) in entry.getMessage()
+    assert "pinged" in entry.getMessage()
+    assert entry.exc_info is not None
+    assert entry.exc_info[1] is results[0][1]
+
+
+async def test_send_errors_overrides_signal_policy() -> None:
+    """send(errors=...) overrides the signal's error policy for that send."""
+    signal = Signal(Ping)
+    signal.connect(_fail([], "b"))
+    results = await signal.send(None, errors="collect")
+    assert isinstance(results[0][1], Boom)
+    with pytest.raises(Boom):
+        await signal.send(None)
+    with pytest.raises(ValueError, match="errors"):
+        await signal.send(None, errors="nope")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", [Sequential(), Concurrent()])
+@pytest.mark.parametrize("errors", ["raise", "collect"])
+async def test_cancellation_propagates_and_leaves_nothing_running(
+    mode: Sequential | Concurrent, errors: Any
+) -> None:
+    """Cancelling a send cancels its receivers whatever the policy; none keeps running."""
+    signal = Signal(Ping, mode=mode, errors=errors)
+    started: list[str] = []
+    finished: list[str] = []
+
+    def make(name: str) -> Any:
+        async def slow(sender: object, payload: Ping) -> None:
+            started.append(name)
+            await anyio.sleep(5)
+            finished.append(name)
+
+        return slow
+
+    signal.connect(make("a"))
+    signal.connect(make("b"))
+    with anyio.move_on_after(0.05) as scope:
+        await signal.send(None)
+    assert scope.cancelled_caught
+    await anyio.sleep(0.05)
+    assert started
+    assert finished == []
+
+
+async def test_base_exceptions_propagate_under_collect() -> None:
+    """A BaseException that is not an Exception is never collected."""
+    signal = Signal(Ping, errors="collect")
+
+    async def interrupt(sender: object, payload: Ping) -> None:
+        raise KeyboardInterrupt
+
+    signal.connect(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        await signal.send(None)
+
+
+# -- timeouts ---------------------------------------------------------------------------------
+
+
+def _sleeper(seconds: float) -> Any:
+    async def sleeper(sender: object, payload: Ping) -> str:
+        await anyio.sleep(seconds)
+        return "done"
+
+    return sleeper
+
+
+@pytest.mark.parametrize("mode", [Sequential(), Concurrent()])
+async def test_receiver_timeout_fails_with_timeout_error(mode: Sequential | Concurrent) -> None:
+    """A receiver past its own timeout fails with TimeoutError, handled by the policy."""
+    signal = Signal(Ping, mode=mode, errors="collect")
+    slow = _sleeper(5)
+    quick = _sleeper(0)
+    signal.connect(slow, timeout=0.05)
+    signal.connect(quick)
+    with anyio.fail_after(3):
+        results = await signal.send(None)
+    assert isinstance(results[0][1], TimeoutError)
+    assert results[1][1] == "done"
+
+
+async def test_signal_timeout_and_send_timeout() -> None:
+    """The signal's timeout applies to every receiver; a send's timeout overrides it."""
+    signal = Signal(Ping, timeout=0.05)
+    signal.connect(_sleeper(0.2))
+    with anyio.fail_after(3):
+        with pytest.raises(TimeoutError):
+            await signal.send(None)
+        results = await signal.send(None, timeout=2)
+    assert results[0][1] == "done"
+
+
+async def test_smallest_timeout_wins() -> None:
+    """A receiver runs at most the smallest of its own, the send's and the signal's timeouts."""
+    signal = Signal(Ping, timeout=5)
+    signal.connect(_sleeper(0.3), timeout=0.05)
+    with anyio.fail_after(3):
+        with pytest.raises(TimeoutError):
+            await signal.send(None, timeout=10)
+
+
+async def test_timeout_under_raise_in_concurrent_is_grouped() -> None:
+    """A concurrent receiver's TimeoutError under raise comes in the ExceptionGroup."""
+    signal = Signal(Ping, mode=Concurrent())
+    signal.connect(_sleeper(5), timeout=0.05)
+    signal.connect(_sleeper(5), timeout=0.05)
+    with anyio.fail_after(3):
+        with pytest.raises(ExceptionGroup) as info:
+            await signal.send(None)
+    assert all(isinstance(exc, TimeoutError) for exc in info.value.exceptions)
+
+
+def test_timeout_must_be_positive() -> None:
+    """A zero or negative receiver timeout is rejected at connect time."""
+    with pytest.raises(ValueError, match="positive"):
+        Signal(Ping).connect(_sleeper(0), timeout=0)

@@ -1,0 +1,668 @@
+from __future__ import annotations
+
+import functools
+import gc
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import ValidationError
+
+from aiosignals import ANY, Concurrent, Event, Sequential, Signal, receiver
+
+pytestmark = pytest.mark.anyio
+
+
+class Registered(Event):
+    user_id: int
+    email: str = "a@b.c"
+
+
+class Other(Event):
+    name: str
+
+
+class Service:
+    pass
+
+
+def make_signal(**kwargs: Any) -> Signal[Registered]:
+    return Signal(Registered, **kwargs)
+
+
+async def test_send_delivers_payload_and_returns_results() -> None:
+    """A send calls each receiver with (sender, payload) and returns (receiver, result)."""
+    signal = make_signal()
+    seen: list[tuple[object, Registered]] = []
+
+    async def first(sender: object, payload: Registered) -> int:
+        seen.append((sender, payload))
+        return payload.user_id
+
+    signal.connect(first)
+    results = await signal.send(Service, Registered(user_id=7))
+    assert results == [(first, 7)]
+    assert seen == [(Service, Registered(user_id=7))]
+
+
+async def test_send_validates_fields() -> None:
+    """Fields passed to send are validated into the payload type."""
+    signal = make_signal()
+    got: list[Registered] = []
+
+    async def keep(sender: object, payload: Registered) -> None:
+        got.append(payload)
+
+    signal.connect(keep)
+    await signal.send(Service, user_id="3", email="x@y.z")
+    assert got == [Registered(user_id=3, email="x@y.z")]
+
+
+async def test_invalid_fields_raise_before_any_receiver() -> None:
+    """Fields that fail validation raise ValidationError and no receiver runs."""
+    signal = make_signal()
+    calls: list[object] = []
+
+    async def keep(sender: object, payload: Registered) -> None:
+        calls.append(payload)
+
+    signal.connect(keep)
+    with pytest.raises(ValidationError):
+        await signal.send(Service, user_id="not a number")
+    assert calls == []
+
+
+async def test_payload_of_wrong_type_raises_validation_error() -> None:
+    """A payload of another signal's type raises ValidationError before any receiver runs."""
+    signal = make_signal()
+    calls: list[object] = []
+
+    async def keep(sender: object, payload: Registered) -> None:
+        calls.append(payload)
+
+    signal.connect(keep)
+    with pytest.raises(ValidationError):
+        await signal.send(Service, Other(name="x"))  # type: ignore[arg-type]
+    assert calls == []
+
+
+async def test_payload_and_fields_together_is_an_error() -> None:
+    """Passing a payload and fields at once is a TypeError, not a silent merge."""
+    signal = make_signal()
+    with pytest.raises(TypeError, match="not both"):
+        await signal.send(Service, Registered(user_id=1), email="x@y.z")
+
+
+async def test_payload_subclass_is_accepted_unchanged() -> None:
+    """An instance of a subclass of the payload type is delivered as is."""
+
+    class Special(Registered):
+        vip: bool = True
+
+    signal = make_signal()
+    got: list[Registered] = []
+
+    async def keep(sender: object, payload: Registered) -> None:
+        got.append(payload)
+
+    signal.connect(keep)
+    special = Special(user_id=1)
+    await signal.send(Service, special)
+    assert got[0] is special
+
+
+async def test_payload_is_frozen() -> None:
+    """A receiver cannot change the payload the next receiver sees."""
+    signal = make_signal()
+
+    async def mutate(sender: object, payload: Registered) -> None:
+        payload.user_id = 99  # type: ignore[misc]
+
+    signal.connect(mutate)
+    with pytest.raises(ValidationError):
+        await signal.send(Service, user_id=1)
+
+
+def test_payload_type_must_be_an_event() -> None:
+    """Signal() rejects a payload type that is not an Event subclass."""
+    with pytest.raises(TypeError, match="Event subclass"):
+        Signal(dict)  # type: ignore[type-var]
+
+
+def test_bad_options_are_rejected() -> None:
+    """An unknown error policy, a max_depth below 1 and a zero limit are clear errors."""
+    with pytest.raises(ValueError, match="errors"):
+        Signal(Registered, errors="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_depth"):
+        Signal(Registered, max_depth=0)
+    with pytest.raises(ValueError, match="limit"):
+        Concurrent(limit=0)
+
+
+async def test_no_receivers_returns_empty_list() -> None:
+    """A send with no receivers returns an empty list."""
+    assert await make_signal().send(Service, user_id=1) == []
+
+
+# -- connect -------------------------------------------------------------------------------
+
+
+def test_connect_rejects_non_callable() -> None:
+    """Connecting something that is not callable is a TypeError at connect time."""
+    with pytest.raises(TypeError, match="callable"):
+        make_signal().connect(42)  # type: ignore[call-overload]
+
+
+def test_connect_rejects_wrong_arity() -> None:
+    """A callable that cannot take (sender, payload) is a TypeError at connect time."""
+
+    async def one_arg(sender: object) -> None:
+        pass
+
+    def three_args(sender: object, payload: object, extra: object) -> None:
+        pass
+
+    signal = make_signal()
+    with pytest.raises(TypeError, match=r"receiver\(sender, payload\)"):
+        signal.connect(one_arg)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"receiver\(sender, payload\)"):
+        signal.connect(three_args)  # type: ignore[call-overload]
+    assert not signal.has_receivers_for(Service)
+
+
+def test_connect_accepts_kwargs_receivers() -> None:
+    """A receiver taking *args or defaults beyond (sender, payload) is accepted."""
+
+    def flexible(sender: object, payload: object, *rest: object, extra: int = 1) -> None:
+        pass
+
+    signal = make_signal()
+    signal.connect(flexible)
+    assert signal.receivers_for(Service) == [flexible]
+
+
+async def test_connect_returns_receiver_and_works_as_decorator() -> None:
+    """connect returns the receiver, so @signal.connect and @signal.connect(...) work."""
+    signal = make_signal()
+
+    @signal.connect
+    async def plain(sender: object, payload: Registered) -> str:
+        return "plain"
+
+    @signal.connect(priority=5)
+    async def early(sender: object, payload: Registered) -> str:
+        return "early"
+
+    assert plain.__name__ == "plain"
+    results = await signal.send(Service, user_id=1)
+    assert [result for _, result in results] == ["early", "plain"]
+
+
+async def test_receiver_decorator_connects_to_one_or_many_signals() -> None:
+    """@receiver connects to a single signal or to each signal of a list."""
+    first, second = make_signal(), make_signal()
+    calls: list[str] = []
+
+    @receiver([first, second], sender=Service, dispatch_uid="both")
+    async def both(sender: object, payload: Registered) -> None:
+        calls.append("both")
+
+    @receiver(first)
+    async def only_first(sender: object, payload: Registered) -> None:
+        calls.append("first")
+
+    await first.send(Service, user_id=1)
+    await second.send(Service, user_id=1)
+    await second.send(object(), user_id=1)
+    assert calls == ["both", "first", "both"]
+
+
+async def test_duplicate_connect_is_a_no_op() -> None:
+    """The same receiver for the same sender, or the same dispatch_uid, connects once."""
+    signal = make_signal()
+    calls: list[str] = []
+
+    async def handler(sender: object, payload: Registered) -> None:
+        calls.append("handler")
+
+    async def other(sender: object, payload: Registered) -> None:
+        calls.append("other")
+
+    signal.connect(handler)
+    signal.connect(handler)
+    signal.connect(handler, sender=Service)  # another sender: a second connection
+    signal.connect(other, dispatch_uid="uid")
+    signal.connect(handler, dispatch_uid="uid")
+    await signal.send(Service, user_id=1)
+    assert calls == ["handler", "handler", "other"]
+
+
+async def test_disconnect_by_receiver_sender_and_uid() -> None:
+    """disconnect removes by receiver and sender or by dispatch_uid and says whether it did."""
+    signal = make_signal()
+
+    async def handler(sender: object, payload: Registered) -> None:
+        pass
+
+    async def other(sender: object, payload: Registered) -> None:
+        pass
+
+    signal.connect(handler, sender=Service)
+    signal.connect(other, dispatch_uid="other")
+    assert not signal.disconnect(handler)  # connected for Service, not ANY
+    assert signal.disconnect(handler, sender=Service)
+    assert not signal.disconnect(handler, sender=Service)
+    assert signal.disconnect(dispatch_uid="other")
+    assert not signal.has_receivers_for(Service)
+    with pytest.raises(TypeError):
+        signal.disconnect()
+
+
+async def test_sender_matching_is_by_identity() -> None:
+    """A receiver connected for a sender gets only that object's sends; ANY gets all."""
+    signal = make_signal()
+    got: list[str] = []
+
+    class A:
+        pass
+
+    class B:
+        pass
+
+    async def for_a(sender: object, payload: Registered) -> None:
+        got.append("a")
+
+    async def for_all(sender: object, payload: Registered) -> None:
+        got.append("all")
+
+    signal.connect(for_a, sender=A)
+    signal.connect(for_all, sender=ANY)
+    await signal.send(A, user_id=1)
+    await signal.send(B, user_id=1)
+    await signal.send(None, user_id=1)
+    assert got == ["a", "all", "all", "all"]
+    assert signal.receivers_for(A) == [for_a, for_all]
+    assert signal.receivers_for(B) == [for_all]
+
+
+async def test_equal_but_distinct_senders_do_not_match() -> None:
+    """Sender matching uses identity, not equality."""
+    signal = make_signal()
+    got: list[object] = []
+    key = ("tenant", 1)
+
+    async def handler(sender: object, payload: Registered) -> None:
+        got.append(sender)
+
+    signal.connect(handler, sender=key)
+    await signal.send(("tenant", int("1")), user_id=1)
+    await signal.send(key, user_id=1)
+    assert got == [key]
+
+
+# -- references ----------------------------------------------------------------------------
+
+
+class Handler:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def on_registered(self, sender: object, payload: Registered) -> None:
+        self.log.append("method")
+
+    async def __call__(self, sender: object, payload: Registered) -> None:
+        self.log.append("call")
+
+
+async def test_default_holds_bound_methods_weakly() -> None:
+    """By default a bound method does not keep its instance alive and goes with it."""
+    signal = make_signal()
+    log: list[str] = []
+    handler = Handler(log)
+    signal.connect(handler.on_registered)
+    await signal.send(Service, user_id=1)
+    del handler
+    gc.collect()
+    assert await signal.send(Service, user_id=1) == []
+    assert log == ["method"]
+    assert not signal.has_receivers_for(Service)
+    assert signal._records == []
+
+
+async def test_default_holds_closures_strongly() -> None:
+    """By default a closure connected inside a function does not silently vanish."""
+    signal = make_signal()
+    log: list[int] = []
+
+    def install() -> None:
+        async def closure(sender: object, payload: Registered) -> None:
+            log.append(payload.user_id)
+
+        signal.connect(closure)
+        signal.connect(lambda sender, payload: log.append(-payload.user_id))
+        signal.connect(Handler([]))  # a callable object, strongly held too
+
+    install()
+    gc.collect()
+    await signal.send(Service, user_id=4)
+    assert log == [4, -4]
+    assert len(signal.receivers_for(Service)) == 3
+
+
+async def test_weak_true_holds_everything_weakly() -> None:
+    """With weak=True any receiver goes once nothing else references it, as in Django."""
+    signal = make_signal()
+    log: list[str] = []
+
+    def install() -> Handler:
+        async def closure(sender: object, payload: Registered) -> None:
+            log.append("closure")
+
+        signal.connect(closure, weak=True)
+        kept = Handler(log)
+        signal.connect(kept, weak=True)
+        signal.connect(Handler(log), weak=True)  # nothing keeps this one
+        return kept
+
+    kept = install()
+    gc.collect()
+    await signal.send(Service, user_id=1)
+    assert log == ["call"]
+    del kept
+    gc.collect()
+    assert signal.receivers_for(Service) == []
+
+
+async def test_weak_false_keeps_bound_method_instance_alive() -> None:
+    """With weak=False a bound method keeps its instance alive until disconnected."""
+    signal = make_signal()
+    log: list[str] = []
+    handler = Handler(log)
+    method = handler.on_registered
+    signal.connect(method, weak=False)
+    del handler, method
+    gc.collect()
+    await signal.send(Service, user_id=1)
+    assert log == ["method"]
+
+
+def test_weak_true_rejects_unreferenceable_receiver() -> None:
+    """A receiver that cannot be weakly referenced with weak=True is a clear TypeError."""
+
+    class Slotted:
+        __slots__ = ()  # no __weakref__ slot: cannot be weakly referenced
+
+        async def __call__(self, sender: object, payload: Registered) -> None:
+            pass
+
+    signal = make_signal()
+    with pytest.raises(TypeError, match="weak=False"):
+        signal.connect(Slotted(), weak=True)
+    signal.connect(Slotted())
+    assert len(signal.receivers_for(Service)) == 1
+
+
+async def test_partial_and_callable_object_receivers() -> None:
+    """functools.partial of a coroutine function and async callable objects are awaited."""
+    signal = make_signal()
+    log: list[str] = []
+
+    async def tagged(tag: str, sender: object, payload: Registered) -> str:
+        log.append(tag)
+        return tag
+
+    signal.connect(functools.partial(tagged, "partial"))
+    signal.connect(Handler(log))
+    results = await signal.send(Service, user_id=1)
+    assert [result for _, result in results] == ["partial", None]
+    assert log == ["partial", "call"]
+
+
+async def test_dead_sender_prunes_its_receivers() -> None:
+    """Receivers connected for a sender that is garbage collected are pruned."""
+    signal = make_signal()
+
+    class Temp:
+        pass
+
+    sender = Temp()
+
+    async def handler(sender: object, payload: Registered) -> None:
+        pass
+
+    signal.connect(handler, sender=sender)
+    assert signal.has_receivers_for(sender)
+    del sender
+    gc.collect()
+    assert signal._records == []
+    assert signal._sender_counts == {}
+
+
+# -- order -----------------------------------------------------------------------------------
+
+
+def _recorder(log: list[str], name: str, delay: float = 0) -> Any:
+    async def record(sender: object, payload: Registered) -> str:
+        log.append(f"start {name}")
+        if delay:
+            await anyio.sleep(delay)
+        log.append(f"end {name}")
+        return name
+
+    return record
+
+
+@pytest.mark.parametrize("mode", [Sequential(), Concurrent(), Concurrent(limit=2)])
+async def test_priority_then_connection_order(mode: Sequential | Concurrent) -> None:
+    """Higher priority first, then connection order; results in that order in every mode."""
+    signal = make_signal(mode=mode)
+    log: list[str] = []
+    for name, priority in [("a", 0), ("b", 5), ("c", 0), ("d", 10), ("e", 5)]:
+        signal.connect(_recorder(log, name), priority=priority)
+    results = await signal.send(Service, user_id=1)
+    assert [result for _, result in results] == ["d", "b", "e", "a", "c"]
+
+
+async def test_concurrent_priorities_are_stages() -> None:
+    """In Concurrent mode a lower priority starts only when the higher one has finished."""
+    signal = make_signal(mode=Concurrent())
+    log: list[str] = []
+    signal.connect(_recorder(log, "audit1", delay=0.02), priority=10)
+    signal.connect(_recorder(log, "audit2", delay=0.01), priority=10)
+    signal.connect(_recorder(log, "rest1"))
+    signal.connect(_recorder(log, "rest2"))
+    results = await signal.send(Service, user_id=1)
+    assert set(log[:2]) == {"start audit1", "start audit2"}  # ran together
+    assert log.index("end audit1") < log.index("start rest1")
+    assert log.index("end audit2") < log.index("start rest2")
+    assert [result for _, result in results] == ["audit1", "audit2", "rest1", "rest2"]
+
+
+async def test_concurrent_receivers_overlap() -> None:
+    """Concurrent receivers of one priority run at the same time; Sequential ones do not."""
+    for mode, overlapping in [(Concurrent(), True), (Sequential(), False)]:
+        signal = make_signal(mode=mode)
+        log: list[str] = []
+        for name in "abc":
+            signal.connect(_recorder(log, name, delay=0.01))
+        await signal.send(Service, user_id=1)
+        assert (log[:3] == ["start a", "start b", "start c"]) is overlapping
+
+
+async def test_concurrent_limit_caps_running_receivers() -> None:
+    """Concurrent(limit=N) runs at most N receivers at once, and all of them."""
+    running = peak = 0
+    signal = make_signal(mode=Concurrent(limit=3))
+
+    def make(index: int) -> Any:
+        async def worker(sender: object, payload: Registered) -> int:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await anyio.sleep(0.005)
+            running -= 1
+            return index
+
+        return worker
+
+    for index in range(10):
+        signal.connect(make(index))
+    results = await signal.send(Service, user_id=1)
+    assert peak == 3
+    assert [result for _, result in results] == list(range(10))
+
+
+async def test_send_mode_overrides_signal_mode() -> None:
+    """send(mode=...) overrides the signal's default mode for that send only."""
+    signal = make_signal()
+    log: list[str] = []
+    for name in "ab":
+        signal.connect(_recorder(log, name, delay=0.01))
+    await signal.send(Service, user_id=1, mode=Concurrent())
+    assert log[:2] == ["start a", "start b"]
+    log.clear()
+    await signal.send(Service, user_id=1)
+    assert log[:2] == ["start a", "end a"]
+
+
+# -- sync receivers ------------------------------------------------------------------------
+
+
+async def test_sync_receiver_called_inline() -> None:
+    """A plain function is called inline, in the event loop thread."""
+    import threading
+
+    signal = make_signal()
+    threads: list[int] = []
+
+    def sync(sender: object, payload: Registered) -> int:
+        threads.append(threading.get_ident())
+        return payload.user_id * 2
+
+    signal.connect(sync)
+    assert await signal.send(Service, user_id=2) == [(sync, 4)]
+    assert threads == [threading.get_ident()]
+
+
+async def test_sync_receiver_in_thread() -> None:
+    """thread=True runs a plain function in a worker thread and returns its result."""
+    import threading
+
+    signal = make_signal()
+    threads: list[int] = []
+
+    def blocking(sender: object, payload: Registered) -> int:
+        threads.append(threading.get_ident())
+        return payload.user_id + 1
+
+    signal.connect(blocking, thread=True)
+    assert await signal.send(Service, user_id=2) == [(blocking, 3)]
+    assert threads
+    assert threads[0] != threading.get_ident()
+
+
+def test_thread_option_rejects_async_receivers() -> None:
+    """thread=True with a coroutine function is a TypeError."""
+
+    async def handler(sender: object, payload: Registered) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="thread=True"):
+        make_signal().connect(handler, thread=True)
+
+
+async def test_sync_receiver_returning_awaitable_is_awaited() -> None:
+    """A plain callable that returns an awaitable has it awaited by the send."""
+    signal = make_signal()
+
+    async def target(sender: object, payload: Registered) -> str:
+        return "awaited"
+
+    signal.connect(lambda sender, payload: target(sender, payload))
+    results = await signal.send(Service, user_id=1)
+    assert results[0][1] == "awaited"
+
+
+# -- once ----------------------------------------------------------------------------------
+
+
+async def test_once_receiver_is_delivered_once() -> None:
+    """A once receiver is called on the first send and then disconnected."""
+    signal = make_signal()
+    calls: list[int] = []
+
+    async def first_only(sender: object, payload: Registered) -> None:
+        calls.append(payload.user_id)
+
+    signal.connect(first_only, once=True)
+    await signal.send(Service, user_id=1)
+    await signal.send(Service, user_id=2)
+    assert calls == [1]
+    assert not signal.has_receivers_for(Service)
+
+
+@pytest.mark.parametrize("mode", [Sequential(), Concurrent()])
+async def test_once_under_100_concurrent_sends(mode: Sequential | Concurrent) -> None:
+    """Under 100 concurrent sends a once receiver still runs exactly once."""
+    signal = make_signal(mode=mode)
+    calls: list[int] = []
+
+    async def first_only(sender: object, payload: Registered) -> None:
+        await anyio.sleep(0.001)
+        calls.append(payload.user_id)
+
+    async def other(sender: object, payload: Registered) -> None:
+        await anyio.sleep(0.001)
+
+    signal.connect(first_only, once=True)
+    signal.connect(other)
+    async with anyio.create_task_group() as group:
+        for index in range(100):
+            group.start_soon(functools.partial(signal.send, Service, user_id=index))
+    assert len(calls) == 1
+
+
+# -- receivers_for / snapshots --------------------------------------------------------------
+
+
+async def test_connect_during_send_does_not_change_that_send() -> None:
+    """Receivers connected or disconnected by a receiver apply to later sends only."""
+    signal = make_signal()
+    log: list[str] = []
+
+    async def late(sender: object, payload: Registered) -> None:
+        log.append("late")
+
+    async def victim(sender: object, payload: Registered) -> None:
+        log.append("victim")
+
+    async def meddler(sender: object, payload: Registered) -> None:
+        log.append("meddler")
+        signal.connect(late)
+        signal.disconnect(victim)
+
+    signal.connect(meddler)
+    signal.connect(victim)
+    await signal.send(Service, user_id=1)
+    assert log == ["meddler", "victim"]
+    log.clear()
+    await signal.send(Service, user_id=1)
+    assert log == ["meddler", "late"]
+
+
+async def test_has_receivers_for() -> None:
+    """has_receivers_for tells whether a send from that sender would reach anyone."""
+    signal = make_signal()
+
+    async def handler(sender: object, payload: Registered) -> None:
+        pass
+
+    assert not signal.has_receivers_for(Service)
+    signal.connect(handler, sender=Service)
+    assert signal.has_receivers_for(Service)
+    assert not signal.has_receivers_for(object())
+
+
+def test_repr_names_signal() -> None:
+    """The repr names the signal and its payload type."""
+    assert "user_registered[Registered]" in repr(make_signal(name="user_registered"))
