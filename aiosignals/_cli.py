@@ -17,10 +17,19 @@ __all__ = ["main"]
 
 # name -> (help, module with add_arguments() and run())
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("run the seed scenario: users saved on SQLite, profiles made by post_save", "aiosignals._demo"),
-    "relay": ("deliver durable receivers' outbox rows until SIGINT/SIGTERM", "aiosignals.outbox._cli"),
+    "demo": (
+        "run the seed scenario: users saved on SQLite, profiles made by post_save",
+        "aiosignals._demo",
+    ),
+    "relay": (
+        "deliver durable receivers' outbox rows until SIGINT/SIGTERM",
+        "aiosignals.outbox._cli",
+    ),
     "outbox": ("list, retry or purge outbox rows", "aiosignals.outbox._cli_rows"),
-    "consume": ("consume signals from Redis Streams until SIGINT/SIGTERM", "aiosignals.transports._cli"),
+    "consume": (
+        "consume signals from Redis Streams until SIGINT/SIGTERM",
+        "aiosignals.transports._cli",
+    ),
     "inspect": ("list the signals of a module and their receivers", "aiosignals._inspect"),
 }
 
@@ -51,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
-        module = importlib.import_module(args._module)  # noqa: SLF001
+        module = importlib.import_module(args._module)
     except ImportError as exc:
         print(f"aiosignals {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ count first, so a program that never uses them pays one integer test per send.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Override", "active", "lookup", "override"]
 
-active = 0
+active: int = 0
 """How many override blocks are open in any task; zero lets sends skip the lookup."""
 
 
@@ -48,9 +48,9 @@ def override(
     mute_all: bool = False,
     muted_keys: frozenset[object] = frozenset(),
     extra: tuple[ReceiverRecord, ...] = (),
-) -> Iterator[None]:
+) -> Generator[None]:
     """Add to the current task's override of a signal for the duration of the block."""
-    global active  # noqa: PLW0603 -- a process-wide fast-path counter, see the module docstring
+    global active
     current = _overrides.get(None) or {}
     before = current.get(signal_id, Override())
     updated = dict(current)

@@ -22,7 +22,7 @@ def on_asyncio() -> bool:
     """Return whether the calling code runs on an asyncio event loop."""
     # The private getter is what asyncio's own get_running_loop() wraps; it returns None
     # instead of raising, which keeps the check to one C call on the hot path.
-    return asyncio._get_running_loop() is not None  # noqa: SLF001
+    return asyncio._get_running_loop() is not None
 
 
 async def run_group(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:

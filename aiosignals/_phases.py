@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -65,8 +65,10 @@ class PhaseScope:
         self, *, parent: PhaseScope | None = None, durable_sink: DurableSink | None = None
     ) -> None:
         self.parent = parent
-        self.durable_sink = durable_sink if durable_sink is not None else (
-            parent.durable_sink if parent is not None else None
+        self.durable_sink: DurableSink | None = (
+            durable_sink
+            if durable_sink is not None
+            else (parent.durable_sink if parent is not None else None)
         )
         self._deferred: list[tuple[Phase, Signal[Any], ReceiverRecord, Any, Event]] = []
 
@@ -81,7 +83,7 @@ class PhaseScope:
         for entry_phase, signal, record, sender, payload in self._deferred:
             if entry_phase is not phase:
                 continue
-            failure = await signal._deliver_deferred(record, sender, payload, veto=veto)  # noqa: SLF001
+            failure = await signal._deliver_deferred(record, sender, payload, veto=veto)  # pyright: ignore[reportPrivateUsage]
             if failure is not None:
                 failures.append(failure)
         if len(failures) == 1:
@@ -97,7 +99,7 @@ class PhaseScope:
         commit: Callable[[], Awaitable[None]],
         rollback: Callable[[], Awaitable[None]],
         durable_sink: DurableSink | None = None,
-    ) -> AsyncIterator[PhaseScope]:
+    ) -> AsyncGenerator[PhaseScope]:
         """
         Run the body as one transaction (or a savepoint, when a scope is already open).
 

@@ -154,9 +154,8 @@ class ReceiverRecord:
         """The sender this record is restricted to, :data:`ANY`, or ``None`` if it died."""
         if self.sender_id is None:
             return ANY
-        if isinstance(self.sender_ref, weakref.ref):
-            return self.sender_ref()
-        return self.sender_ref
+        ref: Any = self.sender_ref
+        return ref() if isinstance(ref, weakref.ref) else ref
 
     def resolve(self) -> Callable[..., Any] | None:
         """Return the receiver, or ``None`` if it was held weakly and has been collected."""
@@ -196,9 +195,9 @@ def receiver(
 
     .. versionadded:: 0.1
     """
-    signals: Sequence[Signal[Any]] = (
-        signal if isinstance(signal, (list, tuple)) else (signal,)  # type: ignore[assignment]
-    )
+    from ._signal import Signal
+
+    signals: Sequence[Signal[Any]] = [signal] if isinstance(signal, Signal) else list(signal)
 
     def decorator(fn: Callable[[Any, P], R]) -> Callable[[Any, P], R]:
         for each in signals:

@@ -7,7 +7,7 @@ import itertools
 import logging
 import types
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, overload
@@ -98,8 +98,12 @@ class Signal(Generic[P]):
         timeout: float | None = None,
         max_depth: int = 8,
     ) -> None:
-        if not (isinstance(payload_type, type) and issubclass(payload_type, Event)):
-            raise TypeError(f"a signal's payload type must be an Event subclass, not {payload_type!r}")
+        # Checked at run time too: the payload type often comes from untyped code.
+        is_event = inspect.isclass(payload_type) and issubclass(payload_type, Event)  # type: ignore[redundant-expr]
+        if not is_event:
+            raise TypeError(
+                f"a signal's payload type must be an Event subclass, not {payload_type!r}"
+            )
         if errors not in _POLICIES:
             raise ValueError(f"errors must be one of {_POLICIES}, got {errors!r}")
         if max_depth < 1:
@@ -212,7 +216,7 @@ class Signal(Generic[P]):
         :raises ValueError: if *durable* is set without a *dispatch_uid*
         """
         if receiver is None:
-            return functools.partial(  # type: ignore[return-value]
+            return functools.partial(
                 self.connect,
                 sender=sender,
                 weak=weak,
@@ -308,7 +312,9 @@ class Signal(Generic[P]):
         if dispatch_uid is not None:
             record = self._by_uid.get(dispatch_uid)
         elif receiver is not None:
-            record = self._by_key.get((receiver_key(receiver), None if sender is ANY else id(sender)))
+            record = self._by_key.get(
+                (receiver_key(receiver), None if sender is ANY else id(sender))
+            )
         else:
             raise TypeError("disconnect() needs a receiver or a dispatch_uid")
         if record is None:
@@ -343,7 +349,9 @@ class Signal(Generic[P]):
             plan = self._plans.get(sender_id)
             if plan is None:
                 plan = _Plan(
-                    tuple(r for r in self._records if r.sender_id is None or r.sender_id == sender_id)
+                    tuple(
+                        r for r in self._records if r.sender_id is None or r.sender_id == sender_id
+                    )
                 )
                 self._plans[sender_id] = plan
             return plan
@@ -407,7 +415,7 @@ class Signal(Generic[P]):
     @contextmanager
     def connected_to(
         self, receiver: Callable[[Any, P], Any], sender: Any = ANY, *, priority: int = 0
-    ) -> Iterator[None]:
+    ) -> Generator[None]:
         """
         Connect *receiver* for the current task (and the tasks it starts) inside the block.
 
@@ -483,12 +491,9 @@ class Signal(Generic[P]):
         elif payload.__class__ is not payload_type or fields:
             payload = self._coerce(payload, fields)
 
-        if self._sender_counts:
+        plan = None if self._sender_counts else self._any_plan
+        if plan is None:
             plan = self._plan_for(sender)
-        else:
-            plan = self._any_plan
-            if plan is None:
-                plan = self._plan_for(sender)
         if _context.active:
             plan = self._overridden(plan, sender)
         records = plan.records
@@ -578,7 +583,9 @@ class Signal(Generic[P]):
             return await self._call(record, fn, sender, payload)
 
     @staticmethod
-    async def _call(record: ReceiverRecord, fn: Callable[..., Any], sender: Any, payload: Event) -> Any:
+    async def _call(
+        record: ReceiverRecord, fn: Callable[..., Any], sender: Any, payload: Event
+    ) -> Any:
         if record.is_async:
             return await fn(sender, payload)
         if record.thread:
@@ -660,7 +667,7 @@ class Signal(Generic[P]):
                 raise ExceptionGroup(
                     f"{len(group.exceptions)} receiver(s) of {self!r} failed", group.exceptions
                 ) from None
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
                 raise ExceptionGroup(f"1 receiver(s) of {self!r} failed", [exc]) from None
             results.extend(zip((fn for _, fn in calls), outcomes, strict=True))
         return results
@@ -712,9 +719,8 @@ class Signal(Generic[P]):
             return None
         try:
             await self._invoke(record, fn, sender, payload, self.timeout)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- handed back or logged
             if veto or self.errors == "raise":
                 return exc
             self._report(fn, exc, "log")
         return None
-

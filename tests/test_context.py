@@ -116,7 +116,11 @@ async def test_connected_to_honours_sender_and_priority() -> None:
 def test_connected_to_rejects_bad_receiver() -> None:
     """connected_to checks the receiver like connect does."""
     signal = Signal(Saved)
-    with pytest.raises(TypeError), signal.connected_to(lambda: None):  # type: ignore[arg-type]
+
+    def no_args() -> None:
+        pass
+
+    with pytest.raises(TypeError), signal.connected_to(no_args):  # type: ignore[arg-type]
         pass
 
 

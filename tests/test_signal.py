@@ -164,9 +164,9 @@ def test_connect_rejects_wrong_arity() -> None:
 
     signal = make_signal()
     with pytest.raises(TypeError, match=r"receiver\(sender, payload\)"):
-        signal.connect(one_arg)  # type: ignore[call-overload]
+        signal.connect(one_arg)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"receiver\(sender, payload\)"):
-        signal.connect(three_args)  # type: ignore[call-overload]
+        signal.connect(three_args)  # type: ignore[arg-type]
     assert not signal.has_receivers_for(Service)
 
 

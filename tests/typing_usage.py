@@ -1,0 +1,79 @@
+"""
+The public API used as a user would, checked by mypy --strict and pyright; never run.
+
+Lines marked ``# type: ignore[...]`` must be rejected: mypy's ``warn_unused_ignores``
+fails the check if one of them ever type-checks, so each proves a type error is caught.
+"""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+
+from aiosignals import ANY, Concurrent, Event, Phase, Sequential, Signal, receiver
+
+
+class UserRegistered(Event):
+    user_id: int
+    email: str
+
+
+class OrderPlaced(Event):
+    order_id: int
+
+
+class AccountService:
+    pass
+
+
+user_registered = Signal(UserRegistered, name="user_registered")
+assert_type(user_registered, Signal[UserRegistered])
+order_placed = Signal(OrderPlaced, mode=Concurrent(limit=4), errors="collect")
+assert_type(order_placed, Signal[OrderPlaced])
+
+
+@receiver(user_registered, sender=AccountService, dispatch_uid="welcome-mail")
+async def send_welcome(sender: type[AccountService], payload: UserRegistered) -> str:
+    return payload.email
+
+
+@user_registered.connect
+async def audit(sender: Any, payload: UserRegistered) -> None:
+    pass
+
+
+@user_registered.connect(priority=10, phase=Phase.AFTER_COMMIT)
+def sync_audit(sender: Any, payload: UserRegistered) -> int:
+    return payload.user_id
+
+
+def accepts_base_event(sender: Any, payload: Event) -> None:
+    """A receiver of any Event accepts the payload of every signal (contravariance)."""
+
+
+user_registered.connect(accepts_base_event, sender=ANY, weak=False)
+
+
+async def wrong_payload(sender: Any, payload: OrderPlaced) -> None:
+    pass
+
+
+user_registered.connect(wrong_payload)  # type: ignore[arg-type]
+
+
+@receiver(user_registered)  # type: ignore[arg-type]
+async def wrong_decorated(sender: Any, payload: OrderPlaced) -> None:
+    pass
+
+
+async def main() -> None:
+    results = await user_registered.send(AccountService, UserRegistered(user_id=1, email="a@b.c"))
+    for fn, result in results:
+        print(fn, result)
+    await user_registered.send(AccountService, user_id=1, email="a@b.c", mode=Sequential())
+    await user_registered.send(AccountService, OrderPlaced(order_id=1))  # type: ignore[arg-type]
+    await user_registered.send(AccountService, errors="ignore")  # type: ignore[arg-type]
+    with user_registered.muted(send_welcome), user_registered.connected_to(audit):
+        pass
+    with user_registered.connected_to(wrong_payload):  # type: ignore[arg-type]
+        pass
+    assert_type(user_registered.has_receivers_for(AccountService), bool)
