@@ -4,7 +4,7 @@ import inspect
 import types
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from ._phases import Phase
 
@@ -154,8 +154,10 @@ class ReceiverRecord:
         """The sender this record is restricted to, :data:`ANY`, or ``None`` if it died."""
         if self.sender_id is None:
             return ANY
-        ref: Any = self.sender_ref
-        return ref() if isinstance(ref, weakref.ref) else ref
+        ref = self.sender_ref
+        if isinstance(ref, weakref.ref):
+            return cast("weakref.ref[Any]", ref)()
+        return ref
 
     def resolve(self) -> Callable[..., Any] | None:
         """Return the receiver, or ``None`` if it was held weakly and has been collected."""

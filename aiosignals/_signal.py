@@ -39,14 +39,27 @@ registry: weakref.WeakValueDictionary[str, Signal[Any]] = weakref.WeakValueDicti
 class _Plan:
     """The ordered receivers one send walks; built once per sender and cached."""
 
-    __slots__ = ("_stages", "plain", "records")
+    __slots__ = ("_fn_stages", "_stages", "fns", "plain", "records")
 
     def __init__(self, records: tuple[ReceiverRecord, ...]) -> None:
         self.records = records
         # Every record is a strongly held coroutine function with no options: the send
         # loop can call them without per-receiver checks.
         self.plain = all(record.plain for record in records)
+        self.fns: tuple[Callable[..., Any], ...] | None = (
+            tuple(record.fn for record in records if record.fn is not None) if self.plain else None
+        )
         self._stages: tuple[tuple[ReceiverRecord, ...], ...] | None = None
+        self._fn_stages: tuple[tuple[Callable[..., Any], ...], ...] | None = None
+
+    @property
+    def fn_stages(self) -> tuple[tuple[Callable[..., Any], ...], ...]:
+        """The receivers of a plain plan grouped by priority, for the concurrent fast path."""
+        if self._fn_stages is None:
+            self._fn_stages = tuple(
+                tuple(r.fn for r in stage if r.fn is not None) for stage in self.stages
+            )
+        return self._fn_stages
 
     @property
     def stages(self) -> tuple[tuple[ReceiverRecord, ...], ...]:
@@ -112,12 +125,11 @@ class Signal(Generic[P]):
         """The payload model of this signal."""
         self.name = name
         """The signal's name, or ``None``."""
-        self.mode: Mode = mode
-        """The default mode of its sends."""
-        self.errors: ErrorPolicy = errors
-        """The default error policy of its sends."""
-        self.timeout = timeout
-        """The default timeout of each receiver, in seconds, or ``None``."""
+        self._mode: Mode = mode
+        self._errors: ErrorPolicy = errors
+        self._timeout = timeout
+        self._fast = False
+        self._update_fast()
         self.max_depth = max_depth
         """How deeply its sends may nest in its own receivers."""
         self._records: list[ReceiverRecord] = []
@@ -131,6 +143,44 @@ class Signal(Generic[P]):
         self._depth: ContextVar[int] = ContextVar(f"aiosignals_depth_{name}", default=0)
         if name is not None:
             registry[name] = self
+
+    def _update_fast(self) -> None:
+        # The defaults under which send() may take its shortest path.
+        self._fast = (
+            self._mode.__class__ is Sequential and self._errors == "raise" and self._timeout is None
+        )
+
+    @property
+    def mode(self) -> Mode:
+        """The default mode of its sends."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: Mode) -> None:
+        self._mode = mode
+        self._update_fast()
+
+    @property
+    def errors(self) -> ErrorPolicy:
+        """The default error policy of its sends."""
+        return self._errors
+
+    @errors.setter
+    def errors(self, errors: ErrorPolicy) -> None:
+        if errors not in _POLICIES:
+            raise ValueError(f"errors must be one of {_POLICIES}, got {errors!r}")
+        self._errors = errors
+        self._update_fast()
+
+    @property
+    def timeout(self) -> float | None:
+        """The default timeout of each receiver, in seconds, or ``None``."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+        self._update_fast()
 
     def __repr__(self) -> str:
         label = self.name or self.payload_type.__qualname__
@@ -496,10 +546,41 @@ class Signal(Generic[P]):
             plan = self._plan_for(sender)
         if _context.active:
             plan = self._overridden(plan, sender)
-        records = plan.records
-        if not records:
-            return []
 
+        fns = plan.fns
+        if (
+            fns is not None
+            and self._fast
+            and not self._active
+            and mode is None
+            and errors is None
+            and timeout is None
+        ):
+            # The common case, kept to what it needs: plain receivers, default policies,
+            # no send of this signal under way (so no depth to track).
+            if not fns:
+                return []
+            self._active = 1
+            try:
+                results: list[tuple[Callable[..., Any], Any]] = []
+                for fn in fns:
+                    results.append((fn, await fn(sender, payload)))  # noqa: PERF401 -- an async comprehension costs a coroutine more
+                return results
+            finally:
+                self._active -= 1
+        if not plan.records:
+            return []
+        return await self._send_general(plan, sender, payload, mode, errors, timeout)
+
+    async def _send_general(
+        self,
+        plan: _Plan,
+        sender: Any,
+        payload: P,
+        mode: Mode | None,
+        errors: ErrorPolicy | None,
+        timeout: float | None,
+    ) -> list[tuple[Callable[..., Any], Any]]:
         # Recursion guard. Writing a context variable on every send costs more than the
         # rest of a one-receiver send, so the per-task depth is only tracked once a send of
         # this signal is already under way somewhere. An unrelated send overlapping
@@ -516,17 +597,15 @@ class Signal(Generic[P]):
         self._active += 1
         try:
             if errors is None:
-                errors = self.errors
+                errors = self._errors
             elif errors not in _POLICIES:
                 raise ValueError(f"errors must be one of {_POLICIES}, got {errors!r}")
             if timeout is None:
-                timeout = self.timeout
+                timeout = self._timeout
             if mode is None:
-                mode = self.mode
+                mode = self._mode
             if mode.__class__ is Sequential:
-                if plan.plain and timeout is None and errors == "raise":
-                    return [(r.fn, await r.fn(sender, payload)) for r in records]  # type: ignore[misc]
-                return await self._send_sequential(records, sender, payload, errors, timeout)
+                return await self._send_sequential(plan.records, sender, payload, errors, timeout)
             assert isinstance(mode, Concurrent)
             return await self._send_concurrent(plan, sender, payload, errors, timeout, mode.limit)
         finally:
@@ -648,6 +727,24 @@ class Signal(Generic[P]):
         limit: int | None,
     ) -> list[tuple[Callable[..., Any], Any]]:
         results: list[tuple[Callable[..., Any], Any]] = []
+        if (
+            plan.fns is not None
+            and errors == "raise"
+            and timeout is None
+            and limit is None
+            and _fastpath.on_asyncio()
+        ):
+            # Plain receivers on asyncio: their coroutines go straight into the task group.
+            for fns in plan.fn_stages:
+                try:
+                    if len(fns) == 1:
+                        outcomes = [await fns[0](sender, payload)]
+                    else:
+                        outcomes = await _fastpath.run_group([fn(sender, payload) for fn in fns])
+                except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
+                    raise self._grouped(exc) from None
+                results.extend(zip(fns, outcomes, strict=True))
+            return results
         for stage in plan.stages:
             calls: list[tuple[ReceiverRecord, Callable[..., Any]]] = []
             for record in stage:
@@ -663,14 +760,15 @@ class Signal(Generic[P]):
                     outcomes = [await self._guarded(record, fn, sender, payload, errors, timeout)]
                 else:
                     outcomes = await self._run_stage(calls, sender, payload, errors, timeout, limit)
-            except ExceptionGroup as group:
-                raise ExceptionGroup(
-                    f"{len(group.exceptions)} receiver(s) of {self!r} failed", group.exceptions
-                ) from None
             except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
-                raise ExceptionGroup(f"1 receiver(s) of {self!r} failed", [exc]) from None
+                raise self._grouped(exc) from None
             results.extend(zip((fn for _, fn in calls), outcomes, strict=True))
         return results
+
+    def _grouped(self, exc: Exception) -> ExceptionGroup[Exception]:
+        """Return the failures of a concurrent stage as one group, the same on every backend."""
+        failures = list(exc.exceptions) if isinstance(exc, ExceptionGroup) else [exc]
+        return ExceptionGroup(f"{len(failures)} receiver(s) of {self!r} failed", failures)
 
     async def _run_stage(
         self,
