@@ -156,7 +156,7 @@ class ReceiverRecord:
             return ANY
         ref = self.sender_ref
         if isinstance(ref, weakref.ref):
-            return cast("weakref.ref[Any]", ref)()
+            return cast("weakref.ref[Any]", ref)()  # type: ignore[redundant-cast]
         return ref
 
     def resolve(self) -> Callable[..., Any] | None:

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Generic, overload
+from typing import TYPE_CHECKING, Any, Generic, cast, overload
 
 import anyio
 import anyio.to_thread
@@ -767,7 +767,11 @@ class Signal(Generic[P]):
 
     def _grouped(self, exc: Exception) -> ExceptionGroup[Exception]:
         """Return the failures of a concurrent stage as one group, the same on every backend."""
-        failures = list(exc.exceptions) if isinstance(exc, ExceptionGroup) else [exc]
+        failures: list[Exception] = (
+            list(cast("ExceptionGroup[Exception]", exc).exceptions)
+            if isinstance(exc, ExceptionGroup)
+            else [exc]
+        )
         return ExceptionGroup(f"{len(failures)} receiver(s) of {self!r} failed", failures)
 
     async def _run_stage(
