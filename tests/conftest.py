@@ -2,6 +2,22 @@ from __future__ import annotations
 
 import pytest
 
+from tests._servers import (
+    postgres_server_url,
+    postgres_url,
+    redis_process,
+    redis_server_url,
+    stream_prefix,
+)
+
+__all__ = [
+    "postgres_server_url",
+    "postgres_url",
+    "redis_process",
+    "redis_server_url",
+    "stream_prefix",
+]
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

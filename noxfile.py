@@ -1,0 +1,63 @@
+"""Sessions: ``nox -s tests`` (the CI suite), ``lint``, ``typing``, ``bench``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "typing"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def _group(name: str) -> list[str]:
+    return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (asyncio and trio) with every extra installed."""
+    session.install("-e", ".[all]", *_group("tests"))
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", success_codes=[0, 1])
+    session.run("coverage", "report", "--fail-under=0")
+
+
+@nox.session
+def tests_minimal(session: nox.Session) -> None:
+    """The core with only its two runtime dependencies: no extra may be needed to import it."""
+    session.install("-e", ".", "pytest", "pytest-asyncio", "trio")
+    session.run(
+        "pytest",
+        "tests/test_signal.py",
+        "tests/test_policies.py",
+        "tests/test_context.py",
+        "tests/test_phases.py",
+        "tests/test_exports.py",
+        *session.posargs,
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install(*_group("lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict and pyright on the package and the typed usage file."""
+    session.install("-e", ".[all]", *_group("typing"))
+    session.run("mypy")
+    session.run("pyright")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Dispatch speed against the peers, and the repository/outbox/transport benchmarks."""
+    session.install("-e", ".[all]", *_group("bench"))
+    session.run("python", "benchmarks/dispatch.py", *session.posargs)

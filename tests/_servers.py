@@ -1,0 +1,149 @@
+"""
+The real servers some tests need: PostgreSQL and Redis.
+
+``.ci/run`` starts both on loopback and sets ``AIOSIGNALS_TEST_POSTGRES_URL`` and
+``AIOSIGNALS_TEST_REDIS_URL`` (``scripts/services.sh`` does the same on a workstation). With
+``AIOSIGNALS_REQUIRE_SERVICES=1`` (set by CI) a test whose server is missing fails; otherwise it
+is skipped with the reason, so a laptop without PostgreSQL still runs everything else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+REQUIRED = os.environ.get("AIOSIGNALS_REQUIRE_SERVICES") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Fail under CI, skip elsewhere: a missing server must never pass silently in CI."""
+    if REQUIRED:
+        pytest.fail(f"{reason} (AIOSIGNALS_REQUIRE_SERVICES=1)")
+    pytest.skip(f'{reason}; run `eval "$(scripts/services.sh start .services)"` first')
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The maintenance URL (``postgresql://...``) of the test PostgreSQL server."""
+    url = os.environ.get("AIOSIGNALS_TEST_POSTGRES_URL")
+    if not url:
+        unavailable("AIOSIGNALS_TEST_POSTGRES_URL is not set")
+    assert url is not None
+    if not _reachable(url):
+        unavailable(f"PostgreSQL at {url} is not reachable")
+    return url
+
+
+def _admin(server_url: str, statement: str) -> None:
+    subprocess.run(
+        ["psql", server_url, "-v", "ON_ERROR_STOP=1", "-qc", statement],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test, as an SQLAlchemy asyncpg URL; dropped after."""
+    name = f"aiosignals_{uuid.uuid4().hex[:12]}"
+    _admin(postgres_server_url, f"CREATE DATABASE {name}")
+    parts = urlsplit(postgres_server_url)
+    url = urlunsplit(("postgresql+asyncpg", parts.netloc, f"/{name}", "", ""))
+    try:
+        yield url
+    finally:
+        _admin(postgres_server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> str:
+    """The URL of the shared test redis-server."""
+    url = os.environ.get("AIOSIGNALS_TEST_REDIS_URL")
+    if not url:
+        unavailable("AIOSIGNALS_TEST_REDIS_URL is not set")
+    assert url is not None
+    if not _reachable(url):
+        unavailable(f"Redis at {url} is not reachable")
+    return url
+
+
+@pytest.fixture
+def stream_prefix() -> str:
+    """A stream-name prefix of one test's own, so tests sharing a server never meet."""
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+@dataclass
+class RedisProcess:
+    """A redis-server of one test's own, with AOF on, that the test may kill and restart."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self.process = subprocess.Popen(
+            [
+                binary, "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", str(self.directory), "--appendonly", "yes",
+                "--appendfsync", "always", "--save", "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not _reachable(self.url):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A private redis-server (AOF on) the test controls; stopped after."""
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed")
+    server = RedisProcess(port=free_port(), directory=tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
