@@ -8,20 +8,23 @@ outbox and a Redis Streams transport. Runs on asyncio and trio through anyio.
 
 from __future__ import annotations
 
+from ._bus import EventBus
 from ._event import Event
 from ._modes import Concurrent, Mode, Sequential
 from ._phases import Phase
 from ._receivers import ANY, receiver
 from ._signal import Signal
 from ._types import ErrorPolicy, Receiver
-from .exceptions import AiosignalsError, RecursionDepthError
+from .exceptions import AiosignalsError, BufferFull, RecursionDepthError
 
 __all__ = [
     "ANY",
     "AiosignalsError",
+    "BufferFull",
     "Concurrent",
     "ErrorPolicy",
     "Event",
+    "EventBus",
     "Mode",
     "Phase",
     "Receiver",
