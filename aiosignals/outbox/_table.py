@@ -1,0 +1,90 @@
+"""The outbox table and the writing of its rows, in the entity's transaction."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ..models import import_path
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from .._event import Event
+    from .._receivers import ReceiverRecord
+    from .._signal import Signal
+
+__all__ = ["dump_sender", "outbox", "outbox_metadata", "write_row"]
+
+outbox_metadata = sa.MetaData()
+
+PENDING = "pending"
+DEAD = "dead"
+
+outbox = sa.Table(
+    "aiosignals_outbox",
+    outbox_metadata,
+    # BIGINT on PostgreSQL; SQLite only autoincrements an INTEGER PRIMARY KEY.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("dispatch_uid", sa.String(255), nullable=False),
+    sa.Column("signal", sa.String(255), nullable=False),
+    sa.Column("sender", sa.Text(), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default=PENDING),
+    sa.Column("attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    # Seconds since the epoch: compared in the same way on every backend.
+    sa.Column("available_at", sa.Float(), nullable=False),
+    sa.Column("locked_until", sa.Float(), nullable=True),
+    sa.Column("locked_by", sa.String(255), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Index("aiosignals_outbox_due", "status", "dispatch_uid", "id"),
+)
+
+
+def dump_sender(sender: Any) -> str:
+    """
+    Return how a durable receiver's sender is stored: by import path, or as a string.
+
+    :raises TypeError: for a sender that cannot be stored and found again
+    """
+    if sender is None:
+        return "none:"
+    if isinstance(sender, str):
+        return f"str:{sender}"
+    if isinstance(sender, type) or callable(sender):
+        path = import_path(sender)
+        if "<locals>" in path:
+            raise TypeError(
+                f"the sender {sender!r} of a durable receiver is defined inside a function,"
+                " so a relay cannot import it: define it at module level"
+            )
+        return f"py:{path}"
+    raise TypeError(
+        f"a durable receiver's sender must be a class, a function, a string or None to be"
+        f" stored in the outbox, not {sender!r}"
+    )
+
+
+async def write_row(
+    session: AsyncSession, signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
+) -> None:
+    """Insert one outbox row for *record* in *session*'s transaction."""
+    now = time.time()
+    # Both are checked when a durable receiver connects.
+    assert record.dispatch_uid is not None
+    assert signal.name is not None
+    await session.execute(
+        outbox.insert().values(
+            dispatch_uid=record.dispatch_uid,
+            signal=signal.name,
+            sender=dump_sender(sender),
+            payload=payload.model_dump_json(),
+            status=PENDING,
+            attempts=0,
+            created_at=now,
+            available_at=now,
+        )
+    )

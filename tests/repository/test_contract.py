@@ -1,0 +1,393 @@
+"""The behaviour every repository backend shares: memory, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from aiosignals import Phase
+from aiosignals.models import (
+    PostDelete,
+    PostSave,
+    PreDelete,
+    PreSave,
+    post_delete,
+    post_save,
+    pre_delete,
+    pre_save,
+)
+from aiosignals.repository import IntegrityError, NotFound
+
+if TYPE_CHECKING:
+    from .conftest import Backend
+
+pytestmark = pytest.mark.anyio
+Listen = Callable[..., None]
+
+
+class Veto(Exception):
+    pass
+
+
+async def test_add_assigns_a_key_and_sends_pre_and_post_save_around_the_write(
+    backend: Backend, listen: Listen
+) -> None:
+    seen: list[tuple[str, bool, bool]] = []
+
+    async def before(sender: Any, payload: PreSave[Any]) -> None:
+        assert sender is backend.User
+        stored = await backend.users.list(email="a@x")
+        seen.append(("pre", payload.created, bool(stored)))
+
+    async def after(sender: Any, payload: PostSave[Any]) -> None:
+        stored = await backend.users.get(payload.instance.id)
+        seen.append(("post", payload.created, stored is not None))
+
+    listen(pre_save, before, backend.User)
+    listen(post_save, after, backend.User)
+    user = await backend.users.add(backend.User(email="a@x"))
+
+    assert user.id is not None
+    assert seen == [("pre", True, False), ("post", True, True)]
+
+
+async def test_created_is_true_exactly_on_insert_also_with_a_caller_set_key(
+    backend: Backend, listen: Listen
+) -> None:
+    created: list[bool] = []
+
+    async def record(sender: Any, payload: PostSave[Any]) -> None:
+        created.append(payload.created)
+
+    listen(post_save, record, backend.User)
+    user = backend.User(id=42, email="k@x")
+    await backend.users.save(user)
+    user.name = "Kay"
+    await backend.users.save(user)
+    await backend.users.save(backend.User(email="new@x"))
+
+    assert created == [True, False, True]
+    stored = await backend.users.get(42)
+    assert stored is not None
+    assert stored.name == "Kay"
+
+
+async def test_a_receiver_of_another_sender_is_not_called(backend: Backend, listen: Listen) -> None:
+    calls: list[Any] = []
+
+    async def record(sender: Any, payload: PostSave[Any]) -> None:
+        calls.append(sender)
+
+    listen(post_save, record, backend.Profile)
+    await backend.users.add(backend.User(email="a@x"))
+    assert calls == []
+
+
+async def test_pre_save_vetoes_the_write_by_raising(backend: Backend, listen: Listen) -> None:
+    posts: list[str] = []
+
+    async def veto(sender: Any, payload: PreSave[Any]) -> None:
+        if payload.instance.email.endswith("@spam"):
+            raise Veto
+
+    async def record(sender: Any, payload: PostSave[Any]) -> None:
+        posts.append(payload.instance.email)
+
+    listen(pre_save, veto, backend.User)
+    listen(post_save, record, backend.User)
+    with pytest.raises(Veto):
+        await backend.users.add(backend.User(email="x@spam"))
+    user = await backend.users.add(backend.User(email="ok@x"))
+    user.email = "now@spam"
+    with pytest.raises(Veto):
+        await backend.users.save(user)
+
+    assert [u.email for u in await backend.users.list()] == ["ok@x"]
+    assert posts == ["ok@x"]
+
+
+async def test_update_fields_limits_the_update_and_reaches_the_payloads(
+    backend: Backend, listen: Listen
+) -> None:
+    fields: list[frozenset[str] | None] = []
+
+    async def record(sender: Any, payload: PreSave[Any] | PostSave[Any]) -> None:
+        fields.append(payload.update_fields)
+
+    listen(pre_save, record, backend.User)
+    listen(post_save, record, backend.User)
+    user = await backend.users.add(backend.User(email="a@x", name="A"))
+    user.email = "changed@x"
+    user.name = "Changed"
+    await backend.users.save(user, update_fields=["name"])
+
+    stored = await backend.users.get(user.id)
+    assert stored is not None
+    assert (stored.email, stored.name) == ("a@x", "Changed")
+    assert fields == [None, None, frozenset({"name"}), frozenset({"name"})]
+
+
+async def test_bad_update_fields_are_refused_before_anything_is_sent(
+    backend: Backend, listen: Listen
+) -> None:
+    calls: list[Any] = []
+
+    async def record(sender: Any, payload: PreSave[Any]) -> None:
+        calls.append(payload)
+
+    user = await backend.users.add(backend.User(email="a@x"))
+    listen(pre_save, record, backend.User)
+    with pytest.raises(ValueError, match="nickname"):
+        await backend.users.save(user, update_fields=["nickname"])
+    with pytest.raises(TypeError, match="not one string"):
+        await backend.users.save(user, update_fields="name")
+    with pytest.raises(NotFound, match="existing row"):
+        await backend.users.save(backend.User(email="b@x"), update_fields=["name"])
+    assert calls == []
+    assert len(await backend.users.list()) == 1
+
+
+async def test_add_of_a_taken_key_raises_integrity_error_and_keeps_the_row(
+    backend: Backend,
+) -> None:
+    await backend.users.add(backend.User(id=7, email="first@x"))
+    with pytest.raises(IntegrityError):
+        await backend.users.add(backend.User(id=7, email="second@x"))
+    stored = await backend.users.get(7)
+    assert stored is not None
+    assert stored.email == "first@x"
+
+
+async def test_delete_sends_pre_and_post_delete_and_pre_delete_vetoes(
+    backend: Backend, listen: Listen
+) -> None:
+    seen: list[str] = []
+    keep = await backend.users.add(backend.User(email="keep@x"))
+    drop = await backend.users.add(backend.User(email="drop@x"))
+
+    async def before(sender: Any, payload: PreDelete[Any]) -> None:
+        if payload.instance.email == "keep@x":
+            raise Veto
+        seen.append(f"pre {payload.instance.email}")
+
+    async def after(sender: Any, payload: PostDelete[Any]) -> None:
+        seen.append(f"post {payload.instance.email} {await backend.users.get(payload.instance.id)}")
+
+    listen(pre_delete, before, backend.User)
+    listen(post_delete, after, backend.User)
+    await backend.users.delete(drop)
+    with pytest.raises(Veto):
+        await backend.users.delete(keep)
+
+    assert seen == ["pre drop@x", "post drop@x None"]
+    assert [u.email for u in await backend.users.list()] == ["keep@x"]
+
+
+async def test_deleting_an_entity_without_a_row_raises_not_found_and_sends_nothing(
+    backend: Backend, listen: Listen
+) -> None:
+    calls: list[Any] = []
+
+    async def record(sender: Any, payload: PreDelete[Any]) -> None:
+        calls.append(payload)
+
+    listen(pre_delete, record, backend.User)
+    with pytest.raises(NotFound):
+        await backend.users.delete(backend.User(id=99, email="ghost@x"))
+    assert calls == []
+
+
+async def test_get_and_list_filter_and_paginate(backend: Backend) -> None:
+    assert await backend.users.get(1234) is None
+    for i in range(5):
+        await backend.users.add(backend.User(email=f"u{i}@x", name="even" if i % 2 == 0 else "odd"))
+
+    assert [u.email for u in await backend.users.list(name="even")] == ["u0@x", "u2@x", "u4@x"]
+    assert [u.email for u in await backend.users.list(limit=2, offset=1)] == ["u1@x", "u2@x"]
+    with pytest.raises(ValueError, match="nickname"):
+        await backend.users.list(nickname="x")
+
+
+async def test_after_commit_receivers_run_once_after_commit_in_save_order(
+    backend: Backend, listen: Listen
+) -> None:
+    log: list[str] = []
+
+    async def after_commit(sender: Any, payload: PostSave[Any]) -> None:
+        # Committed: a fresh read (another task, so another connection) sees the row.
+        log.append(f"after commit {payload.instance.email}")
+
+    listen(post_save, after_commit, backend.User, phase=Phase.AFTER_COMMIT)
+    async with backend.transaction():
+        await backend.users.add(backend.User(email="a@x"))
+        await backend.users.add(backend.User(email="b@x"))
+        log.append("body done")
+
+    assert log == ["body done", "after commit a@x", "after commit b@x"]
+
+
+async def test_rollback_writes_nothing_and_runs_no_after_commit_receiver(
+    backend: Backend, listen: Listen
+) -> None:
+    log: list[str] = []
+
+    async def after_commit(sender: Any, payload: PostSave[Any]) -> None:
+        log.append(f"commit {payload.instance.email}")
+
+    async def after_rollback(sender: Any, payload: PostSave[Any]) -> None:
+        log.append(f"rollback {payload.instance.email}")
+
+    listen(post_save, after_commit, backend.User, phase=Phase.AFTER_COMMIT)
+    listen(post_save, after_rollback, backend.User, phase=Phase.AFTER_ROLLBACK)
+    with pytest.raises(Veto):
+        async with backend.transaction():
+            await backend.users.add(backend.User(email="a@x"))
+            raise Veto
+
+    assert log == ["rollback a@x"]
+    assert await backend.users.list() == []
+
+
+async def test_before_commit_receiver_vetoes_the_commit(backend: Backend, listen: Listen) -> None:
+    log: list[str] = []
+
+    async def before_commit(sender: Any, payload: PostSave[Any]) -> None:
+        if payload.instance.email == "b@x":
+            raise Veto
+
+    async def after_rollback(sender: Any, payload: PostSave[Any]) -> None:
+        log.append(f"rollback {payload.instance.email}")
+
+    listen(post_save, before_commit, backend.User, phase=Phase.BEFORE_COMMIT)
+    listen(post_save, after_rollback, backend.User, phase=Phase.AFTER_ROLLBACK)
+    with pytest.raises(Veto):
+        async with backend.transaction():
+            await backend.users.add(backend.User(email="a@x"))
+            await backend.users.add(backend.User(email="b@x"))
+
+    assert await backend.users.list() == []
+    assert log == ["rollback a@x", "rollback b@x"]
+
+
+async def test_a_failing_after_commit_receiver_cannot_undo_the_commit(
+    backend: Backend, listen: Listen
+) -> None:
+    ran: list[str] = []
+
+    async def fails(sender: Any, payload: PostSave[Any]) -> None:
+        raise Veto
+
+    async def runs(sender: Any, payload: PostSave[Any]) -> None:
+        ran.append(payload.instance.email)
+
+    listen(post_save, fails, backend.User, phase=Phase.AFTER_COMMIT, priority=1)
+    listen(post_save, runs, backend.User, phase=Phase.AFTER_COMMIT)
+    # post_save's policy is "raise": the failure surfaces after the commit and after the
+    # other after-commit receivers ran.
+    with pytest.raises(Veto):
+        async with backend.transaction():
+            await backend.users.add(backend.User(email="a@x"))
+
+    assert ran == ["a@x"]
+    assert [u.email for u in await backend.users.list()] == ["a@x"]
+
+
+async def test_outside_a_transaction_after_commit_runs_at_once(
+    backend: Backend, listen: Listen
+) -> None:
+    log: list[str] = []
+
+    async def after_commit(sender: Any, payload: PostSave[Any]) -> None:
+        log.append(payload.instance.email)
+
+    listen(post_save, after_commit, backend.User, phase=Phase.AFTER_COMMIT)
+    await backend.users.add(backend.User(email="a@x"))
+    log.append("returned")
+    assert log == ["a@x", "returned"]
+
+
+async def test_rolling_back_a_savepoint_drops_only_its_writes_and_receivers(
+    backend: Backend, listen: Listen
+) -> None:
+    log: list[str] = []
+
+    async def after_commit(sender: Any, payload: PostSave[Any]) -> None:
+        log.append(f"commit {payload.instance.email}")
+
+    async def after_rollback(sender: Any, payload: PostSave[Any]) -> None:
+        log.append(f"rollback {payload.instance.email}")
+
+    listen(post_save, after_commit, backend.User, phase=Phase.AFTER_COMMIT)
+    listen(post_save, after_rollback, backend.User, phase=Phase.AFTER_ROLLBACK)
+    async with backend.transaction():
+        await backend.users.add(backend.User(email="outer@x"))
+        with pytest.raises(Veto):
+            async with backend.transaction():
+                await backend.users.add(backend.User(email="inner@x"))
+                raise Veto
+        async with backend.transaction():
+            await backend.users.add(backend.User(email="kept@x"))
+
+    assert log == ["rollback inner@x", "commit outer@x", "commit kept@x"]
+    assert sorted(u.email for u in await backend.users.list()) == ["kept@x", "outer@x"]
+
+
+async def test_a_unit_of_work_spans_repositories(backend: Backend, listen: Listen) -> None:
+    async def create_profile(sender: Any, payload: PostSave[Any]) -> None:
+        if payload.created:
+            await backend.profiles.add(backend.Profile(user_id=payload.instance.id))
+
+    listen(post_save, create_profile, backend.User)
+    with pytest.raises(Veto):
+        async with backend.transaction():
+            await backend.users.add(backend.User(email="a@x"))
+            assert len(await backend.profiles.list()) == 1
+            raise Veto
+    assert await backend.users.list() == []
+    assert await backend.profiles.list() == []
+
+    async with backend.transaction():
+        user = await backend.users.add(backend.User(email="b@x"))
+    assert [p.user_id for p in await backend.profiles.list()] == [user.id]
+
+
+async def test_concurrent_transactions_never_see_each_others_deferred_receivers(
+    backend: Backend, listen: Listen
+) -> None:
+    committed: list[str] = []
+    rolled_back: list[str] = []
+
+    async def after_commit(sender: Any, payload: PostSave[Any]) -> None:
+        committed.append(payload.instance.email)
+
+    async def after_rollback(sender: Any, payload: PostSave[Any]) -> None:
+        rolled_back.append(payload.instance.email)
+
+    listen(post_save, after_commit, backend.User, phase=Phase.AFTER_COMMIT)
+    listen(post_save, after_rollback, backend.User, phase=Phase.AFTER_ROLLBACK)
+    a_saved = anyio.Event()
+
+    async def commits() -> None:
+        async with backend.transaction():
+            await backend.users.add(backend.User(email="a@x"))
+            a_saved.set()
+            # Stays open while the other task runs its own transaction.
+            await anyio.sleep(0.05)
+
+    async def rolls_back() -> None:
+        await a_saved.wait()
+        with pytest.raises(Veto):
+            async with backend.transaction():
+                await backend.users.add(backend.User(email="b@x"))
+                raise Veto
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(commits)
+        group.start_soon(rolls_back)
+
+    assert committed == ["a@x"]
+    assert rolled_back == ["b@x"]
+    assert [u.email for u in await backend.users.list()] == ["a@x"]
