@@ -8,14 +8,14 @@ import logging
 import types
 import weakref
 from collections.abc import Callable, Generator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, cast, overload
 
 import anyio
 import anyio.to_thread
 
-from . import _context, _fastpath
+from . import _context, _fastpath, _tracing
 from ._event import Event
 from ._modes import Concurrent, Mode, Sequential
 from ._phases import Phase, current_scope
@@ -546,6 +546,8 @@ class Signal(Generic[P]):
             plan = self._plan_for(sender)
         if _context.active:
             plan = self._overridden(plan, sender)
+        if _tracing.observers:
+            return await self._send_observed(plan, sender, payload, mode, errors, timeout)
 
         fns = plan.fns
         if (
@@ -571,6 +573,27 @@ class Signal(Generic[P]):
         if not plan.records:
             return []
         return await self._send_general(plan, sender, payload, mode, errors, timeout)
+
+    async def _send_observed(
+        self,
+        plan: _Plan,
+        sender: Any,
+        payload: P,
+        mode: Mode | None,
+        errors: ErrorPolicy | None,
+        timeout: float | None,
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        # Tracing or aiosignals.testing is on: every send is reported, one that reaches no
+        # receiver too, and a test may have muted this signal in every task.
+        observers = _tracing.observers
+        if any(observer.mutes(self) for observer in observers):
+            plan = _EMPTY_PLAN
+        with ExitStack() as stack:
+            for observer in observers:
+                stack.enter_context(observer.sending(self, sender, payload, len(plan.records)))
+            if not plan.records:
+                return []
+            return await self._send_general(plan, sender, payload, mode, errors, timeout)
 
     async def _send_general(
         self,
@@ -656,6 +679,9 @@ class Signal(Generic[P]):
         timeout: float | None,
     ) -> Any:
         limit = _min_timeout(record.timeout, timeout)
+        if _tracing.wraps_receivers:
+            with _tracing.calling(self, fn), anyio.fail_after(limit):
+                return await self._call(record, fn, sender, payload)
         if limit is None:
             return await self._call(record, fn, sender, payload)
         with anyio.fail_after(limit):
@@ -732,6 +758,7 @@ class Signal(Generic[P]):
             and errors == "raise"
             and timeout is None
             and limit is None
+            and not _tracing.wraps_receivers
             and _fastpath.on_asyncio()
         ):
             # Plain receivers on asyncio: their coroutines go straight into the task group.
@@ -785,7 +812,12 @@ class Signal(Generic[P]):
     ) -> list[Any]:
         if limit is None or limit >= len(calls):
             if _fastpath.on_asyncio():
-                if timeout is None and errors == "raise" and all(r.plain for r, _ in calls):
+                if (
+                    timeout is None
+                    and errors == "raise"
+                    and not _tracing.wraps_receivers
+                    and all(r.plain for r, _ in calls)
+                ):
                     return await _fastpath.run_group([fn(sender, payload) for _, fn in calls])
                 return await _fastpath.run_group(
                     [self._guarded(r, fn, sender, payload, errors, timeout) for r, fn in calls]
