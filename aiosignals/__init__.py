@@ -14,6 +14,7 @@ from ._modes import Concurrent, Mode, Sequential
 from ._phases import Phase
 from ._receivers import ANY, receiver
 from ._signal import Signal
+from ._tracing import instrument, uninstrument
 from ._types import ErrorPolicy, Receiver
 from .exceptions import AiosignalsError, BufferFull, RecursionDepthError
 
@@ -31,5 +32,7 @@ __all__ = [
     "RecursionDepthError",
     "Sequential",
     "Signal",
+    "instrument",
     "receiver",
+    "uninstrument",
 ]
