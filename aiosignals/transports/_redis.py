@@ -1,0 +1,915 @@
+"""
+Signals across processes over Redis Streams.
+
+Each named signal has one stream, ``{stream_prefix}{signal.name}``. An entry holds the payload
+as pydantic JSON, a label of the sender and, when the publisher has one, an idempotency key.
+Consumers read through a consumer group, so each entry goes to one consumer of the group; it
+is acknowledged only once its receivers ran, and a consumer that dies leaves its entries
+pending until another one claims them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import logging
+import os
+import random
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import anyio
+import pydantic
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from .._receivers import ANY
+from .._signal import Signal, registry
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
+
+    from .._types import P
+
+__all__ = ["RedisStreamTransport", "StreamMessage", "Subscriber", "current_message"]
+
+logger = logging.getLogger("aiosignals.redis")
+
+_T = TypeVar("_T")
+
+# What a dropped or refused connection raises: redis-py's own errors (BusyLoadingError, raised
+# while a restarted server loads its AOF, is a ConnectionError) and the socket's.
+_CONNECTION_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+# Fields a dead-letter entry adds; an original field of the same name is kept as original_<name>.
+_DEAD_FIELDS = ("error", "stream", "message_id", "deliveries", "group", "consumer")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamMessage:
+    """
+    The stream entry whose receivers are running, as :func:`current_message` returns it.
+
+    .. versionadded:: 0.1
+    """
+
+    id: str
+    """The entry id Redis gave it (``"1718000000000-0"``)."""
+    stream: str
+    """The stream it was read from."""
+    signal: str
+    """The name of its signal."""
+    deliveries: int
+    """How many times it has been delivered to a consumer of the group; 1 the first time."""
+    key: str | None
+    """The idempotency key its publisher gave, or ``None``."""
+    group: str
+    """The consumer group reading it."""
+    consumer: str
+    """The consumer handling it."""
+
+    @property
+    def idempotency_key(self) -> str:
+        """
+        The key a receiver de-duplicates by: the publisher's key, else stream and entry id.
+
+        The publisher's key (the outbox delivery id when the outbox relay forwards) stays the
+        same when one send is published twice; the entry id stays the same when one entry
+        is delivered twice.
+        """
+        return self.key if self.key is not None else f"{self.stream}/{self.id}"
+
+
+_current: ContextVar[StreamMessage | None] = ContextVar("aiosignals_redis_message", default=None)
+
+
+def current_message() -> StreamMessage | None:
+    """
+    Return the stream entry being dispatched to the calling receiver, or ``None``.
+
+    Inside a receiver called by a :class:`Subscriber` this gives the entry id, the delivery
+    count and the publisher's idempotency key, so that the receiver can be idempotent:
+    delivery is at least once. Anywhere else it returns ``None``.
+
+    .. versionadded:: 0.1
+    """
+    return _current.get()
+
+
+def sender_label(sender: Any) -> str:
+    """
+    Return how *sender* travels: ``module:qualname`` for a class, ``""`` for ``None``, else ``str``.
+
+    :param sender: the sender of a send
+    """
+    if sender is None:
+        return ""
+    if isinstance(sender, type):
+        return f"{sender.__module__}:{sender.__qualname__}"
+    return str(sender)
+
+
+def resolve_sender(label: str) -> Any:
+    """
+    Return the sender a consumer passes on for *label*.
+
+    A ``module:qualname`` label whose module is already imported in this process and names a
+    class gives that class back, so receivers connected for ``sender=ThatClass`` receive it.
+    Modules are never imported on behalf of a message. ``""`` gives ``None``; anything else
+    stays the string.
+    """
+    if not label:
+        return None
+    module_name, colon, qualname = label.partition(":")
+    module = sys.modules.get(module_name) if colon else None
+    if module is None:
+        return label
+    value: Any = module
+    for part in qualname.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            return label
+    return value if isinstance(value, type) else label
+
+
+def _text(value: bytes | str | int) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _require_name(signal: Signal[Any]) -> str:
+    if signal.name is None:
+        raise ValueError(
+            f"{signal!r} has no name: create it with Signal(..., name='...') to send it across"
+            " processes; the name is its stream and how consumers find it"
+        )
+    return signal.name
+
+
+_current_delivery: Callable[[], Any] | bool | None = False
+
+
+def _delivery_key() -> str | None:
+    """Return the outbox delivery id when the outbox relay is calling us, else ``None``."""
+    global _current_delivery  # A once-per-process import, cached.
+    if _current_delivery is False:
+        # Imported lazily and optionally: the outbox needs the sqlalchemy extra, which a
+        # process that only forwards plain sends does not have.
+        try:
+            module = importlib.import_module("aiosignals.outbox")
+        except ImportError:
+            _current_delivery = None
+        else:
+            _current_delivery = getattr(module, "current_delivery", None)
+    if not callable(_current_delivery):
+        return None
+    try:
+        delivery = _current_delivery()
+    except LookupError:
+        return None
+    if delivery is None:
+        return None
+    return str(delivery.id)
+
+
+class RedisStreamTransport:
+    """
+    Publishes the sends of named signals to Redis Streams, and makes their consumers.
+
+    A send of signal ``name`` becomes an entry of stream ``{stream_prefix}{name}`` with the
+    fields ``payload`` (the payload's pydantic JSON), ``sender`` (``module:qualname`` for a
+    class, ``""`` for ``None``, else ``str(sender)``) and, when given, ``key`` (an idempotency
+    key). Entries that cannot be handled end in the dead-letter stream
+    ``{stream_prefix}dead``, so no signal may be named ``dead``.
+
+    ``async with RedisStreamTransport(url) as transport:`` closes the client on exit.
+
+    :param url: a Redis URL (``redis://host:6379/0``); or pass *client*
+    :param client: a ``redis.asyncio.Redis`` to use instead; the transport does not close it
+    :param stream_prefix: prepended to signal names to name their streams
+    :param group: the consumer group of the consumers it makes
+    :param maxlen: trim each stream to about this many entries on publish (``None``: never;
+        acknowledged entries stay in the stream until trimmed)
+    :raises TypeError: unless exactly one of *url* and *client* is given
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        stream_prefix: str = "aiosignals:",
+        group: str = "aiosignals",
+        maxlen: int | None = None,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise TypeError("RedisStreamTransport needs a url or a client (exactly one)")
+        if maxlen is not None and maxlen < 1:
+            raise ValueError(f"maxlen must be positive, got {maxlen}")
+        self._owns_client = client is None
+        if client is None:
+            assert url is not None
+            client = aioredis.Redis.from_url(url, socket_connect_timeout=5.0)  # pyright: ignore[reportUnknownMemberType] -- **kwargs untyped upstream
+        self.client: aioredis.Redis = client
+        """The redis-py client it uses."""
+        self.stream_prefix = stream_prefix
+        """Prepended to signal names to name their streams."""
+        self.group = group
+        """The consumer group of its consumers."""
+        self.maxlen = maxlen
+        """Approximate length each stream is trimmed to on publish, or ``None``."""
+        self.dead_letter_stream = f"{stream_prefix}dead"
+        """Where entries that could not be handled go, with the error."""
+
+    def __repr__(self) -> str:
+        return f"<RedisStreamTransport prefix={self.stream_prefix!r} group={self.group!r}>"
+
+    async def __aenter__(self) -> RedisStreamTransport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client if the transport created it from a URL."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    def stream_name(self, signal: Signal[Any] | str) -> str:
+        """
+        Return the stream of *signal* (or of the signal of that name).
+
+        :raises ValueError: if the signal has no name, or is named ``dead``
+        """
+        name = signal if isinstance(signal, str) else _require_name(signal)
+        stream = f"{self.stream_prefix}{name}"
+        if stream == self.dead_letter_stream:
+            raise ValueError(f"{stream!r} is the dead-letter stream: rename signal {name!r}")
+        return stream
+
+    async def publish(
+        self, signal: Signal[P], sender: Any, payload: P, *, key: str | None = None
+    ) -> str:
+        """
+        Append a send of *signal* to its stream and return the entry id.
+
+        :param signal: a named signal
+        :param sender: who sends; it travels as a label (see the class)
+        :param payload: an instance of the signal's payload type (anything else is validated
+            into it, as :meth:`Signal.send <aiosignals.Signal.send>` does)
+        :param key: an idempotency key, handed to receivers as
+            :attr:`StreamMessage.key`
+        :raises ValueError: if the signal has no name
+        :raises pydantic.ValidationError: if *payload* does not validate
+        """
+        stream = self.stream_name(signal)
+        if payload.__class__ is not signal.payload_type:
+            payload = signal.payload_type.model_validate(payload)
+        fields: dict[FieldT, EncodableT] = {
+            "payload": payload.model_dump_json(),
+            "sender": sender_label(sender),
+        }
+        if key is not None:
+            fields["key"] = key
+        entry_id = await self.client.xadd(stream, fields, maxlen=self.maxlen, approximate=True)
+        return _text(entry_id)
+
+    def forward_uid(self, signal: Signal[Any]) -> str:
+        """Return the ``dispatch_uid`` of the receiver :meth:`forward` connects to *signal*."""
+        return f"aiosignals.redis:{_require_name(signal)}"
+
+    def forward(
+        self, signal: Signal[P], *, sender: Any = ANY
+    ) -> Callable[[Any, P], Awaitable[None]]:
+        """
+        Publish every send of *signal* (from *sender*) to its stream, and return the receiver.
+
+        The receiver is connected with ``durable=True`` and ``dispatch_uid`` from
+        :meth:`forward_uid`. Inside a transaction with the durable outbox, the send is
+        written to the outbox with the entity and the outbox relay publishes it after commit,
+        at least once, with the relay's delivery id as the entry's idempotency ``key``;
+        outside a transaction it is published during the send.
+
+        Sends dispatched by a :class:`Subscriber` reading this very stream are not published
+        again, so a process may both forward and consume a signal without looping.
+        Forwarding a signal that is already forwarded does nothing; undo it with
+        :meth:`unforward`.
+
+        :param signal: a named signal
+        :param sender: forward only the sends of this sender (default: all)
+        :raises ValueError: if the signal has no name
+        """
+        stream = self.stream_name(signal)
+
+        async def publish_send(sender: Any, payload: P) -> None:
+            message = current_message()
+            if message is not None and message.stream == stream:
+                return  # Read from this stream: publishing it again would loop forever.
+            await self.publish(signal, sender, payload, key=_delivery_key())
+
+        publish_send.__qualname__ = f"RedisStreamTransport.forward[{signal.name}]"
+        signal.connect(
+            publish_send,
+            sender=sender,
+            weak=False,
+            durable=True,
+            dispatch_uid=self.forward_uid(signal),
+        )
+        return publish_send
+
+    def unforward(self, signal: Signal[Any]) -> bool:
+        """
+        Stop publishing the sends of *signal*.
+
+        :return: whether it was forwarded
+        """
+        return signal.disconnect(dispatch_uid=self.forward_uid(signal))
+
+    def consumer(
+        self,
+        signals: Iterable[Signal[Any] | str] | Mapping[str, Signal[Any]] | Signal[Any],
+        *,
+        consumer: str | None = None,
+        count: int = 10,
+        block: float = 5.0,
+        claim_idle: float = 30.0,
+        retry_delay: float = 1.0,
+        max_deliveries: int = 5,
+        start_id: str = "0",
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 10.0,
+    ) -> Subscriber:
+        """
+        Return a :class:`Subscriber` of this transport; the arguments are its own.
+
+        .. versionadded:: 0.1
+        """
+        return Subscriber(
+            self,
+            signals,
+            consumer=consumer,
+            count=count,
+            block=block,
+            claim_idle=claim_idle,
+            retry_delay=retry_delay,
+            max_deliveries=max_deliveries,
+            start_id=start_id,
+            reconnect_delay=reconnect_delay,
+            max_reconnect_delay=max_reconnect_delay,
+        )
+
+    async def dead_letters(self, count: int = 100) -> list[tuple[str, dict[str, str]]]:
+        """
+        Return the oldest *count* entries of the dead-letter stream, decoded as text.
+
+        Each is ``(entry id, fields)``: the original fields and ``error``, ``stream``,
+        ``message_id``, ``deliveries``, ``group`` and ``consumer`` (an original field of
+        one of those names is kept as ``original_<name>``).
+        """
+        rows = cast(
+            "list[tuple[bytes | str, dict[bytes | str, bytes | str]]]",
+            await self.client.xrange(self.dead_letter_stream, count=count),
+        )
+        return [
+            (_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})
+            for entry_id, fields in rows
+        ]
+
+
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    stream: str
+    id: str
+    fields: dict[bytes | str, bytes | str] | None  # None: trimmed from the stream since
+    deliveries: int
+
+    def field(self, name: str) -> bytes | str | None:
+        if self.fields is None:
+            return None
+        value = self.fields.get(name.encode())
+        return value if value is not None else self.fields.get(name)
+
+
+class _UnknownSignalError(LookupError):
+    pass
+
+
+class Subscriber:
+    """
+    Consumes the streams of some signals and sends each entry to its signal's receivers.
+
+    ``await subscriber.run()`` reads with a consumer group (created with ``MKSTREAM`` when
+    missing), so consumers of one group share the entries, each entry going to one of them.
+    For each entry it resolves the signal (an explicitly given signal wins over the process
+    :data:`registry` of named signals), validates the JSON into the signal's payload type,
+    calls ``await signal.send(sender, payload)`` with the signal's own mode and error
+    policy, and acknowledges the entry (``XACK``) only after that send returned. Receivers
+    get the entry through :func:`current_message`.
+
+    Failures, and what becomes of the entry:
+
+    - A send that raises (a receiver failing under the ``"raise"`` policy, a timeout...):
+      the entry stays pending and is delivered again after *retry_delay*, doubling each
+      time; after *max_deliveries* deliveries it goes to the dead-letter stream. Under the
+      ``"collect"`` and ``"log"`` policies a failing receiver does not fail the send, so
+      the entry is acknowledged.
+    - A signal name that resolves to no signal in this process: retried like a failure (a
+      consumer of the group that knows the signal, or a later deployment, may handle it).
+    - A payload that is not JSON, does not validate, or is missing: straight to the
+      dead-letter stream, since retrying cannot help.
+    - A consumer that dies (or stalls) with entries pending: another consumer claims them
+      (``XAUTOCLAIM``) once they have been idle *claim_idle* seconds and handles them;
+      an entry delivered more than *max_deliveries* times goes to the dead-letter stream
+      without running again (it may be what kills its consumers).
+
+    The dead-letter entry has the original fields plus ``error`` and where it came from
+    (see :meth:`RedisStreamTransport.dead_letters`); it is written and the entry
+    acknowledged in one transaction, so nothing is lost. Delivery is at least once: a
+    consumer killed after its receivers ran but before the acknowledgement makes the entry
+    run again, so receivers should be idempotent (:attr:`StreamMessage.idempotency_key`).
+
+    A dropped connection (Redis restarting, say) is logged and retried with exponential
+    backoff and jitter, from *reconnect_delay* up to *max_reconnect_delay* seconds, for as
+    long as it takes; the loop does not end on it.
+
+    :param transport: the transport whose prefix, group and client it uses
+    :param signals: what to consume: signals, signal names (resolved through the
+        registry at each entry) or a mapping from names to signals
+    :param consumer: this consumer's name in the group; default ``hostname:pid``. A
+        consumer restarted under the same name first handles what it left pending
+    :param count: entries read per round trip
+    :param block: seconds one read waits for new entries
+    :param claim_idle: seconds an entry must have been pending, unacknowledged, before
+        another consumer claims it; longer than receivers take to handle *count* entries
+    :param retry_delay: seconds before an entry whose send failed is tried again (doubling
+        with each delivery, at most *claim_idle*)
+    :param max_deliveries: deliveries of an entry before it goes to the dead-letter stream
+    :param start_id: where a newly created group starts: ``"0"`` consumes what the stream
+        already holds, ``"$"`` only what comes after
+    :param reconnect_delay: the first pause after a connection error, in seconds
+    :param max_reconnect_delay: the longest pause between reconnection attempts
+    :raises ValueError: if a signal has no name, or a number is out of range
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        transport: RedisStreamTransport,
+        signals: Iterable[Signal[Any] | str] | Mapping[str, Signal[Any]] | Signal[Any],
+        *,
+        consumer: str | None = None,
+        count: int = 10,
+        block: float = 5.0,
+        claim_idle: float = 30.0,
+        retry_delay: float = 1.0,
+        max_deliveries: int = 5,
+        start_id: str = "0",
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 10.0,
+    ) -> None:
+        if count < 1 or max_deliveries < 1:
+            raise ValueError("count and max_deliveries must be at least 1")
+        if min(block, claim_idle, retry_delay, reconnect_delay, max_reconnect_delay) <= 0:
+            raise ValueError(
+                "block, claim_idle, retry_delay and the reconnect delays must be positive"
+            )
+        self.transport = transport
+        """The transport it reads through."""
+        self.name = consumer if consumer is not None else f"{socket.gethostname()}:{os.getpid()}"
+        """Its consumer name in the group."""
+        self.count = count
+        self.block = block
+        self.claim_idle = claim_idle
+        self.retry_delay = retry_delay
+        self.max_deliveries = max_deliveries
+        self.start_id = start_id
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.handled = 0
+        """Entries whose send succeeded and were acknowledged."""
+        self.failed = 0
+        """Sends that raised (each failed delivery counts)."""
+        self.dead = 0
+        """Entries it moved to the dead-letter stream."""
+
+        # Explicit signals are held here, strongly: they win over the weak registry.
+        self._signals: dict[str, Signal[Any] | None] = {}
+        if isinstance(signals, Signal):
+            signals = [signals]
+        if isinstance(signals, Mapping):
+            self._signals.update(cast("Mapping[str, Signal[Any]]", signals))
+        else:
+            for item in signals:
+                if isinstance(item, str):
+                    self._signals.setdefault(item, None)
+                else:
+                    self._signals[_require_name(item)] = item
+        if not self._signals:
+            raise ValueError("a Subscriber needs at least one signal to consume")
+        self._streams = {transport.stream_name(name): name for name in self._signals}
+
+        self._stopping = False
+        self._running = False
+        self._scope: anyio.CancelScope | None = None
+        self._ready = False
+        self._backlog: dict[str, str] = {}
+        self._claim_cursors: dict[str, str] = {}
+        self._next_claim = 0.0
+        self._retries: list[tuple[float, str, str]] = []
+
+    def __repr__(self) -> str:
+        group, streams = self.transport.group, len(self._streams)
+        return f"<Subscriber {self.name!r} group={group!r} streams={streams}>"
+
+    @property
+    def streams(self) -> list[str]:
+        """The streams it reads."""
+        return list(self._streams)
+
+    def stop(self) -> None:
+        """
+        Ask :meth:`run` to return after the entry in hand.
+
+        A read waiting for new entries, or a pause before reconnecting, ends at once; an
+        entry whose receivers are running is finished and acknowledged first. Entries read
+        but not yet handled stay pending: this consumer handles them when it runs again
+        under the same name, another one claims them after *claim_idle*. Safe to call from
+        a signal handler of the event loop, and before or after :meth:`run`.
+        """
+        self._stopping = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self) -> None:
+        """
+        Consume until :meth:`stop` is called or the task is cancelled.
+
+        Cancelling the task cancels the receivers in hand; their entry stays pending.
+
+        :raises RuntimeError: if it is already running
+        """
+        if self._running:
+            raise RuntimeError(f"{self!r} is already running")
+        self._running = True
+        self._ready = False
+        attempt = 0
+        try:
+            while not self._stopping:
+                try:
+                    if not self._ready:
+                        await self._prepare()
+                    entries = await self._next_entries()
+                    attempt = 0
+                    for entry in entries:
+                        await self._handle(entry)
+                        if self._stopping:
+                            break
+                except _CONNECTION_ERRORS as exc:
+                    attempt += 1
+                    self._ready = False
+                    delay = self._backoff(attempt)
+                    logger.warning(
+                        "%r: Redis connection failed (%s: %s); retrying in %.2f s (attempt %d)",
+                        self,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                        attempt,
+                    )
+                    await self._interruptible(anyio.sleep, delay)
+                except redis_errors.ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    # The stream or group vanished (deleted, or a server restarted without
+                    # persistence): create them again and go on.
+                    logger.warning("%r: %s; creating the consumer groups again", self, exc)
+                    self._ready = False
+        finally:
+            self._running = False
+            self._stopping = False
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        # Exponential, capped, with "equal jitter": never less than half the step, so
+        # consumers that lost one server do not all reconnect at the same instant.
+        step = min(self.max_reconnect_delay, self.reconnect_delay * 2.0 ** min(attempt - 1, 30))
+        return step / 2 + random.uniform(0, step / 2)  # noqa: S311 -- jitter, not crypto
+
+    async def _interruptible(
+        self, fn: Callable[..., Awaitable[_T]], *args: Any
+    ) -> tuple[bool, _T | None]:
+        """Await ``fn(*args)`` unless stop() interrupts it; return (done, result)."""
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            if self._stopping:
+                scope.cancel()
+            try:
+                return True, await fn(*args)
+            finally:
+                self._scope = None
+        return False, None
+
+    async def _prepare(self) -> None:
+        client, group = self.transport.client, self.transport.group
+        for stream in self._streams:
+            try:
+                await client.xgroup_create(stream, group, id=self.start_id, mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        # First what this consumer left pending (after a restart under the same name, or
+        # a read whose reply a dropped connection lost), then the rest.
+        self._backlog = dict.fromkeys(self._streams, "0")
+        self._claim_cursors = dict.fromkeys(self._streams, "0-0")
+        self._ready = True
+
+    async def _next_entries(self) -> list[_Entry]:
+        if self._backlog:
+            return await self._read_backlog()
+        now = time.monotonic()
+        if self._retries and self._retries[0][0] <= now:
+            return await self._retry_due(now)
+        if now >= self._next_claim:
+            return await self._claim()
+        wait = self._next_claim - now
+        if self._retries:
+            wait = min(wait, self._retries[0][0] - now)
+        block_ms = max(1, int(min(self.block, wait) * 1000))
+        streams: dict[KeyT, StreamIdT] = dict.fromkeys(self._streams, ">")
+        done, reply = await self._interruptible(
+            self.transport.client.xreadgroup,
+            self.transport.group,
+            self.name,
+            streams,
+            self.count,
+            block_ms,
+        )
+        if not done:
+            return []
+        return [_Entry(stream, entry_id, fields, 1) for stream, entry_id, fields in _rows(reply)]
+
+    async def _read_backlog(self) -> list[_Entry]:
+        streams = cast("dict[KeyT, StreamIdT]", self._backlog.copy())
+        reply = await self.transport.client.xreadgroup(
+            self.transport.group, self.name, streams, self.count
+        )
+        rows = _rows(reply)
+        seen = {stream for stream, _, _ in rows}
+        for stream in list(self._backlog):
+            if stream not in seen:
+                del self._backlog[stream]
+        for stream, entry_id, _ in rows:
+            self._backlog[stream] = entry_id
+        return await self._with_deliveries(rows)
+
+    async def _retry_due(self, now: float) -> list[_Entry]:
+        due: dict[str, list[StreamIdT]] = {}
+        for _ in range(self.count):
+            if not self._retries or self._retries[0][0] > now:
+                break
+            _, stream, entry_id = self._retries.pop(0)
+            due.setdefault(stream, []).append(entry_id)
+        rows: list[tuple[str, str, dict[bytes | str, bytes | str] | None]] = []
+        min_idle = int(self.retry_delay * 1000 / 2)
+        for stream, ids in due.items():
+            # XCLAIM to ourselves counts a delivery; the idle floor keeps us from taking
+            # back an entry another consumer claimed from us in the meantime.
+            claimed = cast(
+                "list[tuple[bytes | str, dict[bytes | str, bytes | str]]]",
+                await self.transport.client.xclaim(
+                    stream, self.transport.group, self.name, min_idle, ids
+                ),
+            )
+            rows.extend((stream, _text(entry_id), fields) for entry_id, fields in claimed)
+        return await self._with_deliveries(rows)
+
+    async def _claim(self) -> list[_Entry]:
+        client, group = self.transport.client, self.transport.group
+        rows: list[tuple[str, str, dict[bytes | str, bytes | str] | None]] = []
+        for stream, cursor in self._claim_cursors.items():
+            reply = await client.xautoclaim(
+                stream,
+                group,
+                self.name,
+                min_idle_time=int(self.claim_idle * 1000),
+                start_id=cursor,
+                count=self.count,
+            )
+            self._claim_cursors[stream] = _text(reply[0])
+            claimed = cast("list[tuple[bytes | str, dict[bytes | str, bytes | str]]]", reply[1])
+            if claimed:
+                logger.info(
+                    "%r: claimed %d entries of %s pending more than %s s",
+                    self,
+                    len(claimed),
+                    stream,
+                    self.claim_idle,
+                )
+            rows.extend((stream, _text(entry_id), fields) for entry_id, fields in claimed)
+            if len(reply) > 2 and reply[2]:
+                logger.warning(
+                    "%r: %d pending entries of %s were trimmed from the stream before being"
+                    " handled",
+                    self,
+                    len(reply[2]),
+                    stream,
+                )
+        if all(cursor in ("0-0", "0") for cursor in self._claim_cursors.values()):
+            # The whole pending list was scanned: look again in half an idle period.
+            self._next_claim = time.monotonic() + self.claim_idle / 2
+        return await self._with_deliveries(rows)
+
+    async def _with_deliveries(
+        self, rows: list[tuple[str, str, dict[bytes | str, bytes | str] | None]]
+    ) -> list[_Entry]:
+        """Look up how often each re-read entry has been delivered (XPENDING)."""
+        if not rows:
+            return []
+        async with self.transport.client.pipeline(transaction=False) as pipe:
+            for stream, entry_id, _ in rows:
+                pipe.xpending_range(stream, self.transport.group, entry_id, entry_id, 1)
+            replies = await pipe.execute()
+        entries: list[_Entry] = []
+        for (stream, entry_id, fields), reply in zip(rows, replies, strict=True):
+            pending = cast("list[dict[str, Any]]", reply)
+            if not pending or _text(pending[0]["consumer"]) != self.name:
+                continue  # Acknowledged or taken by another consumer since: not ours.
+            entries.append(_Entry(stream, entry_id, fields, int(pending[0]["times_delivered"])))
+        return entries
+
+    # -- handling ------------------------------------------------------------------------
+
+    async def _handle(self, entry: _Entry) -> None:
+        name = self._streams[entry.stream]
+        if entry.fields is None:
+            # Trimmed from the stream while pending: nothing left to deliver.
+            await self._until_done(entry, functools.partial(self._ack, entry))
+            return
+        if entry.deliveries > self.max_deliveries:
+            await self._bury_until_done(
+                entry,
+                f"delivered {entry.deliveries} times (max_deliveries={self.max_deliveries})"
+                " without being acknowledged: its consumers stopped while handling it",
+            )
+            return
+        raw = entry.field("payload")
+        if raw is None:
+            await self._bury_until_done(entry, "the entry has no 'payload' field")
+            return
+        signal = self._signals.get(name)
+        if signal is None:
+            signal = registry.get(name)
+        if signal is None:
+            await self._failed(
+                entry, _UnknownSignalError(f"no signal named {name!r} in this process")
+            )
+            return
+        try:
+            payload = signal.payload_type.model_validate_json(raw)
+        except pydantic.ValidationError as exc:
+            await self._bury_until_done(
+                entry,
+                f"payload does not validate as {signal.payload_type.__qualname__}: {exc}",
+            )
+            return
+        key = entry.field("key")
+        message = StreamMessage(
+            id=entry.id,
+            stream=entry.stream,
+            signal=name,
+            deliveries=entry.deliveries,
+            key=None if key is None else _text(key),
+            group=self.transport.group,
+            consumer=self.name,
+        )
+        sender = resolve_sender(_text(entry.field("sender") or ""))
+        token = _current.set(message)
+        try:
+            await signal.send(sender, payload)
+        except Exception as exc:  # noqa: BLE001 -- any failure is retried, then dead-lettered
+            await self._failed(entry, exc)
+            return
+        finally:
+            _current.reset(token)
+        await self._until_done(entry, functools.partial(self._ack, entry))
+        self.handled += 1
+
+    async def _failed(self, entry: _Entry, exc: Exception) -> None:
+        self.failed += 1
+        error = f"{type(exc).__name__}: {exc}"
+        if entry.deliveries >= self.max_deliveries:
+            await self._bury_until_done(entry, f"{error} (after {entry.deliveries} deliveries)")
+            return
+        delay = min(self.claim_idle, self.retry_delay * 2 ** (entry.deliveries - 1))
+        logger.warning(
+            "%r: entry %s of %s failed on delivery %d (%s); retrying in %.2f s",
+            self,
+            entry.id,
+            entry.stream,
+            entry.deliveries,
+            error,
+            delay,
+            exc_info=not isinstance(exc, _UnknownSignalError),
+        )
+        # It stays pending; _retry_due() claims it back when due. Should this consumer die
+        # first, another one claims it after claim_idle.
+        self._retries.append((time.monotonic() + delay, entry.stream, entry.id))
+        self._retries.sort()
+
+    async def _until_done(self, entry: _Entry, fn: Callable[[], Awaitable[None]]) -> None:
+        """Acknowledge (or bury) *entry* with *fn*, retrying through connection errors."""
+        attempt = 0
+        while True:
+            try:
+                await fn()
+            except _CONNECTION_ERRORS as exc:
+                attempt += 1
+                if self._stopping:
+                    # Given up: the entry stays pending and will be delivered again.
+                    logger.warning(
+                        "%r: could not acknowledge %s of %s before stopping (%s)",
+                        self,
+                        entry.id,
+                        entry.stream,
+                        exc,
+                    )
+                    return
+                delay = self._backoff(attempt)
+                logger.warning(
+                    "%r: acknowledging %s failed (%s); retrying in %.2f s",
+                    self,
+                    entry.id,
+                    exc,
+                    delay,
+                )
+                await self._interruptible(anyio.sleep, delay)
+            else:
+                return
+
+    async def _bury_until_done(self, entry: _Entry, error: str) -> None:
+        await self._until_done(entry, functools.partial(self._bury, entry, error))
+
+    async def _ack(self, entry: _Entry) -> None:
+        await self.transport.client.xack(entry.stream, self.transport.group, entry.id)
+
+    async def _bury(self, entry: _Entry, error: str) -> None:
+        fields: dict[FieldT, EncodableT] = {}
+        for raw_name, value in (entry.fields or {}).items():
+            field_name = _text(raw_name)
+            fields[f"original_{field_name}" if field_name in _DEAD_FIELDS else raw_name] = value
+        fields.update(
+            error=error,
+            stream=entry.stream,
+            message_id=entry.id,
+            deliveries=entry.deliveries,
+            group=self.transport.group,
+            consumer=self.name,
+        )
+        async with self.transport.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.transport.dead_letter_stream, fields)
+            pipe.xack(entry.stream, self.transport.group, entry.id)
+            await pipe.execute()
+        self.dead += 1
+        logger.error(
+            "%r: moved entry %s of %s to %s: %s",
+            self,
+            entry.id,
+            entry.stream,
+            self.transport.dead_letter_stream,
+            error,
+        )
+
+
+def _rows(reply: Any) -> list[tuple[str, str, dict[bytes | str, bytes | str] | None]]:
+    """Flatten an XREADGROUP reply, RESP2 (a list) or RESP3 (a dict), to (stream, id, fields)."""
+    if not reply:
+        return []
+    pairs: Iterable[Any] = (
+        cast("Mapping[Any, Any]", reply).items() if isinstance(reply, dict) else reply
+    )
+    rows: list[tuple[str, str, dict[bytes | str, bytes | str] | None]] = []
+    for stream, items in cast("Iterable[tuple[bytes | str, Any]]", pairs):
+        # RESP3 wraps each stream's entries in one more list.
+        entries = items[0] if items and isinstance(items[0], list) else items
+        for entry_id, fields in cast(
+            "list[tuple[bytes | str, dict[bytes | str, bytes | str] | None]]", entries
+        ):
+            rows.append((_text(stream), _text(entry_id), fields or None))
+    return rows
