@@ -66,24 +66,33 @@ class MemoryRepository(SignalingRepository[M]):
         parent = _undo_log.get()
         log: list[tuple[dict[Any, Any], Any, Any]] = []
 
+        token = _undo_log.set(log)
+
+        def leave() -> None:
+            # Before the phase receivers run: their writes belong to the enclosing
+            # transaction, or to none, not to this ended one.
+            if _undo_log.get() is log:
+                _undo_log.reset(token)
+
         async def commit() -> None:
+            leave()
             # A savepoint's changes become the enclosing transaction's to undo.
             if parent is not None:
                 parent.extend(log)
 
         async def rollback() -> None:
+            leave()
             for rows, key, previous in reversed(log):
                 if previous is _MISSING:
                     rows.pop(key, None)
                 else:
                     rows[key] = previous
 
-        token = _undo_log.set(log)
         try:
             async with PhaseScope.run(commit=commit, rollback=rollback):
                 yield
         finally:
-            _undo_log.reset(token)
+            leave()
 
     def _record(self, key: Any) -> None:
         log = _undo_log.get()

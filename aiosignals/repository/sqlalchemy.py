@@ -126,13 +126,28 @@ class Database:
         async with self._sessions() as session:
             await session.begin()
             token = self._current.set(session)
+
+            def leave() -> None:
+                # Before the after-commit (or after-rollback) receivers run: what they
+                # write goes into transactions of their own, not into this ended one.
+                if self._current.get() is session:
+                    self._current.reset(token)
+
+            async def commit() -> None:
+                await session.commit()
+                leave()
+
+            async def rollback() -> None:
+                await session.rollback()
+                leave()
+
             try:
                 async with PhaseScope.run(
-                    commit=session.commit, rollback=session.rollback, durable_sink=self._outbox
+                    commit=commit, rollback=rollback, durable_sink=self._outbox
                 ):
                     yield session
             finally:
-                self._current.reset(token)
+                leave()
 
     @asynccontextmanager
     async def session(self) -> AsyncGenerator[AsyncSession]:
@@ -245,9 +260,7 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
         async with self.db.session() as session:
             try:
                 await session.execute(
-                    sa.update(self._table)
-                    .where(self._pk == self._key(entity))
-                    .values(values)
+                    sa.update(self._table).where(self._pk == self._key(entity)).values(values)
                 )
             except exc.IntegrityError as error:
                 raise IntegrityError(

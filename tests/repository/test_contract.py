@@ -354,6 +354,25 @@ async def test_a_unit_of_work_spans_repositories(backend: Backend, listen: Liste
     assert [p.user_id for p in await backend.profiles.list()] == [user.id]
 
 
+async def test_an_after_commit_receiver_writes_in_a_transaction_of_its_own(
+    backend: Backend, listen: Listen
+) -> None:
+    async def create_profile(sender: Any, payload: PostSave[Any]) -> None:
+        if payload.created:
+            await backend.profiles.add(backend.Profile(user_id=payload.instance.id))
+
+    listen(post_save, create_profile, backend.User, phase=Phase.AFTER_COMMIT)
+    async with backend.transaction():
+        first = await backend.users.add(backend.User(email="a@x"))
+        second = await backend.users.add(backend.User(email="b@x"))
+        assert await backend.profiles.list() == []
+    await backend.users.add(backend.User(email="c@x"))
+
+    profiles = await backend.profiles.list()
+    assert [p.user_id for p in profiles[:2]] == [first.id, second.id]
+    assert len(profiles) == 3
+
+
 async def test_concurrent_transactions_never_see_each_others_deferred_receivers(
     backend: Backend, listen: Listen
 ) -> None:

@@ -1,0 +1,34 @@
+"""Every ``python`` block of the README runs, top to bottom, as one program would."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).parent.parent / "README.md"
+BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+
+
+def test_the_readme_has_python_blocks() -> None:
+    assert len(BLOCKS) >= 3
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_block_runs(index: int, tmp_path: Path) -> None:
+    # Each block is a complete program, run in a fresh interpreter: a block that only works
+    # after another one would mislead a reader who copies it alone.
+    script = tmp_path / f"block_{index}.py"
+    script.write_text(BLOCKS[index])
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"block {index}:\n{BLOCKS[index]}\n{result.stderr}"
