@@ -594,10 +594,10 @@ class Subscriber:
                     )
                     await self._interruptible(anyio.sleep, delay)
                 except redis_errors.ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
+                    if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                         raise
-                    # The stream or group vanished (deleted, or a server restarted without
-                    # persistence): create them again and go on.
+                    # The stream or group vanished (deleted, maybe under a blocked read, or
+                    # a server restarted without persistence): create them again, go on.
                     logger.warning("%r: %s; creating the consumer groups again", self, exc)
                     self._ready = False
         finally:
@@ -813,7 +813,8 @@ class Subscriber:
 
     async def _failed(self, entry: _Entry, exc: Exception) -> None:
         self.failed += 1
-        error = f"{type(exc).__name__}: {exc}"
+        known = isinstance(exc, _UnknownSignalError)
+        error = str(exc) if known else f"{type(exc).__name__}: {exc}"
         if entry.deliveries >= self.max_deliveries:
             await self._bury_until_done(entry, f"{error} (after {entry.deliveries} deliveries)")
             return
@@ -826,7 +827,7 @@ class Subscriber:
             entry.deliveries,
             error,
             delay,
-            exc_info=not isinstance(exc, _UnknownSignalError),
+            exc_info=not known,
         )
         # It stays pending; _retry_due() claims it back when due. Should this consumer die
         # first, another one claims it after claim_idle.
@@ -853,7 +854,7 @@ class Subscriber:
                     return
                 delay = self._backoff(attempt)
                 logger.warning(
-                    "%r: acknowledging %s failed (%s); retrying in %.2f s",
+                    "%r: Redis connection failed acknowledging %s (%s); retrying in %.2f s",
                     self,
                     entry.id,
                     exc,

@@ -1,0 +1,164 @@
+"""
+``aiosignals consume``: run a Redis Streams consumer until SIGINT or SIGTERM.
+
+``--app module:attr`` names what to consume: a :class:`~aiosignals.Signal`, a list or tuple
+of signals, or a module (``module`` alone, or ``module:attr`` naming a module), in which
+case every named signal in the module's namespace is consumed. Importing it also connects
+the receivers defined there. The current directory is importable, as with uvicorn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+if TYPE_CHECKING:
+    from .._signal import Signal
+
+__all__ = ["add_arguments", "load_signals", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``aiosignals consume`` to *parser*."""
+    parser.add_argument("--redis", required=True, metavar="URL", help="redis://host:6379/0")
+    parser.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE[:ATTR]",
+        help="a signal, a list of signals, or a module whose named signals are consumed",
+    )
+    parser.add_argument("--group", default="aiosignals", help="consumer group (%(default)s)")
+    parser.add_argument("--consumer", default=None, help="consumer name (default: host:pid)")
+    parser.add_argument("--prefix", default="aiosignals:", help="stream prefix (%(default)s)")
+    parser.add_argument(
+        "--claim-idle",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="claim entries other consumers left pending this long (%(default)s)",
+    )
+    parser.add_argument(
+        "--max-deliveries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="deliveries before an entry goes to the dead-letter stream (%(default)s)",
+    )
+    parser.add_argument(
+        "--count", type=int, default=10, metavar="N", help="entries per read (%(default)s)"
+    )
+
+
+def load_signals(spec: str) -> list[Signal[Any]]:
+    """
+    Import *spec* (``module`` or ``module:attr``) and return the signals it names.
+
+    :raises ImportError: if the module cannot be imported
+    :raises ValueError: if the attribute is missing, or no named signal is found
+    :raises TypeError: if it names something other than signals or a module
+    """
+    import importlib
+    import os
+    import types
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise ValueError(f"--app {spec!r}: expected module or module:attr")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    target: object = importlib.import_module(module_name)
+    for part in attr.split(".") if attr else ():
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"--app {spec!r}: {module_name} has no attribute {attr!r}") from None
+    found: list[object]
+    if isinstance(target, types.ModuleType):
+        # A module's unnamed signals have no stream: they are skipped, not an error.
+        found = [v for v in vars(target).values() if _is_signal(v) and v.name is not None]
+    elif _is_signal(target):
+        found = [target]
+    elif isinstance(target, list | tuple):
+        found = list(target)  # pyright: ignore[reportUnknownArgumentType] -- checked below
+    else:
+        raise TypeError(
+            f"--app {spec!r} is {target!r}: expected a Signal, a list of signals or a module"
+        )
+    signals: list[Signal[Any]] = []
+    for signal in found:
+        if not _is_signal(signal):
+            raise TypeError(f"--app {spec!r} holds {signal!r}, which is not a Signal")
+        if signal.name is None:
+            raise ValueError(f"--app {spec!r}: {signal!r} has no name, so it has no stream")
+        if all(signal is not other for other in signals):
+            signals.append(signal)
+    if not signals:
+        raise ValueError(f"--app {spec!r}: no named signals found")
+    return sorted(signals, key=lambda signal: signal.name or "")
+
+
+def _is_signal(value: object) -> TypeGuard[Signal[Any]]:
+    from .._signal import Signal
+
+    return isinstance(value, Signal)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Consume until SIGINT or SIGTERM; return 0 after a clean stop, 2 on a bad --app."""
+    import asyncio
+    import logging
+
+    try:
+        signals = load_signals(args.app)
+    except (ImportError, ValueError, TypeError) as exc:
+        print(f"aiosignals consume: {exc}", file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    return asyncio.run(_consume(args, signals))
+
+
+async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
+    import asyncio
+    import signal as os_signal
+    from urllib.parse import urlsplit
+
+    from . import RedisStreamTransport
+
+    async with RedisStreamTransport(
+        args.redis, stream_prefix=args.prefix, group=args.group
+    ) as transport:
+        subscriber = transport.consumer(
+            signals,
+            consumer=args.consumer,
+            count=args.count,
+            claim_idle=args.claim_idle,
+            max_deliveries=args.max_deliveries,
+        )
+        loop = asyncio.get_running_loop()
+        stops = (os_signal.SIGINT, os_signal.SIGTERM)
+        for signum in stops:
+            loop.add_signal_handler(signum, subscriber.stop)
+        where = urlsplit(str(args.redis))
+        names = ", ".join(signal.name or "" for signal in signals)
+        print(
+            f"aiosignals consume: {names} from {where.hostname}:{where.port or 6379}"
+            f" as {transport.group}/{subscriber.name}; SIGINT or SIGTERM stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            await subscriber.run()
+        finally:
+            for signum in stops:
+                loop.remove_signal_handler(signum)
+        print(
+            f"aiosignals consume: stopped after {subscriber.handled} entries"
+            f" ({subscriber.dead} dead-lettered)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 0
