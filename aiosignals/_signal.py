@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
+from operator import length_hint
 from typing import TYPE_CHECKING, Any, Generic, cast, overload
 
 import anyio
@@ -39,7 +40,7 @@ registry: weakref.WeakValueDictionary[str, Signal[Any]] = weakref.WeakValueDicti
 class _Plan:
     """The ordered receivers one send walks; built once per sender and cached."""
 
-    __slots__ = ("_fn_stages", "_stages", "fns", "plain", "records")
+    __slots__ = ("_fn_stages", "_stages", "fns", "nones", "plain", "records")
 
     def __init__(self, records: tuple[ReceiverRecord, ...]) -> None:
         self.records = records
@@ -49,6 +50,8 @@ class _Plan:
         self.fns: tuple[Callable[..., Any], ...] | None = (
             tuple(record.fn for record in records if record.fn is not None) if self.plain else None
         )
+        # The results of a send whose receivers all return None (most do), ready to copy.
+        self.nones: list[tuple[Callable[..., Any], None]] = [(fn, None) for fn in self.fns or ()]
         self._stages: tuple[tuple[ReceiverRecord, ...], ...] | None = None
         self._fn_stages: tuple[tuple[Callable[..., Any], ...], ...] | None = None
 
@@ -538,7 +541,7 @@ class Signal(Generic[P]):
         payload_type = self.payload_type
         if payload is None:
             payload = payload_type(**fields)
-        elif payload.__class__ is not payload_type or fields:
+        elif type(payload) is not payload_type or fields:
             payload = self._coerce(payload, fields)
 
         plan = None if self._sender_counts else self._any_plan
@@ -564,8 +567,21 @@ class Signal(Generic[P]):
                 return []
             self._active = 1
             try:
-                results: list[tuple[Callable[..., Any], Any]] = []
-                for fn in fns:
+                # Most receivers return None: run them with nothing but that test, and
+                # hand back a copy of the precomputed (receiver, None) pairs.
+                pending = iter(fns)
+                for fn in pending:
+                    result = await fn(sender, payload)
+                    if result is not None:
+                        break
+                else:
+                    return plan.nones[:]
+                # The pairs so far, then this receiver's and the rest's.
+                results: list[tuple[Callable[..., Any], Any]] = plan.nones[
+                    : len(fns) - length_hint(pending) - 1
+                ]
+                results.append((fn, result))
+                for fn in pending:
                     results.append((fn, await fn(sender, payload)))  # noqa: PERF401 -- an async comprehension costs a coroutine more
                 return results
             finally:
