@@ -1,0 +1,451 @@
+"""
+Cost of the repository's signal layer on SQLAlchemy writes, against a plain AsyncSession.
+
+Run ``python benchmarks/repository.py`` (an SQLite file in a temporary directory), with
+``--quick`` for a shorter run, ``--db URL`` for any SQLAlchemy URL, or ``--postgres`` for a
+throwaway database on the server of ``AIOSIGNALS_TEST_POSTGRES_URL`` (``source
+/tmp/svc.env``), dropped afterwards. ``--profile`` also prints where the event loop's time
+goes in one batch of the plain session and of the repository (cProfile).
+
+Every case saves N new entities (1000; 200 with ``--quick``), each save in a transaction
+of its own unless the case says otherwise. Every case uses the engine of one
+:class:`aiosignals.repository.sqlalchemy.Database`, so the plain session pays the same
+SQLite set-up (pragmas, ``BEGIN IMMEDIATE``) as the repository. The cases are timed in
+interleaved rounds (round-robin, the starting case rotating each round) so that noise hits
+all of them alike; a case's figure is the median over its rounds of the batch time divided
+by N. The garbage collector is collected before and disabled during each batch.
+
+The issue's target: ``SQLAlchemyRepository.add`` with no receivers within 10% of the plain
+session (case b against case a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import importlib.metadata
+import io
+import itertools
+import os
+import platform
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from aiosignals import Phase
+from aiosignals.models import PostSave, post_delete, post_save, pre_delete, pre_save
+from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
+
+TIMES = "\N{MULTIPLICATION SIGN}"
+TARGET = 1.10  # the issue: no receivers within 10% of the plain session
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# A unique table name per run: with --db the benchmark may write into a database that is
+# not its own, so it creates its table and drops it again.
+TABLE = f"bench_users_{uuid.uuid4().hex[:8]}"
+
+
+class User(Base):
+    __tablename__ = TABLE
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+
+
+_serial = itertools.count()
+
+
+def new_user() -> User:
+    """Return a new, unsaved user with a unique email (the unique index is part of the cost)."""
+    n = next(_serial)
+    return User(email=f"user{n}@example.com", name=f"User {n}")
+
+
+async def noop_receiver(sender: type[User], payload: PostSave[User]) -> None:
+    return None
+
+
+# -- cases ----------------------------------------------------------------------------
+
+# Saves n entities; the batch is timed around it.
+Run = Callable[[int], Awaitable[None]]
+
+
+@dataclass
+class Case:
+    key: str
+    label: str
+    run: Run
+    baseline: str | None = None  # the key of the case its ratio is taken against
+    phase: Phase | None = None  # connect a no-op post_save receiver in this phase
+    samples: list[float] = field(default_factory=list)  # wall µs per save, one per round
+    cpu: list[float] = field(default_factory=list)  # process CPU µs per save, one per round
+
+    @property
+    def median_us(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def median_cpu_us(self) -> float:
+        return statistics.median(self.cpu)
+
+
+def make_cases(db: Database) -> list[Case]:
+    # The same session options as Database's own sessions: objects stay loaded on commit.
+    sessions = async_sessionmaker(db.engine, expire_on_commit=False)
+    repo = SQLAlchemyRepository(User, db)
+
+    async def plain_each(n: int) -> None:
+        for _ in range(n):
+            async with sessions() as session, session.begin():
+                session.add(new_user())
+
+    async def repo_each(n: int) -> None:
+        add = repo.add
+        for _ in range(n):
+            await add(new_user())
+
+    async def repo_one_transaction(n: int) -> None:
+        add = repo.add
+        async with db.transaction():
+            for _ in range(n):
+                await add(new_user())
+
+    async def plain_one_transaction(n: int) -> None:
+        # A flush per entity, as repo.add does: each save gets its key before the next.
+        async with sessions() as session, session.begin():
+            for _ in range(n):
+                session.add(new_user())
+                await session.flush()
+
+    async def plain_one_flush(n: int) -> None:
+        async with sessions() as session, session.begin():
+            session.add_all([new_user() for _ in range(n)])
+
+    return [
+        Case("a", "plain AsyncSession, a transaction per save", plain_each),
+        Case("b", "repo.add, no receivers", repo_each, baseline="a"),
+        Case("c", "repo.add, one post_save receiver", repo_each, "a", Phase.IMMEDIATE),
+        Case(
+            "d", "repo.add, one AFTER_COMMIT post_save receiver", repo_each, "a", Phase.AFTER_COMMIT
+        ),
+        Case("e0", "plain AsyncSession, one transaction, flush per save", plain_one_transaction),
+        Case("e", "repo.add in one db.transaction(), no receivers", repo_one_transaction, "e0"),
+        Case(
+            "e1",
+            "plain AsyncSession, one transaction, one flush (batched INSERT; for scale)",
+            plain_one_flush,
+            "e0",
+        ),
+    ]
+
+
+@asynccontextmanager
+async def receivers_of(case: Case) -> AsyncIterator[None]:
+    """Connect the case's receiver for the duration of its batch (outside the timing)."""
+    if case.phase is None:
+        yield
+        return
+    post_save.connect(noop_receiver, sender=User, phase=case.phase)
+    try:
+        yield
+    finally:
+        post_save.disconnect(noop_receiver, sender=User)
+
+
+async def batch(case: Case, n: int) -> tuple[float, float]:
+    """Run one batch of *case*; return wall and process CPU µs per save."""
+    async with receivers_of(case):
+        gc.collect()
+        gc.disable()
+        try:
+            cpu = time.process_time_ns()
+            start = time.perf_counter_ns()
+            await case.run(n)
+            elapsed = time.perf_counter_ns() - start
+            cpu = time.process_time_ns() - cpu
+        finally:
+            gc.enable()
+    return elapsed / n / 1000, cpu / n / 1000
+
+
+async def run_rounds(cases: list[Case], n: int, rounds: int, budget: float) -> int:
+    """
+    Time every case once per round, the starting case rotating from round to round.
+
+    Stops early (after at least 3 rounds) once *budget* seconds have gone, so that a slow
+    disk cannot make the run endless; returns the number of rounds run.
+    """
+    started = time.perf_counter()
+    for case in cases:
+        await batch(case, max(10, n // 10))  # warm-up: connections, statement caches
+    for round_no in range(rounds):
+        shift = round_no % len(cases)
+        for case in cases[shift:] + cases[:shift]:
+            wall, cpu = await batch(case, n)
+            case.samples.append(wall)
+            case.cpu.append(cpu)
+        if round_no >= 2 and time.perf_counter() - started > budget:
+            return round_no + 1
+    return rounds
+
+
+async def profile(cases: list[Case], n: int, keys: list[str], top: int) -> None:
+    """Print the event-loop thread's cProfile of one batch of each case in *keys*."""
+    by_key = {case.key: case for case in cases}
+    for key in keys:
+        case = by_key[key]
+        profiler = cProfile.Profile()
+        async with receivers_of(case):
+            profiler.enable()
+            await case.run(n)
+            profiler.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        total = stats.total_tt  # type: ignore[attr-defined]
+        calls = stats.total_calls  # type: ignore[attr-defined]
+        print(f"### cProfile, case {key} ({case.label}), {n} saves")
+        print()
+        print(
+            f"{total * 1e6 / n:.0f} µs profiled per save (profiler overhead included),"
+            f" {calls / n:.0f} function calls per save"
+        )
+        print()
+        print("```")
+        stats.sort_stats("tottime").print_stats(top)
+        print("\n".join(line for line in out.getvalue().splitlines() if line.strip()))
+        print("```")
+        print()
+
+
+# -- databases ------------------------------------------------------------------------
+
+
+def async_url(url: str) -> str:
+    """Give a bare ``postgresql://`` or ``sqlite://`` URL the async driver the benchmark uses."""
+    for bare, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(bare):
+            return driver + url[len(bare) :]
+    return url
+
+
+@asynccontextmanager
+async def throwaway_postgres() -> AsyncIterator[str]:
+    """Create a database on the test server and yield its asyncpg URL; drop it after."""
+    import asyncpg
+
+    server = os.environ.get("AIOSIGNALS_TEST_POSTGRES_URL")
+    if not server:
+        raise SystemExit("--postgres needs AIOSIGNALS_TEST_POSTGRES_URL: `source /tmp/svc.env`")
+    name = f"aiosignals_bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    parts = urlsplit(server)
+    try:
+        yield urlunsplit(("postgresql+asyncpg", parts.netloc, f"/{name}", "", ""))
+    finally:
+        admin = await asyncpg.connect(server)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+@asynccontextmanager
+async def database(args: argparse.Namespace) -> AsyncIterator[str]:
+    """Yield the URL to benchmark on, per the command line."""
+    if args.postgres:
+        async with throwaway_postgres() as url:
+            yield url
+    elif args.db:
+        yield async_url(args.db)
+    else:
+        with tempfile.TemporaryDirectory(prefix="aiosignals-bench-") as tmp:
+            yield f"sqlite+aiosqlite:///{tmp}/bench.db"
+
+
+async def describe(db: Database) -> str:
+    async with db.engine.connect() as connection:
+        if db.is_sqlite:
+            version = await connection.scalar(sa.text("select sqlite_version()"))
+            journal = await connection.scalar(sa.text("pragma journal_mode"))
+            sync = await connection.scalar(sa.text("pragma synchronous"))
+            return f"SQLite {version} (journal_mode={journal}, synchronous={sync}), aiosqlite"
+        version = await connection.scalar(sa.text("show server_version"))
+        fsync = await connection.scalar(sa.text("show fsync"))
+        commit = await connection.scalar(sa.text("show synchronous_commit"))
+        return (
+            f"{db.engine.dialect.name} {version} (fsync={fsync}, synchronous_commit={commit}),"
+            f" {db.engine.driver}"
+        )
+
+
+# -- report ---------------------------------------------------------------------------
+
+
+def versions() -> str:
+    found = []
+    for name in ["aiosignals", "sqlalchemy", "aiosqlite", "asyncpg", "anyio", "pydantic"]:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return ", ".join(found)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def paired_ratio(case: Case, base: Case) -> float:
+    """Median over the rounds of the ratio of the two cases' batches in the same round."""
+    return statistics.median(x / y for x, y in zip(case.samples, base.samples, strict=True))
+
+
+def report(cases: list[Case]) -> None:
+    by_key = {case.key: case for case in cases}
+    print(
+        "| case | what | wall µs/save | ratio | paired ratio | wall min..max |"
+        " CPU µs/save | CPU ratio |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for case in cases:
+        base = by_key.get(case.baseline) if case.baseline else None
+        if base is None:
+            ratio = paired = cpu_ratio = "base"
+        else:
+            ratio = f"{case.median_us / base.median_us:.3f}{TIMES} {base.key}"
+            paired = f"{paired_ratio(case, base):.3f}{TIMES}"
+            cpu_ratio = f"{case.median_cpu_us / base.median_cpu_us:.3f}{TIMES}"
+        spread = f"{min(case.samples):.0f}..{max(case.samples):.0f}"
+        print(
+            f"| {case.key} | {case.label} | {case.median_us:.1f} | {ratio} | {paired} |"
+            f" {spread} | {case.median_cpu_us:.1f} | {cpu_ratio} |"
+        )
+    print()
+    print(
+        "wall: median elapsed time per save; paired ratio: median over rounds of this case's"
+        " batch against its base's batch of the same round; CPU: process CPU time per save"
+        " (all threads, aiosqlite's included), which disk waits do not blur."
+    )
+    print()
+    a, b = by_key["a"], by_key["b"]
+    wall = b.median_us / a.median_us
+    verdict = "met" if wall <= TARGET else "NOT met"
+    print(
+        f"Target (b within {TARGET - 1:.0%} of a, wall): {verdict}: {wall:.3f}{TIMES}"
+        f" ({b.median_us - a.median_us:+.1f} µs per save); paired {paired_ratio(b, a):.3f}{TIMES};"
+        f" CPU {b.median_cpu_us / a.median_cpu_us:.3f}{TIMES}"
+        f" ({b.median_cpu_us - a.median_cpu_us:+.1f} µs per save)."
+    )
+    e, e0 = by_key["e"], by_key["e0"]
+    print(
+        f"In one transaction (e against e0, wall): {e.median_us / e0.median_us:.3f}{TIMES}"
+        f" ({e.median_us - e0.median_us:+.1f} µs per save);"
+        f" CPU {e.median_cpu_us / e0.median_cpu_us:.3f}{TIMES}."
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    n = args.n or (200 if args.quick else 1000)
+    rounds = args.rounds or (5 if args.quick else 7)
+    budget = args.budget or (40.0 if args.quick else 90.0)
+    command = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
+    print(f"Command: `{command}`")
+    print(
+        f"Machine: {platform.platform()}; {cpu_model()}; {os.cpu_count()} CPUs;"
+        f" {platform.python_implementation()} {platform.python_version()}"
+    )
+    print(f"Versions: {versions()}")
+    for signal in (pre_save, post_save, pre_delete, post_delete):
+        if signal.has_receivers_for(User):
+            raise SystemExit(f"{signal!r} already has receivers: the figures would be wrong")
+    started = time.perf_counter()
+    async with database(args) as url:
+        db = Database(url)
+        try:
+            async with db.engine.begin() as connection:
+                await connection.run_sync(Base.metadata.create_all)
+            print(f"Database: {await describe(db)}")
+            print(
+                f"Method: N={n} saves per batch, up to {rounds} interleaved rounds (fewer, at"
+                f" least 3, if they take over {budget:g} s), median per save;"
+                " gc collected before and disabled during each batch."
+            )
+            cases = make_cases(db)
+            done = await run_rounds(cases, n, rounds, budget)
+            print(f"Rounds run: {done}")
+            print()
+            report(cases)
+            if args.profile:
+                print()
+                await profile(cases, n, args.profile.split(","), args.top)
+        finally:
+            async with db.engine.begin() as connection:
+                await connection.run_sync(Base.metadata.drop_all)
+            await db.dispose()
+    print()
+    print(f"Total time: {time.perf_counter() - started:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--quick", action="store_true", help="N=200 and 5 rounds")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db", metavar="URL", help="an SQLAlchemy URL (a table is created and dropped)"
+    )
+    where.add_argument(
+        "--postgres",
+        action="store_true",
+        help="a throwaway database on AIOSIGNALS_TEST_POSTGRES_URL's server",
+    )
+    parser.add_argument("--n", type=int, help="saves per batch (overrides --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds (overrides --quick)")
+    parser.add_argument(
+        "--budget", type=float, help="seconds after which no new round starts (90; 40 quick)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="CASES",
+        nargs="?",
+        const="a,b",
+        help="after timing, cProfile one batch of these cases (default a,b)",
+    )
+    parser.add_argument("--top", type=int, default=25, help="rows of each profile")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
