@@ -16,13 +16,14 @@ import dataclasses
 import importlib
 from typing import Any, Generic
 
-from pydantic import BaseModel, ConfigDict, field_serializer
+from pydantic import BaseModel, ConfigDict, TypeAdapter, field_serializer
 
 from ._event import Event
 from ._signal import Signal
 from ._types import M
 
 __all__ = [
+    "ModelEvent",
     "PostDelete",
     "PostSave",
     "PreDelete",
@@ -60,10 +61,32 @@ def dump_entity(entity: object) -> dict[str, Any]:
 
 
 def load_entity(entity_type: type[M], data: dict[str, Any]) -> M:
-    """Rebuild an entity of *entity_type* from what :func:`dump_entity` returned."""
-    if issubclass(entity_type, BaseModel):
-        return entity_type.model_validate(data)
-    return entity_type(**data)
+    """
+    Rebuild an entity of *entity_type* from what :func:`dump_entity` returned.
+
+    Values are validated into the declared field types (a datetime comes back as a
+    datetime, not as the string JSON made of it).
+
+    :raises pydantic.ValidationError: if *data* does not fit the entity's fields
+    """
+    mapper = getattr(entity_type, "__mapper__", None)
+    if mapper is None:
+        return TypeAdapter(entity_type).validate_python(data)
+    # Mapped classes may refuse some columns in __init__ (init=False keys): build the
+    # instance the way the ORM loads rows, then set each column to its validated value.
+    entity: M = mapper.class_manager.new_instance()
+    for attr in mapper.column_attrs:
+        if attr.key not in data:
+            continue
+        value = data[attr.key]
+        try:
+            python_type = attr.columns[0].type.python_type
+        except NotImplementedError:
+            python_type = None
+        if python_type is not None and value is not None:
+            value = TypeAdapter(python_type).validate_python(value)
+        setattr(entity, attr.key, value)
+    return entity
 
 
 def import_path(obj: Any) -> str:
@@ -80,7 +103,13 @@ def resolve_path(path: str) -> Any:
     return obj
 
 
-class _ModelEvent(Event, Generic[M]):
+class ModelEvent(Event, Generic[M]):
+    """
+    The base of the model signals' payloads: an entity and the database it lives in.
+
+    .. versionadded:: 0.1
+    """
+
     # Entities are the user's own classes (dataclasses, mapped classes): stored as given,
     # never copied or coerced, so a receiver sees the very object that was saved.
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -96,7 +125,7 @@ class _ModelEvent(Event, Generic[M]):
         return dump_entity(instance)
 
 
-class PreSave(_ModelEvent[M], Generic[M]):
+class PreSave(ModelEvent[M], Generic[M]):
     """
     Sent before an entity is written; a receiver that raises vetoes the write.
 
@@ -110,7 +139,7 @@ class PreSave(_ModelEvent[M], Generic[M]):
     """The fields the write is limited to, or ``None`` for all of them."""
 
 
-class PostSave(_ModelEvent[M], Generic[M]):
+class PostSave(ModelEvent[M], Generic[M]):
     """
     Sent once an entity has been written (inside its transaction, if there is one).
 
@@ -124,7 +153,7 @@ class PostSave(_ModelEvent[M], Generic[M]):
     """The fields the write was limited to, or ``None`` for all of them."""
 
 
-class PreDelete(_ModelEvent[M], Generic[M]):
+class PreDelete(ModelEvent[M], Generic[M]):
     """
     Sent before an entity is deleted; a receiver that raises vetoes the delete.
 
@@ -132,7 +161,7 @@ class PreDelete(_ModelEvent[M], Generic[M]):
     """
 
 
-class PostDelete(_ModelEvent[M], Generic[M]):
+class PostDelete(ModelEvent[M], Generic[M]):
     """
     Sent once an entity has been deleted.
 

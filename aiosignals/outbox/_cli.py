@@ -1,0 +1,78 @@
+"""``aiosignals relay``: deliver outbox rows until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+
+__all__ = ["add_arguments", "run"]
+
+logger = logging.getLogger("aiosignals.outbox")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``relay`` options to *parser*."""
+    parser.add_argument("--db", required=True, metavar="URL", help="the SQLAlchemy database URL")
+    parser.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so its durable receivers are connected (repeatable)",
+    )
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--max-attempts", type=int, default=10)
+    parser.add_argument("--lease", type=float, default=30.0, help="seconds (default 30)")
+    parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds (default 0.5)")
+    parser.add_argument("--backoff", type=float, default=1.0, help="first retry delay, seconds")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the relay until SIGINT/SIGTERM; return the exit status."""
+    import anyio
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for module in args.app:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            print(f"aiosignals relay: cannot import --app {module!r}: {exc}", file=sys.stderr)
+            return 2
+    return anyio.run(_serve, args)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from ..repository.sqlalchemy import Database
+    from ._relay import OutboxRelay
+
+    async with Database(args.db) as db:
+        await OutboxRelay.create_table(db)
+        relay = OutboxRelay(
+            db,
+            batch_size=args.batch_size,
+            max_attempts=args.max_attempts,
+            lease=args.lease,
+            poll_interval=args.poll_interval,
+            backoff=args.backoff,
+        )
+
+        async def stop_on_signal(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()
+                async for signum in signals:
+                    logger.info("%s: finishing the row in hand", signal.Signals(signum).name)
+                    relay.stop()
+                    return
+
+        async with anyio.create_task_group() as group:
+            await group.start(stop_on_signal)
+            logger.info("relay %s delivering from %r", relay.name, db)
+            await relay.run()
+            group.cancel_scope.cancel()
+    logger.info("relay stopped")
+    return 0

@@ -1,0 +1,97 @@
+"""
+Models and durable receivers for the outbox tests, importable by a relay subprocess
+(``aiosignals relay --app tests.outbox.app``).
+
+The receivers record each delivery in ``DELIVERED`` and, when the environment names a file
+in ``AIOSIGNALS_TEST_DELIVERY_LOG``, append it there so another process can read it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, mapped_column
+
+from aiosignals import Event, Signal, receiver
+from aiosignals.models import PostSave, post_save
+from aiosignals.outbox import current_delivery
+
+
+class Base(MappedAsDataclass, DeclarativeBase):
+    pass
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int | None] = mapped_column(primary_key=True, init=False, default=None)
+    item: Mapped[str]
+
+
+class Job(Event):
+    n: int
+
+
+job_done = Signal(Job, name="tests.outbox.job_done")
+
+DELIVERED: list[tuple[int, int, str]] = []
+"""(delivery id, attempt, item) of each delivery to ``record_order``."""
+
+FLAKY: dict[str, int] = {}
+"""item -> how many more times its delivery fails."""
+
+BROKEN: set[str] = {"poison"}
+"""Items whose delivery always fails."""
+
+
+def _log(line: str) -> None:
+    path = os.environ.get("AIOSIGNALS_TEST_DELIVERY_LOG")
+    if path:
+        with Path(path).open("a") as log:
+            log.write(line + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+
+@receiver(post_save, sender=Order, durable=True, dispatch_uid="tests.outbox.record_order")
+async def record_order(sender: type[Order], payload: PostSave[Order]) -> None:
+    delivery = current_delivery()
+    assert delivery is not None
+    item = payload.instance.item
+    if item in BROKEN:
+        raise RuntimeError(f"cannot handle {item}")
+    if FLAKY.get(item, 0) > 0:
+        FLAKY[item] -= 1
+        raise RuntimeError(f"flaky {item}")
+    if item == os.environ.get("AIOSIGNALS_TEST_BLOCK_ITEM"):
+        _log(f"started {delivery.id} {delivery.attempt} {item}")
+        await anyio.sleep_forever()
+    DELIVERED.append((delivery.id, delivery.attempt, item))
+    _log(f"delivered {delivery.id} {delivery.attempt} {item} {payload.instance.id}")
+
+
+IN_FLIGHT: set[int] = set()
+OVERLAPS: list[int] = []
+JOBS: list[tuple[int, str]] = []
+"""(delivery id, receiver) of each job delivery."""
+
+
+def _job_receiver(uid: str) -> Any:
+    async def deliver(sender: str, payload: Job) -> None:
+        delivery = current_delivery()
+        assert delivery is not None
+        if delivery.id in IN_FLIGHT:
+            OVERLAPS.append(delivery.id)
+        IN_FLIGHT.add(delivery.id)
+        await anyio.lowlevel.checkpoint()
+        IN_FLIGHT.discard(delivery.id)
+        JOBS.append((delivery.id, uid))
+
+    job_done.connect(deliver, durable=True, dispatch_uid=uid)
+    return deliver
+
+
+JOB_RECEIVERS = [_job_receiver(f"tests.outbox.job.{i}") for i in range(4)]

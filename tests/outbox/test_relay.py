@@ -1,0 +1,317 @@
+"""The durable outbox and its relay, against real SQLite files and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+import sqlalchemy as sa
+
+from aiosignals import Signal
+from aiosignals._cli import main as cli
+from aiosignals.outbox import OutboxRelay, current_delivery
+from aiosignals.outbox._table import outbox
+from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
+from tests.outbox import app
+from tests.outbox.app import Job, Order, job_done
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).parent.parent.parent
+
+
+async def rows(db: Database) -> list[sa.Row[tuple[object, ...]]]:
+    async with db.engine.connect() as connection:
+        return list((await connection.execute(sa.select(outbox).order_by(outbox.c.id))).all())
+
+
+def relay_for(db: Database, **options: float) -> OutboxRelay:
+    return OutboxRelay(db, backoff=0.0, **options)  # type: ignore[arg-type]
+
+
+async def test_the_row_is_written_in_the_entity_transaction_and_not_on_rollback(
+    db: Database,
+) -> None:
+    orders = SQLAlchemyRepository(Order, db)
+    with pytest.raises(LookupError):
+        async with db.transaction():
+            await orders.add(Order(item="dropped"))
+            raise LookupError
+    assert await rows(db) == []
+
+    async with db.transaction():
+        await orders.add(Order(item="kept"))
+    stored = await rows(db)
+    assert [(r.dispatch_uid, r.status, r.attempts) for r in stored] == [
+        ("tests.outbox.record_order", "pending", 0)
+    ]
+    # Durable receivers never run in the sending process: only the relay calls them.
+    assert app.DELIVERED == []
+
+
+async def test_the_relay_delivers_after_commit_with_the_entity_rebuilt(db: Database) -> None:
+    orders = SQLAlchemyRepository(Order, db)
+    first = await orders.add(Order(item="a"))
+    second = await orders.add(Order(item="b"))
+
+    assert await relay_for(db).run_once() == 2
+    ids = [r[0] for r in app.DELIVERED]
+    assert [(attempt, item) for _, attempt, item in app.DELIVERED] == [(1, "a"), (1, "b")]
+    assert ids == sorted(ids)
+    assert first.id != second.id
+    assert await rows(db) == []
+    assert await relay_for(db).run_once() == 0
+
+
+async def test_a_receiver_that_fails_twice_is_delivered_on_the_third_attempt(
+    db: Database,
+) -> None:
+    app.FLAKY["flaky"] = 2
+    await SQLAlchemyRepository(Order, db).add(Order(item="flaky"))
+    relay = relay_for(db)
+    for _ in range(3):
+        await relay.run_once()
+    assert [(attempt, item) for _, attempt, item in app.DELIVERED] == [(3, "flaky")]
+    assert await rows(db) == []
+
+
+async def test_retries_wait_an_exponential_backoff(db: Database) -> None:
+    app.FLAKY["flaky"] = 5
+    await SQLAlchemyRepository(Order, db).add(Order(item="flaky"))
+    relay = OutboxRelay(db, backoff=60.0)
+    before = time.time()
+    await relay.run_once()
+    (row,) = await rows(db)
+    # Jittered between half and all of the first delay.
+    assert before + 29 <= row.available_at <= time.time() + 61
+    assert "flaky flaky" in row.last_error
+    assert await relay.run_once() == 0  # not due yet
+
+
+async def test_a_receiver_that_always_fails_is_dead_listed_and_retried_by_the_cli(
+    db: Database, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await SQLAlchemyRepository(Order, db).add(Order(item="poison"))
+    relay = relay_for(db, max_attempts=3)
+    for _ in range(4):
+        await relay.run_once()
+    (row,) = await rows(db)
+    assert (row.status, row.attempts) == ("dead", 3)
+    assert "RuntimeError: cannot handle poison" in row.last_error
+
+    assert await anyio.to_thread.run_sync(cli, ["outbox", "list", "--db", db_url]) == 0
+    listing = capsys.readouterr().out
+    assert "dead" in listing
+    assert "tests.outbox.record_order" in listing
+    assert "cannot handle poison" in listing
+    assert "0 pending, 1 dead" in listing
+
+    app.BROKEN.clear()  # the bug is fixed and deployed
+    assert await anyio.to_thread.run_sync(cli, ["outbox", "retry", "--db", db_url]) == 0
+    assert "requeued 1 dead row(s)" in capsys.readouterr().out
+    assert await relay.run_once() == 1
+    assert [item for _, _, item in app.DELIVERED] == ["poison"]
+
+
+async def test_purge_deletes_dead_rows_only(
+    db: Database, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    orders = SQLAlchemyRepository(Order, db)
+    await orders.add(Order(item="poison"))
+    await relay_for(db, max_attempts=1).run_once()
+    await orders.add(Order(item="fine"))
+    assert await anyio.to_thread.run_sync(cli, ["outbox", "purge", "--db", db_url]) == 0
+    assert "purged 1 dead row(s)" in capsys.readouterr().out
+    assert [r.status for r in await rows(db)] == ["pending"]
+
+
+async def test_a_payload_that_no_longer_validates_goes_dead_at_once(db: Database) -> None:
+    async with db.transaction():
+        await job_done.send("tests", Job(n=1))
+    async with db.engine.begin() as connection:
+        await connection.execute(outbox.update().values(payload='{"n": "not a number"}'))
+    await relay_for(db).run_once()
+    stored = await rows(db)
+    assert {r.status for r in stored} == {"dead"}
+    assert all(r.attempts == 1 for r in stored)
+    assert all("does not validate" in r.last_error for r in stored)
+
+
+async def test_a_row_whose_receiver_is_not_connected_is_retried_with_a_clear_error(
+    db: Database,
+) -> None:
+    ghost = Signal(Job, name="tests.outbox.ghost")
+
+    async def gone(sender: str, payload: Job) -> None:
+        raise AssertionError("never called")
+
+    ghost.connect(gone, durable=True, dispatch_uid="tests.outbox.gone")
+    async with db.transaction():
+        await ghost.send("tests", Job(n=1))
+    ghost.disconnect(dispatch_uid="tests.outbox.gone")
+
+    await relay_for(db).run_once()
+    (row,) = await rows(db)
+    assert row.status == "pending"
+    assert "no receiver with dispatch_uid 'tests.outbox.gone'" in row.last_error
+
+
+async def test_a_failing_row_holds_back_the_later_rows_of_its_receiver(db: Database) -> None:
+    app.FLAKY["first"] = 1
+    orders = SQLAlchemyRepository(Order, db)
+    await orders.add(Order(item="first"))
+    await orders.add(Order(item="second"))
+    async with db.transaction():
+        await job_done.send("tests", Job(n=1))  # other receivers are not held back
+
+    relay = relay_for(db)
+    await relay.run_once()
+    assert app.DELIVERED == []
+    assert len(app.JOBS) == 4
+    await relay.run_once()
+    assert [item for _, _, item in app.DELIVERED] == ["first", "second"]
+
+
+def test_durable_receivers_need_a_dispatch_uid() -> None:
+    async def receiver(sender: str, payload: Job) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="dispatch_uid"):
+        job_done.connect(receiver, durable=True)
+
+
+async def test_a_durable_receiver_needs_a_storable_sender(db: Database) -> None:
+    with pytest.raises(TypeError, match="sender must be a class, a function, a string or None"):
+        async with db.transaction():
+            await job_done.send(object(), Job(n=1))
+    assert await rows(db) == []
+
+
+def delivery_log(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for(predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.05)
+
+
+async def test_a_killed_writer_loses_no_committed_event_and_leaks_no_rolled_back_one(
+    db: Database, db_url: str
+) -> None:
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.outbox.writer", db_url, "20", "5"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None
+    line = await anyio.to_thread.run_sync(writer.stdout.readline)
+    assert line.strip() == "committed"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    writer.stdout.close()
+
+    relay = relay_for(db)
+    while await relay.run_once():
+        pass
+    delivered = [item for _, _, item in app.DELIVERED]
+    assert sorted(delivered) == sorted(f"kept-{i}" for i in range(20))
+    assert Counter(delivered).most_common(1)[0][1] == 1
+
+
+async def test_a_relay_killed_mid_delivery_is_redelivered_after_the_lease(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "deliveries.log"
+    await SQLAlchemyRepository(Order, db).add(Order(item="stuck"))
+    relay_process = subprocess.Popen(
+        [sys.executable, "-m", "aiosignals", "relay", "--db", db_url,
+         "--app", "tests.outbox.app", "--lease", "1", "--poll-interval", "0.05"],
+        cwd=ROOT,
+        env={**os.environ, "AIOSIGNALS_TEST_DELIVERY_LOG": str(log),
+             "AIOSIGNALS_TEST_BLOCK_ITEM": "stuck"},
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: delivery_log(log)))
+        assert delivery_log(log)[0][:3] == ["started", delivery_log(log)[0][1], "1"]
+    finally:
+        relay_process.send_signal(signal.SIGKILL)
+        relay_process.wait(10)
+
+    relay = relay_for(db)
+    assert await relay.run_once() == 0  # still leased by the dead relay
+    await anyio.sleep(1.1)
+    assert await relay.run_once() == 1
+    assert [(attempt, item) for _, attempt, item in app.DELIVERED] == [(2, "stuck")]
+
+
+async def test_the_relay_command_stops_cleanly_on_sigterm(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "deliveries.log"
+    await SQLAlchemyRepository(Order, db).add(Order(item="one"))
+    relay_process = subprocess.Popen(
+        [sys.executable, "-m", "aiosignals", "relay", "--db", db_url,
+         "--app", "tests.outbox.app", "--poll-interval", "0.05"],
+        cwd=ROOT,
+        env={**os.environ, "AIOSIGNALS_TEST_DELIVERY_LOG": str(log)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: delivery_log(log)))
+        relay_process.send_signal(signal.SIGTERM)
+        _, stderr = await anyio.to_thread.run_sync(lambda: relay_process.communicate(timeout=20))
+    finally:
+        if relay_process.poll() is None:
+            relay_process.kill()
+    assert relay_process.returncode == 0, stderr
+    assert "relay stopped" in stderr
+    assert [entry[3] for entry in delivery_log(log)] == ["one"]
+    assert await rows(db) == []
+
+
+def test_the_relay_command_reports_an_app_that_does_not_import(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli(["relay", "--db", "sqlite+aiosqlite://", "--app", "no.such.module"]) == 2
+    assert "cannot import --app 'no.such.module'" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_two_relays_share_1000_rows_without_delivering_one_twice(db: Database) -> None:
+    async with db.transaction():
+        for n in range(250):
+            await job_done.send("tests", Job(n=n))
+    assert len(await rows(db)) == 1000
+
+    relays = [OutboxRelay(db, batch_size=50, poll_interval=0.01, name=f"r{i}") for i in (1, 2)]
+
+    async def run_until_empty(relay: OutboxRelay) -> None:
+        idle = 0
+        while idle < 3:
+            idle = idle + 1 if await relay.run_once() == 0 else 0
+            await anyio.sleep(0.01)
+
+    async with anyio.create_task_group() as group:
+        for relay in relays:
+            group.start_soon(run_until_empty, relay)
+
+    delivered = Counter(delivery_id for delivery_id, _ in app.JOBS)
+    assert len(delivered) == 1000
+    assert set(delivered.values()) == {1}
+    assert app.OVERLAPS == []
+    assert await rows(db) == []
+    assert current_delivery() is None
