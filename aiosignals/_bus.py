@@ -113,8 +113,10 @@ class EventBus:
         self._group: TaskGroup | None = None
         self._send_stream: MemoryObjectSendStream[_Queued] | None = None
         self._receive_stream: MemoryObjectReceiveStream[_Queued] | None = None
-        self._worker_scope = anyio.CancelScope()
-        self._workers_done = anyio.Event()
+        # Made on entry: anyio's primitives need a running event loop, and a bus is often
+        # built before there is one (at import time, in an app factory).
+        self._worker_scope: anyio.CancelScope | None = None
+        self._workers_done: anyio.Event | None = None
         # The event each worker is sending, so that a send cut off by the drain deadline
         # or a cancellation is reported with the events still queued.
         self._in_flight: list[_Queued | None] = [None] * workers
@@ -143,6 +145,8 @@ class EventBus:
         if self._state != _NEW:
             raise RuntimeError(f"{self!r} has already been used; create a new EventBus")
         send_stream, receive_stream = anyio.create_memory_object_stream[_Queued](self.max_buffer)
+        self._worker_scope = anyio.CancelScope()
+        self._workers_done = anyio.Event()
         group = anyio.create_task_group()
         await group.__aenter__()
         self._send_stream, self._receive_stream, self._group = send_stream, receive_stream, group
@@ -158,6 +162,8 @@ class EventBus:
     ) -> None:
         assert self._group is not None
         assert self._send_stream is not None
+        assert self._worker_scope is not None
+        assert self._workers_done is not None
         self._state = _CLOSED
         # Stops intake: publishers waiting for room are withdrawn (and told so), and the
         # workers end once the buffer is empty.
@@ -180,6 +186,8 @@ class EventBus:
     async def _supervise(self) -> None:
         # The workers live in their own cancel scope, so that the drain deadline can stop
         # them without cancelling the task that owns the block.
+        assert self._worker_scope is not None
+        assert self._workers_done is not None
         try:
             with self._worker_scope:
                 async with anyio.create_task_group() as workers:

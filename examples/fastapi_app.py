@@ -16,6 +16,7 @@ SQLite file: ``fastapi_app.db`` in the current directory, or a temporary one wit
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -217,7 +218,9 @@ def main(argv: list[str]) -> None:
         return
     port = int(argv[0]) if argv else int(os.environ.get("PORT", "8000"))
     app = create_app(os.environ.get("DATABASE_URL", "sqlite+aiosqlite:///fastapi_app.db"))
-    uvicorn.run(app, host=os.environ.get("HOST", "127.0.0.1"), port=port)
+    # uvicorn re-raises Ctrl-C once it has shut down (and the bus has drained): exit quietly.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.run(app, host=os.environ.get("HOST", "127.0.0.1"), port=port)
 
 
 if __name__ == "__main__":

@@ -383,6 +383,22 @@ async def test_cancelled_while_draining_stops_promptly() -> None:
     assert len(anyio.get_running_tasks()) == tasks_before
 
 
+def test_a_bus_is_built_outside_an_event_loop() -> None:
+    """EventBus() needs no running loop: apps build theirs at import time or in a factory."""
+    bus = EventBus(workers=2)
+    assert not bus.running
+    assert (bus.pending, bus.delivered, bus.failed) == (0, 0, 0)
+
+    async def main() -> int:
+        async with bus:
+            await bus.publish(_recording(log), Service, Ping(n=1))
+        return bus.delivered
+
+    log: list[int] = []
+    assert anyio.run(main) == 1
+    assert log == [1]
+
+
 def test_invalid_settings_are_rejected() -> None:
     """Sizes below one and negative deadlines are a ValueError."""
     with pytest.raises(ValueError, match="max_buffer"):

@@ -29,6 +29,7 @@ except ImportError as error:  # pragma: no cover -- exercised in a subprocess by
     ) from error
 
 import anyio
+import anyio.abc
 
 from .._bus import EventBus
 
@@ -102,7 +103,7 @@ def lifespan(
                     yield
                 else:
                     async with anyio.create_task_group() as group:
-                        group.start_soon(relay.run, name=f"aiosignals relay {relay!r}")
+                        await group.start(_run_service, relay, name=f"aiosignals {relay!r}")
                         try:
                             yield
                         finally:
@@ -115,6 +116,15 @@ def lifespan(
                 delattr(app.state, BUS_STATE)
 
     return run
+
+
+async def _run_service(
+    service: Service, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    # started() does not yield: run() has begun (and reset any stop flag of its own) by the
+    # time the lifespan goes on, so a stop() at an immediate shutdown is never lost.
+    task_status.started()
+    await service.run()
 
 
 def get_bus(request: Request) -> EventBus:
