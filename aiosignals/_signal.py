@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, cast, overload
 import anyio
 import anyio.to_thread
 
-from . import _context, _fastpath, _tracing
+from . import _context, _fastpath, _tracing  # pyright: ignore[reportPrivateUsage] -- a module, not a name re-exported by __init__
 from ._event import Event
 from ._modes import Concurrent, Mode, Sequential
 from ._phases import Phase, current_scope
