@@ -353,6 +353,7 @@ class RedisStreamTransport:
         start_id: str = "0",
         reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 10.0,
+        batch_ack: bool = False,
     ) -> Subscriber:
         """
         Return a :class:`Subscriber` of this transport; the arguments are its own.
@@ -371,6 +372,7 @@ class RedisStreamTransport:
             start_id=start_id,
             reconnect_delay=reconnect_delay,
             max_reconnect_delay=max_reconnect_delay,
+            batch_ack=batch_ack,
         )
 
     async def dead_letters(self, count: int = 100) -> list[tuple[str, dict[str, str]]]:
@@ -463,6 +465,10 @@ class Subscriber:
         already holds, ``"$"`` only what comes after
     :param reconnect_delay: the first pause after a connection error, in seconds
     :param max_reconnect_delay: the longest pause between reconnection attempts
+    :param batch_ack: acknowledge the entries of one read together, in one ``XACK`` once
+        the last one's receivers ran, instead of each as soon as its own did: fewer round
+        trips (several times the throughput), but a consumer killed mid-batch has its
+        already handled entries of that batch delivered again
     :raises ValueError: if a signal has no name, or a number is out of range
 
     .. versionadded:: 0.1
@@ -482,6 +488,7 @@ class Subscriber:
         start_id: str = "0",
         reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 10.0,
+        batch_ack: bool = False,
     ) -> None:
         if count < 1 or max_deliveries < 1:
             raise ValueError("count and max_deliveries must be at least 1")
@@ -501,8 +508,9 @@ class Subscriber:
         self.start_id = start_id
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
+        self.batch_ack = batch_ack
         self.handled = 0
-        """Entries whose send succeeded and were acknowledged."""
+        """Entries whose send succeeded (and that are acknowledged, or about to be)."""
         self.failed = 0
         """Sends that raised (each failed delivery counts)."""
         self.dead = 0
@@ -532,6 +540,7 @@ class Subscriber:
         self._claim_cursors: dict[str, str] = {}
         self._next_claim = 0.0
         self._retries: list[tuple[float, str, str]] = []
+        self._unacked: dict[str, list[str]] = {}
 
     def __repr__(self) -> str:
         group, streams = self.transport.group, len(self._streams)
@@ -574,12 +583,16 @@ class Subscriber:
                 try:
                     if not self._ready:
                         await self._prepare()
+                    if self._unacked:
+                        await self._flush_acks()  # Left over by an error mid-batch.
                     entries = await self._next_entries()
                     attempt = 0
                     for entry in entries:
                         await self._handle(entry)
                         if self._stopping:
                             break
+                    if self._unacked:
+                        await self._flush_acks()
                 except _CONNECTION_ERRORS as exc:
                     attempt += 1
                     self._ready = False
@@ -760,7 +773,7 @@ class Subscriber:
         name = self._streams[entry.stream]
         if entry.fields is None:
             # Trimmed from the stream while pending: nothing left to deliver.
-            await self._until_done(entry, functools.partial(self._ack, entry))
+            await self._until_done(entry.id, functools.partial(self._ack, entry))
             return
         if entry.deliveries > self.max_deliveries:
             await self._bury_until_done(
@@ -808,8 +821,11 @@ class Subscriber:
             return
         finally:
             _current.reset(token)
-        await self._until_done(entry, functools.partial(self._ack, entry))
         self.handled += 1
+        if self.batch_ack:
+            self._unacked.setdefault(entry.stream, []).append(entry.id)
+        else:
+            await self._until_done(entry.id, functools.partial(self._ack, entry))
 
     async def _failed(self, entry: _Entry, exc: Exception) -> None:
         self.failed += 1
@@ -834,8 +850,17 @@ class Subscriber:
         self._retries.append((time.monotonic() + delay, entry.stream, entry.id))
         self._retries.sort()
 
-    async def _until_done(self, entry: _Entry, fn: Callable[[], Awaitable[None]]) -> None:
-        """Acknowledge (or bury) *entry* with *fn*, retrying through connection errors."""
+    async def _flush_acks(self) -> None:
+        client, group = self.transport.client, self.transport.group
+        while self._unacked:
+            stream, ids = next(iter(self._unacked.items()))
+            await self._until_done(
+                f"{len(ids)} entries", functools.partial(client.xack, stream, group, *ids)
+            )
+            del self._unacked[stream]
+
+    async def _until_done(self, what: str, fn: Callable[[], Awaitable[object]]) -> None:
+        """Acknowledge (or bury) *what* with *fn*, retrying through connection errors."""
         attempt = 0
         while True:
             try:
@@ -845,18 +870,14 @@ class Subscriber:
                 if self._stopping:
                     # Given up: the entry stays pending and will be delivered again.
                     logger.warning(
-                        "%r: could not acknowledge %s of %s before stopping (%s)",
-                        self,
-                        entry.id,
-                        entry.stream,
-                        exc,
+                        "%r: could not acknowledge %s before stopping (%s)", self, what, exc
                     )
                     return
                 delay = self._backoff(attempt)
                 logger.warning(
                     "%r: Redis connection failed acknowledging %s (%s); retrying in %.2f s",
                     self,
-                    entry.id,
+                    what,
                     exc,
                     delay,
                 )
@@ -865,7 +886,7 @@ class Subscriber:
                 return
 
     async def _bury_until_done(self, entry: _Entry, error: str) -> None:
-        await self._until_done(entry, functools.partial(self._bury, entry, error))
+        await self._until_done(entry.id, functools.partial(self._bury, entry, error))
 
     async def _ack(self, entry: _Entry) -> None:
         await self.transport.client.xack(entry.stream, self.transport.group, entry.id)

@@ -346,6 +346,32 @@ async def test_ack_only_after_receivers_ran_and_failure_is_retried(
     assert await transport.dead_letters() == []
 
 
+@pytest.mark.parametrize(("batch_ack", "expected"), [(False, [3, 2, 1]), (True, [3, 3, 3])])
+@pytest.mark.asyncio
+async def test_each_entry_is_acked_after_its_receivers_or_the_batch_after_the_last(
+    transport: RedisStreamTransport, batch_ack: bool, expected: list[int]
+) -> None:
+    """Entries pending as each receiver runs: one less each time, or all until the batch ends."""
+    greeting = Signal(Greeting, name="greeting")
+    stream = transport.stream_name(greeting)
+    seen: list[int] = []
+
+    @greeting.connect
+    async def count_pending(sender: Any, payload: Greeting) -> None:
+        seen.append(await pending(transport.client, stream))
+
+    for text_ in "abc":
+        await transport.publish(greeting, None, Greeting(text=text_))
+    subscriber = transport.consumer([greeting], block=0.1, batch_ack=batch_ack)
+    async with running(subscriber):
+
+        async def all_acked() -> bool:
+            return subscriber.handled == 3 and await pending(transport.client, stream) == 0
+
+        await eventually(all_acked)
+    assert seen == expected
+
+
 @pytest.mark.asyncio
 async def test_receiver_failing_every_time_ends_in_the_dead_letter_stream(
     transport: RedisStreamTransport,
