@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from typing import Any, assert_type
 
 import anyio
 import pytest
@@ -202,6 +202,20 @@ async def test_nested_captures_each_record() -> None:
         await signal.send(Service, user_id=2)
     assert inner.payloads == [Registered(user_id=1)]
     assert outer.payloads == [Registered(user_id=1), Registered(user_id=2)]
+
+
+@pytest.mark.anyio
+async def test_capture_keeps_the_payload_type_and_none_is_a_sender() -> None:
+    """capture() of a Signal[P] is a Capture[P]; capture(signal, None) is None's sends only."""
+    signal, _ = _signal_with_log()
+    with capture(signal, None) as sent:
+        await signal.send(Service, user_id=1)
+        await signal.send(None, user_id=2)
+    assert_type(sent, Capture[Registered])
+    assert_type(sent.payloads, list[Registered])
+    payload = sent.assert_sent_once()
+    assert_type(payload, Registered)
+    assert payload.user_id == 2
 
 
 def test_hooks_are_removed_when_the_last_capture_or_mute_ends() -> None:
