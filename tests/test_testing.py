@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any, assert_type
+from typing import TYPE_CHECKING, Any, assert_type
 
 import anyio
 import pytest
@@ -10,6 +10,9 @@ from pydantic import ValidationError
 import aiosignals._tracing
 from aiosignals import Concurrent, Event, Signal
 from aiosignals.testing import Capture, capture, muted
+
+if TYPE_CHECKING:
+    from aiosignals.pytest_plugin import CaptureFixture, MutedSignalsFixture
 
 pytest_plugins = ["pytester"]
 
@@ -433,6 +436,21 @@ def test_plugin_fixtures_through_the_entry_point(pytester: pytest.Pytester) -> N
     result = pytester.runpytest("-v")
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines(["*test_failure_message FAILED*", "*expected exactly one send*"])
+
+
+@pytest.mark.anyio
+async def test_plugin_fixtures_in_this_session(request: pytest.FixtureRequest) -> None:
+    """The fixtures are typed by CaptureFixture and MutedSignalsFixture, here as anywhere."""
+    factory: CaptureFixture = request.getfixturevalue("capture")
+    mute: MutedSignalsFixture = request.getfixturevalue("muted_signals")
+    signal, log = _signal_with_log()
+    sent = factory(signal, Service)
+    assert_type(sent, Capture[Registered])
+    mute(signal)
+    await signal.send(Service, user_id=1)
+    await signal.send(Other, user_id=2)
+    assert log == []
+    assert sent.assert_sent_once().user_id == 1
 
 
 def test_plugin_is_registered_as_aiosignals(pytester: pytest.Pytester) -> None:
