@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import logging
 import os
 import random
@@ -154,30 +153,23 @@ def _require_name(signal: Signal[Any]) -> str:
     return signal.name
 
 
-_current_delivery: Callable[[], Any] | bool | None = False
+_outbox_missing = False
 
 
 def _delivery_key() -> str | None:
-    """Return the outbox delivery id when the outbox relay is calling us, else ``None``."""
-    global _current_delivery  # A once-per-process import, cached.
-    if _current_delivery is False:
-        # Imported lazily and optionally: the outbox needs the sqlalchemy extra, which a
-        # process that only forwards plain sends does not have.
-        try:
-            module = importlib.import_module("aiosignals.outbox")
-        except ImportError:
-            _current_delivery = None
-        else:
-            _current_delivery = getattr(module, "current_delivery", None)
-    if not callable(_current_delivery):
+    """Return ``outbox:<row id>`` when the outbox relay is calling us, else ``None``."""
+    global _outbox_missing  # Set once: a failed import is not cached by Python.
+    if _outbox_missing:
         return None
     try:
-        delivery = _current_delivery()
-    except LookupError:
+        # Optional: the outbox needs the sqlalchemy extra, which a process that only
+        # forwards sends outside transactions may not have.
+        from aiosignals.outbox import current_delivery
+    except ImportError:
+        _outbox_missing = True
         return None
-    if delivery is None:
-        return None
-    return str(delivery.id)
+    delivery = current_delivery()
+    return None if delivery is None else f"outbox:{delivery.id}"
 
 
 class RedisStreamTransport:
@@ -302,7 +294,8 @@ class RedisStreamTransport:
         The receiver is connected with ``durable=True`` and ``dispatch_uid`` from
         :meth:`forward_uid`. Inside a transaction with the durable outbox, the send is
         written to the outbox with the entity and the outbox relay publishes it after commit,
-        at least once, with the relay's delivery id as the entry's idempotency ``key``;
+        at least once, with ``outbox:<row id>`` (the relay's delivery id) as the entry's
+        idempotency ``key``, the same when the relay publishes a row twice;
         outside a transaction it is published during the send.
 
         Sends dispatched by a :class:`Subscriber` reading this very stream are not published
