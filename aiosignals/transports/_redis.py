@@ -644,6 +644,7 @@ class Subscriber:
         # a read whose reply a dropped connection lost), then the rest.
         self._backlog = dict.fromkeys(self._streams, "0")
         self._claim_cursors = dict.fromkeys(self._streams, "0-0")
+        self._retries.clear()  # The backlog read delivers those entries again anyway.
         self._ready = True
 
     async def _next_entries(self) -> list[_Entry]:
@@ -728,7 +729,7 @@ class Subscriber:
                     stream,
                     self.claim_idle,
                 )
-            rows.extend((stream, _text(entry_id), fields) for entry_id, fields in claimed)
+            rows.extend((stream, _text(entry_id), fields or None) for entry_id, fields in claimed)
             if len(reply) > 2 and reply[2]:
                 logger.warning(
                     "%r: %d pending entries of %s were trimmed from the stream before being"
@@ -840,6 +841,8 @@ class Subscriber:
         )
         # It stays pending; _retry_due() claims it back when due. Should this consumer die
         # first, another one claims it after claim_idle.
+        # Once per entry: it may have come back through a claim while already scheduled.
+        self._retries = [r for r in self._retries if r[1:] != (entry.stream, entry.id)]
         self._retries.append((time.monotonic() + delay, entry.stream, entry.id))
         self._retries.sort()
 
