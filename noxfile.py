@@ -36,6 +36,9 @@ def tests_minimal(session: nox.Session) -> None:
         "tests/test_context.py",
         "tests/test_phases.py",
         "tests/test_exports.py",
+        "tests/test_testing.py",
+        "tests/test_inspect.py",
+        "tests/test_bus.py",
         *session.posargs,
     )
 

@@ -12,7 +12,7 @@ import pytest
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 # Examples that serve or wait for a peer take a flag that runs them to completion.
-ARGS: dict[str, list[str]] = {}
+ARGS: dict[str, list[str]] = {"fastapi_app.py": ["--check"], "aiohttp_app.py": ["--check"]}
 
 
 @pytest.mark.parametrize("script", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)

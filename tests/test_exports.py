@@ -6,7 +6,16 @@ import pytest
 
 import aiosignals
 
-PUBLIC_MODULES = ["aiosignals", "aiosignals.exceptions"]
+PUBLIC_MODULES = [
+    "aiosignals",
+    "aiosignals.exceptions",
+    "aiosignals.models",
+    "aiosignals.outbox",
+    "aiosignals.pytest_plugin",
+    "aiosignals.repository",
+    "aiosignals.repository.sqlalchemy",
+    "aiosignals.testing",
+]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
