@@ -77,3 +77,63 @@ async def main() -> None:
     with user_registered.connected_to(wrong_payload):  # type: ignore[arg-type]
         pass
     assert_type(user_registered.has_receivers_for(AccountService), bool)
+
+
+# -- models and repositories ------------------------------------------------------------
+
+import dataclasses  # noqa: E402 -- kept beside the part of the file that uses it
+
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
+
+from aiosignals.models import PostSave, post_save  # noqa: E402
+from aiosignals.outbox import OutboxRelay, current_delivery  # noqa: E402
+from aiosignals.repository import MemoryRepository, Repository  # noqa: E402
+from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository  # noqa: E402
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str]
+
+
+@dataclasses.dataclass
+class Note:
+    id: int | None
+    text: str
+
+
+@receiver(post_save, sender=User, phase=Phase.AFTER_COMMIT)
+async def create_profile(sender: type[User], payload: PostSave[User]) -> None:
+    assert_type(payload.instance, User)
+    assert_type(payload.created, bool)
+    assert_type(payload.update_fields, frozenset[str] | None)
+
+
+@receiver(post_save, sender=User)  # type: ignore[arg-type]
+async def not_a_model_receiver(sender: Any, payload: UserRegistered) -> None:
+    pass
+
+
+async def repositories() -> None:
+    db = Database("sqlite+aiosqlite://")
+    users = SQLAlchemyRepository(User, db)
+    assert_type(users, SQLAlchemyRepository[User])
+    assert_type(await users.get(1), User | None)
+    assert_type(await users.list(limit=10, email="a@b.c"), list[User])
+    user = await users.save(User(email="a@b.c"), update_fields=["email"])
+    assert_type(user, User)
+    await users.add(Note(id=None, text="x"))  # type: ignore[arg-type]
+    notes: Repository[Note] = MemoryRepository(Note)
+    assert_type(await notes.add(Note(id=None, text="x")), Note)
+    async with db.transaction() as session:
+        await session.flush()
+    relay = OutboxRelay(db, batch_size=100)
+    assert_type(await relay.run_once(), int)
+    delivery = current_delivery()
+    if delivery is not None:
+        assert_type(delivery.id, int)
