@@ -758,10 +758,13 @@ async def test_entries_of_a_consumer_killed_mid_batch_are_claimed_by_another(
     for n in range(100):
         await transport.publish(_app.ping, None, _app.Ping(n=n))
 
-    async def some_handled() -> bool:
-        return await transport.client.llen(f"{stream_prefix}processed") >= 3
+    async def mid_batch() -> bool:
+        """It has handled a few entries and holds at least two more unacknowledged."""
+        handled = await transport.client.llen(f"{stream_prefix}processed")
+        held = await transport.client.xpending_range(stream, GROUP, "-", "+", 100, "slow")
+        return handled >= 3 and len(held) >= 2
 
-    await eventually(some_handled)
+    await eventually(mid_batch)
     slow.kill()
     await slow.wait()
     orphans = await transport.client.xpending_range(stream, GROUP, "-", "+", 100, "slow")
