@@ -679,9 +679,11 @@ async def start_consumer(
     )
 
 
-async def stop_consumer(process: asyncio.subprocess.Process) -> str:
-    """SIGTERM *process*; assert it exits 0 and return its stderr."""
-    process.send_signal(os_signal.SIGTERM)
+async def stop_consumer(
+    process: asyncio.subprocess.Process, signum: int = os_signal.SIGTERM
+) -> str:
+    """Send *signum* to *process*; assert it exits 0 and return its stderr."""
+    process.send_signal(signum)
     _, stderr = await asyncio.wait_for(process.communicate(), 10)
     text = stderr.decode()
     assert process.returncode == 0, text
@@ -721,7 +723,11 @@ async def wait_for_consumers(
 async def test_two_consumer_processes_share_events_none_lost_none_twice(
     transport: RedisStreamTransport, redis_server_url: str, stream_prefix: str
 ) -> None:
-    """1,000 events published to two ``aiosignals consume`` processes: each handled exactly once."""
+    """
+    1,000 events shared by two ``aiosignals consume`` processes: each handled exactly once.
+
+    Both stop cleanly (exit status 0), one on SIGTERM, the other on SIGINT.
+    """
     processes = [await start_consumer(redis_server_url, stream_prefix, name) for name in ("a", "b")]
     try:
         await wait_for_consumers(transport, {"a", "b"}, processes)
@@ -739,7 +745,12 @@ async def test_two_consumer_processes_share_events_none_lost_none_twice(
         await eventually(all_handled, timeout=20)
         await asyncio.sleep(0.2)  # A duplicate would show up now.
     finally:
-        outputs = [await stop_consumer(process) for process in processes]
+        outputs = [
+            await stop_consumer(process, signum)
+            for process, signum in zip(
+                processes, (os_signal.SIGTERM, os_signal.SIGINT), strict=True
+            )
+        ]
     handled = await records(transport.client, stream_prefix)
     assert sorted(n for _, n, _ in handled) == list(range(1000))
     assert {consumer for consumer, _, _ in handled} == {"a", "b"}
