@@ -280,6 +280,42 @@ async def test_roundtrip_with_typed_payload_sender_and_message(
 
 
 @pytest.mark.asyncio
+async def test_a_clients_own_resp3_decoding_client_works_and_stays_open(
+    redis_server_url: str, stream_prefix: str
+) -> None:
+    """With client=..., RESP3 and decode_responses=True replies are read the same way."""
+    client = aioredis.Redis.from_url(redis_server_url, protocol=3, decode_responses=True)  # pyright: ignore[reportUnknownMemberType]
+    greeting = Signal(Greeting, name="greeting")
+    seen: list[tuple[str, int]] = []
+
+    @greeting.connect
+    async def remember(sender: Any, payload: Greeting) -> None:
+        message = current_message()
+        assert message is not None
+        seen.append((payload.text, message.deliveries))
+
+    try:
+        async with RedisStreamTransport(client=client, stream_prefix=stream_prefix) as transport:
+            stream = transport.stream_name(greeting)
+            await transport.publish(greeting, None, Greeting(text="read"))
+            await client.xgroup_create(stream, GROUP, id="0")
+            await client.xreadgroup(GROUP, "gone", {stream: ">"})  # Left pending by "gone".
+            await transport.publish(greeting, None, Greeting(text="fresh"))
+            subscriber = transport.consumer([greeting], block=0.1, claim_idle=0.1)
+            async with running(subscriber):
+
+                async def both() -> bool:
+                    return subscriber.handled == 2
+
+                await eventually(both)
+        assert sorted(seen) == [("fresh", 1), ("read", 2)]
+        assert await client.ping()  # Not closed: it is the caller's.
+    finally:
+        await client.delete(f"{stream_prefix}greeting")
+        await client.aclose()
+
+
+@pytest.mark.asyncio
 async def test_names_resolve_through_the_registry_and_explicit_signals_win(
     transport: RedisStreamTransport,
 ) -> None:
