@@ -10,6 +10,7 @@ pending until another one claims them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import logging
@@ -46,6 +47,21 @@ _T = TypeVar("_T")
 # What a dropped or refused connection raises: redis-py's own errors (BusyLoadingError, raised
 # while a restarted server loads its AOF, is a ConnectionError) and the socket's.
 _CONNECTION_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+# Resets the idle time of the given entries that are still this consumer's (XCLAIM JUSTID
+# does not count a delivery), atomically, so that an entry another consumer has claimed in
+# the meantime is never taken back. KEYS: stream; ARGV: group, consumer, ids...
+_TOUCH = """
+local touched = {}
+for i = 3, #ARGV do
+  local entry = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if entry and entry[2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    touched[#touched + 1] = ARGV[i]
+  end
+end
+return touched
+"""
 
 # Fields a dead-letter entry adds; an original field of the same name is kept as original_<name>.
 _DEAD_FIELDS = ("error", "stream", "message_id", "deliveries", "group", "consumer")
@@ -427,7 +443,7 @@ class Subscriber:
       consumer of the group that knows the signal, or a later deployment, may handle it).
     - A payload that is not JSON, does not validate, or is missing: straight to the
       dead-letter stream, since retrying cannot help.
-    - A consumer that dies (or stalls) with entries pending: another consumer claims them
+    - A consumer that dies with entries pending: another consumer claims them
       (``XAUTOCLAIM``) once they have been idle *claim_idle* seconds and handles them;
       an entry delivered more than *max_deliveries* times goes to the dead-letter stream
       without running again (it may be what kills its consumers).
@@ -449,8 +465,10 @@ class Subscriber:
         consumer restarted under the same name first handles what it left pending
     :param count: entries read per round trip
     :param block: seconds one read waits for new entries
-    :param claim_idle: seconds an entry must have been pending, unacknowledged, before
-        another consumer claims it; longer than receivers take to handle *count* entries
+    :param claim_idle: seconds an entry must have been pending and idle before another
+        consumer claims it. A running consumer refreshes the entries it holds every third
+        of this (however long its receivers take), so only the entries of a consumer that
+        died, or stalled its event loop that long, are claimed
     :param retry_delay: seconds before an entry whose send failed is tried again (doubling
         with each delivery, at most *claim_idle*)
     :param max_deliveries: deliveries of an entry before it goes to the dead-letter stream
@@ -534,6 +552,7 @@ class Subscriber:
         self._next_claim = 0.0
         self._retries: list[tuple[float, str, str]] = []
         self._unacked: dict[str, list[str]] = {}
+        self._held: dict[str, set[str]] = {}  # Read, not yet acknowledged: kept fresh.
 
     def __repr__(self) -> str:
         group, streams = self.transport.group, len(self._streams)
@@ -571,6 +590,9 @@ class Subscriber:
         self._running = True
         self._ready = False
         attempt = 0
+        # A plain asyncio task (redis.asyncio is asyncio-only): a task group would wrap the
+        # loop's own exceptions in an ExceptionGroup.
+        heartbeat = asyncio.ensure_future(self._heartbeat())
         try:
             while not self._stopping:
                 try:
@@ -581,14 +603,20 @@ class Subscriber:
                     entries = await self._next_entries()
                     attempt = 0
                     for entry in entries:
+                        self._held.setdefault(entry.stream, set()).add(entry.id)
+                    for entry in entries:
                         await self._handle(entry)
+                        if not self.batch_ack:
+                            self._held[entry.stream].discard(entry.id)
                         if self._stopping:
                             break
                     if self._unacked:
                         await self._flush_acks()
+                    self._held.clear()
                 except _CONNECTION_ERRORS as exc:
                     attempt += 1
                     self._ready = False
+                    self._held.clear()  # The backlog read after reconnecting has them.
                     delay = self._backoff(attempt)
                     logger.warning(
                         "%r: Redis connection failed (%s: %s); retrying in %.2f s (attempt %d)",
@@ -607,8 +635,32 @@ class Subscriber:
                     logger.warning("%r: %s; creating the consumer groups again", self, exc)
                     self._ready = False
         finally:
+            heartbeat.cancel()
+            await asyncio.wait([heartbeat])
+            self._held.clear()
             self._running = False
             self._stopping = False
+
+    async def _heartbeat(self) -> None:
+        """
+        Keep the entries in hand from looking idle, so that no other consumer claims them.
+
+        Entries read in one batch wait while the earlier ones run, and a receiver may run
+        longer than *claim_idle*: every third of *claim_idle* their idle time is reset
+        (only for those still this consumer's), so only a consumer that died, or stalled
+        for longer than *claim_idle*, loses its entries to another.
+        """
+        client, group = self.transport.client, self.transport.group
+        while True:
+            await asyncio.sleep(self.claim_idle / 3)
+            for stream, ids in list(self._held.items()):
+                if not ids:
+                    continue
+                try:
+                    await client.eval(_TOUCH, 1, stream, group, self.name, *ids)
+                except (*_CONNECTION_ERRORS, redis_errors.ResponseError) as exc:
+                    # The run loop reports and handles connection trouble; try next time.
+                    logger.debug("%r: could not refresh the entries in hand: %s", self, exc)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -549,6 +549,40 @@ async def test_entry_of_a_dead_consumer_is_claimed_and_a_crash_looping_one_dead_
 
 
 @pytest.mark.asyncio
+async def test_a_live_consumer_keeps_its_entries_however_long_its_receivers_take(
+    transport: RedisStreamTransport,
+) -> None:
+    """Entries held longer than claim_idle (slow receivers, a waiting batch) are not claimed."""
+    greeting = Signal(Greeting, name="greeting")
+    started = asyncio.Event()
+    handled: list[tuple[str, str, int]] = []
+
+    @greeting.connect
+    async def slow(sender: Any, payload: Greeting) -> None:
+        message = current_message()
+        assert message is not None
+        started.set()
+        if message.consumer == "slow":
+            await asyncio.sleep(0.5)  # Each one: more than twice claim_idle.
+        handled.append((payload.text, message.consumer, message.deliveries))
+
+    for text_ in "abc":
+        await transport.publish(greeting, None, Greeting(text=text_))
+    slow_one = transport.consumer([greeting], consumer="slow", block=0.1, claim_idle=0.2)
+    eager = transport.consumer([greeting], consumer="eager", block=0.1, claim_idle=0.2)
+    async with running(slow_one):
+        await asyncio.wait_for(started.wait(), 5)  # "slow" holds all three now.
+        async with running(eager):
+
+            async def all_handled() -> bool:
+                return len(handled) == 3
+
+            await eventually(all_handled)
+    assert handled == [("a", "slow", 1), ("b", "slow", 1), ("c", "slow", 1)]
+    assert eager.handled == 0
+
+
+@pytest.mark.asyncio
 async def test_stop_finishes_the_entry_in_hand(transport: RedisStreamTransport) -> None:
     """stop() during a receiver lets it finish and acknowledges the entry before run() returns."""
     greeting = Signal(Greeting, name="greeting")
