@@ -40,7 +40,7 @@ def test_demo_runs_on_postgresql(postgres_url: str) -> None:
     ("url", "message"),
     [
         ("not a url", "Could not parse"),
-        ("sqlite+aiosqlite:///no/such/directory/demo.db", "unable to open database file"),
+        ("sqlite+aiosqlite:///no/such/directory/demo.db", "of the SQLite database does not exist"),
     ],
 )
 def test_a_bad_database_url_is_a_clear_error_not_a_traceback(url: str, message: str) -> None:

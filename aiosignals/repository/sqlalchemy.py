@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
 try:
@@ -67,6 +68,13 @@ class Database:
         self.url = parsed
         self.name = name
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
+            directory = Path(parsed.database).parent
+            if not directory.is_dir():
+                # SQLite would only say "unable to open database file", at first use.
+                raise FileNotFoundError(
+                    f"the directory {str(directory)!r} of the SQLite database does not exist"
+                )
         if self.is_sqlite and parsed.database in (None, "", ":memory:"):
             engine_kwargs.setdefault("poolclass", StaticPool)
             engine_kwargs.setdefault("connect_args", {"check_same_thread": False})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -30,6 +32,11 @@ class Pair(Base):
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_a_sqlite_file_in_a_missing_directory_is_refused_up_front(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Database(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'app.db'}")
 
 
 def test_a_repository_needs_a_mapped_class_with_one_key_column() -> None:
