@@ -21,14 +21,24 @@ def test_the_readme_has_python_blocks() -> None:
 def test_readme_block_runs(index: int, tmp_path: Path) -> None:
     # Each block is a complete program, run in a fresh interpreter: a block that only works
     # after another one would mislead a reader who copies it alone.
-    script = tmp_path / f"block_{index}.py"
-    script.write_text(BLOCKS[index])
+    block = BLOCKS[index]
+    # A block that starts with "# test_<name>.py" is a test module: pytest runs it.
+    first_line = block.split("\n", 1)[0]
+    is_test_module = first_line.startswith("# test_")
+    name = first_line[2:].split(",")[0].split()[0] if is_test_module else f"block_{index}.py"
+    script = tmp_path / name
+    script.write_text(block)
+    command = (
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(script)]
+        if is_test_module
+        else [sys.executable, str(script)]
+    )
     result = subprocess.run(
-        [sys.executable, str(script)],
+        command,
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode == 0, f"block {index}:\n{BLOCKS[index]}\n{result.stderr}"
+    assert result.returncode == 0, f"block {index}:\n{block}\n{result.stdout}\n{result.stderr}"
