@@ -32,7 +32,7 @@ from typing import Any
 from aiosignals import Concurrent, Event, Sequential, Signal
 
 SIZES = (0, 1, 10, 100)
-RETRIES = 5  # timings of a batch, at most, until one runs without losing the CPU
+RETRIES = 3  # timings of a batch, at most, until one runs without losing the CPU
 SEQ = "sequential"
 CONC = "concurrent"
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -638,6 +638,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> str:
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg()) + " (1, 5, 15 min)"
+    except OSError:
+        return "unknown"
+
+
 def fmt_bytes(value: int) -> str:
     return f"{value / 1_000_000:.2f} MB"
 
@@ -736,7 +743,7 @@ def check_targets(cells: list[Cell], memory: dict[str, Any]) -> list[tuple[str, 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
-    rounds, slow_rounds, target_ns = (7, 2, 3_000_000) if quick else (31, 5, 20_000_000)
+    rounds, slow_rounds, target_ns = (7, 2, 3_000_000) if quick else (31, 3, 10_000_000)
     growth_sends = 100_000 if quick else 1_000_000
 
     command = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
@@ -747,6 +754,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     print(f"Command: `{command}`")
     print(f"Machine: {machine}")
     print(f"Versions: {versions()}")
+    print(f"Load average at start: {load_average()}")
     print(
         f"Method: {rounds} interleaved rounds per cell ({slow_rounds} for bubus), batches of"
         f" ~{target_ns / 1e6:g} ms, median µs per send; gc disabled while timing;"
@@ -831,6 +839,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         mark = "n/a" if ok is None else ("met" if ok else "MISSED")
         print(f"- {label}: {mark} ({detail})")
     print()
+    print(f"Load average at the end: {load_average()}")
     print(f"Total time: {time.perf_counter() - started:.0f} s")
 
     return {
