@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--count", type=int, default=10, metavar="N", help="entries per read (%(default)s)"
     )
+    parser.add_argument(
+        "--batch-ack",
+        action="store_true",
+        help="acknowledge each read batch at once: faster, more redelivered after a crash",
+    )
 
 
 def load_signals(spec: str) -> list[Signal[Any]]:
@@ -137,6 +142,7 @@ async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
             count=args.count,
             claim_idle=args.claim_idle,
             max_deliveries=args.max_deliveries,
+            batch_ack=args.batch_ack,
         )
         loop = asyncio.get_running_loop()
         stops = (os_signal.SIGINT, os_signal.SIGTERM)
@@ -156,8 +162,8 @@ async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
             for signum in stops:
                 loop.remove_signal_handler(signum)
         print(
-            f"aiosignals consume: stopped after {subscriber.handled} entries"
-            f" ({subscriber.dead} dead-lettered)",
+            f"aiosignals consume: stopped; {subscriber.handled} handled,"
+            f" {subscriber.dead} dead-lettered",
             file=sys.stderr,
             flush=True,
         )

@@ -719,6 +719,7 @@ async def start_consumer(
     *,
     delay: float = 0.0,
     claim_idle: float = 30.0,
+    options: tuple[str, ...] = (),
 ) -> asyncio.subprocess.Process:
     """Run ``aiosignals consume`` on tests/transports/_app.py:ping in a new process."""
     env = {
@@ -742,6 +743,7 @@ async def start_consumer(
         name,
         "--claim-idle",
         str(claim_idle),
+        *options,
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -796,9 +798,13 @@ async def test_two_consumer_processes_share_events_none_lost_none_twice(
     """
     1,000 events shared by two ``aiosignals consume`` processes: each handled exactly once.
 
-    Both stop cleanly (exit status 0), one on SIGTERM, the other on SIGINT.
+    One acknowledges each entry, the other each batch (``--batch-ack``); both stop cleanly
+    (exit status 0), one on SIGTERM, the other on SIGINT.
     """
-    processes = [await start_consumer(redis_server_url, stream_prefix, name) for name in ("a", "b")]
+    processes = [
+        await start_consumer(redis_server_url, stream_prefix, "a"),
+        await start_consumer(redis_server_url, stream_prefix, "b", options=("--batch-ack",)),
+    ]
     try:
         await wait_for_consumers(transport, {"a", "b"}, processes)
         async with transport.client.pipeline(transaction=False) as pipe:
@@ -825,7 +831,7 @@ async def test_two_consumer_processes_share_events_none_lost_none_twice(
     assert sorted(n for _, n, _ in handled) == list(range(1000))
     assert {consumer for consumer, _, _ in handled} == {"a", "b"}
     assert await pending(transport.client, transport.stream_name(_app.ping)) == 0
-    assert all("stopped after" in output for output in outputs)
+    assert all("aiosignals consume: stopped; " in output for output in outputs)
 
 
 @pytest.mark.asyncio
