@@ -512,14 +512,23 @@ class Subscriber:
         self.name = consumer if consumer is not None else f"{socket.gethostname()}:{os.getpid()}"
         """Its consumer name in the group."""
         self.count = count
+        """Entries read per round trip."""
         self.block = block
+        """Seconds one read waits for new entries."""
         self.claim_idle = claim_idle
+        """Seconds of idleness after which another consumer's pending entry is claimed."""
         self.retry_delay = retry_delay
+        """Seconds before the first retry of a failed send."""
         self.max_deliveries = max_deliveries
+        """Deliveries of an entry before it goes to the dead-letter stream."""
         self.start_id = start_id
+        """Where a group this consumer creates starts reading."""
         self.reconnect_delay = reconnect_delay
+        """The first pause after a connection error, in seconds."""
         self.max_reconnect_delay = max_reconnect_delay
+        """The longest pause between reconnection attempts, in seconds."""
         self.batch_ack = batch_ack
+        """Whether the entries of one read are acknowledged together."""
         self.handled = 0
         """Entries whose send succeeded (and that are acknowledged, or about to be)."""
         self.failed = 0
