@@ -94,15 +94,15 @@ class EventBus:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if math.isnan(drain_timeout) or drain_timeout < 0:
             raise ValueError(f"drain_timeout must be a number of seconds >= 0, got {drain_timeout}")
-        self.max_buffer = max_buffer
+        self.max_buffer: int = max_buffer
         """How many published events may wait for a worker."""
-        self.workers = workers
+        self.workers: int = workers
         """How many events are delivered at once."""
-        self.drain_timeout = drain_timeout
+        self.drain_timeout: float = drain_timeout
         """Seconds the exit of the block waits for queued events to be delivered."""
-        self.delivered = 0
+        self.delivered: int = 0
         """How many events were sent without the send raising."""
-        self.failed = 0
+        self.failed: int = 0
         """How many sends raised (each was logged)."""
         self.undelivered: list[tuple[Signal[Any], Any, Event]] = []
         """

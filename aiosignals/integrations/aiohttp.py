@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Protocol
 
 try:
     from aiohttp import web
-except ImportError as error:  # pragma: no cover -- exercised in a subprocess by the tests
+except ImportError as _error:  # pragma: no cover -- exercised in a subprocess by the tests
     raise ImportError(
         'aiosignals.integrations.aiohttp needs aiohttp: pip install "aiosignals[aiohttp]"'
-        f" ({error})"
-    ) from error
+        f" ({_error})"
+    ) from _error
 
 import anyio
 import anyio.abc
@@ -48,7 +48,7 @@ __all__ = [
     "transaction_middleware",
 ]
 
-logger = logging.getLogger("aiosignals")
+_logger = logging.getLogger("aiosignals")
 
 BUS_KEY = web.AppKey("aiosignals.bus", EventBus)
 """The application key of the running :class:`~aiosignals.EventBus`: ``app[BUS_KEY]``."""
@@ -91,8 +91,9 @@ def init_app(
     ``bus.undelivered``.
 
     The bus and the relay run in a task of their own, so that their task group never
-    spans the code aiohttp runs between startup and cleanup. If the relay fails, the error
-    is logged at once, the bus drains and stops, and the cleanup raises it.
+    spans the code aiohttp runs between startup and cleanup. If the relay's ``run()``
+    raises, the error is logged on the ``aiosignals`` logger and the app (and its bus) goes
+    on without the relay.
 
     Call it after appending the ``cleanup_ctx`` entries the bus depends on (a database
     opened, receivers connected): those are set up before the bus and torn down after it.
@@ -164,12 +165,19 @@ async def _run_service(
     # started() does not yield: run() has begun (and reset any stop flag of its own) by the
     # time startup goes on, so a stop() at an immediate cleanup is never lost.
     task_status.started()
-    await service.run()
+    try:
+        await service.run()
+    except Exception:
+        # Logged, not raised: a failed relay must not take the bus (or the app) down with
+        # it, and a lifespan error would stop nothing but the bus.
+        _logger.exception("%r failed and stopped; the app goes on without it", service)
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.error("the aiosignals bus task failed; the bus is closed", exc_info=task.exception())
+        _logger.error(
+            "the aiosignals bus task failed; the bus is closed", exc_info=task.exception()
+        )
 
 
 def get_bus(app_or_request: web.Application | web.Request) -> EventBus:

@@ -16,17 +16,18 @@ Needs the ``fastapi`` extra: ``pip install "aiosignals[fastapi]"``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
 
 try:
     from fastapi import Depends, Request, params
-except ImportError as error:  # pragma: no cover -- exercised in a subprocess by the tests
+except ImportError as _error:  # pragma: no cover -- exercised in a subprocess by the tests
     raise ImportError(
         'aiosignals.integrations.fastapi needs FastAPI: pip install "aiosignals[fastapi]"'
-        f" ({error})"
-    ) from error
+        f" ({_error})"
+    ) from _error
 
 import anyio
 import anyio.abc
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from ..repository.sqlalchemy import Database
 
 __all__ = ["BUS_STATE", "DepBus", "Service", "get_bus", "lifespan", "transaction_dependency"]
+
+_logger = logging.getLogger("aiosignals")
 
 BUS_STATE = "aiosignals_bus"
 """The attribute of ``app.state`` that holds the running :class:`~aiosignals.EventBus`."""
@@ -75,7 +78,8 @@ def lifespan(
     shutdown the relay is stopped first (:meth:`Service.stop`; cancelled if it has not
     returned within *stop_timeout* seconds), then the bus stops taking events and drains
     its buffer within its own ``drain_timeout``; what it could not deliver is logged and
-    left in ``bus.undelivered``. If the relay's ``run()`` raises, the lifespan fails with it.
+    left in ``bus.undelivered``. If the relay's ``run()`` raises, the error is logged
+    on the ``aiosignals`` logger and the app (and its bus) goes on without the relay.
 
     Pass it to ``FastAPI(lifespan=...)``, or enter it inside a lifespan of your own::
 
@@ -124,7 +128,12 @@ async def _run_service(
     # started() does not yield: run() has begun (and reset any stop flag of its own) by the
     # time the lifespan goes on, so a stop() at an immediate shutdown is never lost.
     task_status.started()
-    await service.run()
+    try:
+        await service.run()
+    except Exception:
+        # Logged, not raised: a failed relay must not take the bus (or the app) down with
+        # it, and a lifespan error would stop nothing but the bus.
+        _logger.exception("%r failed and stopped; the app goes on without it", service)
 
 
 def get_bus(request: Request) -> EventBus:

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -420,6 +421,42 @@ async def test_a_service_ignoring_stop_is_cancelled_after_stop_timeout() -> None
         start = anyio.current_time()
     assert service.events == ["run", "stop", "cancelled"]
     assert anyio.current_time() - start < 1
+
+
+class Broken:
+    """A Service whose run() fails once started."""
+
+    async def run(self) -> None:
+        await anyio.lowlevel.checkpoint()
+        raise OSError("relay lost its database")
+
+    def stop(self) -> None:
+        pass  # still called at shutdown: harmless on a service that has ended
+
+
+@pytest.mark.asyncio
+async def test_a_failing_service_is_logged_and_the_bus_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A relay that raises is logged with its error; the app and its bus keep working."""
+    got: list[int] = []
+
+    async def record(sender: Any, payload: Ping) -> None:
+        got.append(payload.n)
+
+    ping.connect(record)
+    try:
+        app = app_with_transactions(Database(sqlite_url(tmp_path)), relay=Broken())
+        async with serving(app) as client:
+            await anyio.wait_all_tasks_blocked()
+            assert (await client.post("/publish/1")).status == 200
+    finally:
+        ping.disconnect(record)
+    assert got == [1]
+    [failure] = [r for r in caplog.records if r.name == "aiosignals"]
+    assert "Broken" in failure.getMessage()
+    assert failure.exc_info is not None
+    assert isinstance(failure.exc_info[1], OSError)
 
 
 # -- as a user runs it -----------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
@@ -411,6 +412,44 @@ async def test_a_service_ignoring_stop_is_cancelled_after_stop_timeout() -> None
         start = anyio.current_time()
     assert service.events == ["run", "stop", "cancelled"]
     assert anyio.current_time() - start < 1
+
+
+class Broken:
+    """A Service whose run() fails once started."""
+
+    async def run(self) -> None:
+        await anyio.lowlevel.checkpoint()
+        raise OSError("relay lost its database")
+
+    def stop(self) -> None:
+        pass  # still called at shutdown: harmless on a service that has ended
+
+
+@pytest.mark.anyio
+async def test_a_failing_service_is_logged_and_the_bus_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A relay that raises is logged with its error; the app and its bus keep working."""
+    got: list[int] = []
+
+    async def record(sender: Any, payload: Ping) -> None:
+        got.append(payload.n)
+
+    app = FastAPI(lifespan=lifespan(relay=Broken()))
+
+    @app.post("/{n}")
+    async def publish(n: int, bus: DepBus) -> None:
+        await bus.publish(ping, None, Ping(n=n))
+
+    with ping.connected_to(record):
+        async with serving(app) as client:
+            await anyio.wait_all_tasks_blocked()
+            assert (await client.post("/1")).status_code == 200
+    assert got == [1]
+    [failure] = [r for r in caplog.records if r.name == "aiosignals"]
+    assert "Broken" in failure.getMessage()
+    assert failure.exc_info is not None
+    assert isinstance(failure.exc_info[1], OSError)
 
 
 @pytest.mark.anyio
