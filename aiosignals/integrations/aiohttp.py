@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUS_KEY",
-    "WRITE_METHODS",
     "Service",
+    "WRITE_METHODS",
     "get_bus",
     "init_app",
     "transaction_middleware",
