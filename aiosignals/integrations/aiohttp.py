@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUS_KEY",
-    "Service",
     "WRITE_METHODS",
+    "Service",
     "get_bus",
     "init_app",
     "transaction_middleware",

@@ -167,15 +167,22 @@ class OutboxRelay:
             self._wake.set()
 
     async def run(self) -> None:
-        """Deliver due rows until :meth:`stop` is called or the task is cancelled."""
-        self._stopping = False
-        while not self._stopping:
-            finished = await self.run_once()
-            if finished < self.batch_size and not self._stopping:
-                self._wake = anyio.Event()
-                with anyio.move_on_after(self.poll_interval):
-                    await self._wake.wait()
-                self._wake = None
+        """
+        Deliver due rows until :meth:`stop` is called or the task is cancelled.
+
+        A :meth:`stop` that came before ``run`` makes it return at once; after returning
+        the relay may be run again.
+        """
+        try:
+            while not self._stopping:
+                finished = await self.run_once()
+                if finished < self.batch_size and not self._stopping:
+                    self._wake = anyio.Event()
+                    with anyio.move_on_after(self.poll_interval):
+                        await self._wake.wait()
+                    self._wake = None
+        finally:
+            self._stopping = False
 
     async def run_once(self) -> int:
         """Deliver what is due now, one batch; return how many rows were finished."""

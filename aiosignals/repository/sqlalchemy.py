@@ -18,11 +18,11 @@ try:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
     from sqlalchemy.orm import Mapper, make_transient
     from sqlalchemy.pool import StaticPool
-except ImportError as error:  # pragma: no cover -- exercised by the minimal session
+except ImportError as _error:  # pragma: no cover -- exercised by the minimal session
     raise ImportError(
         f'aiosignals.repository.sqlalchemy needs SQLAlchemy: pip install "aiosignals[sqlalchemy]"'
-        f" ({error})"
-    ) from error
+        f" ({_error})"
+    ) from _error
 
 from .._phases import PhaseScope
 from ._base import SignalingRepository
@@ -67,7 +67,7 @@ class Database:
         parsed = sa.make_url(url)
         self.url = parsed
         self.name = name
-        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.is_sqlite: bool = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
             directory = Path(parsed.database).parent
             if not directory.is_dir():

@@ -315,3 +315,18 @@ async def test_two_relays_share_1000_rows_without_delivering_one_twice(db: Datab
     assert app.OVERLAPS == []
     assert await rows(db) == []
     assert current_delivery() is None
+
+
+async def test_a_stop_before_run_is_not_lost_and_the_relay_can_run_again(db: Database) -> None:
+    relay = relay_for(db)
+    relay.stop()
+    with anyio.fail_after(5):
+        await relay.run()  # returns at once
+    await SQLAlchemyRepository(Order, db).add(Order(item="later"))
+    async with anyio.create_task_group() as group:
+        group.start_soon(relay.run)
+        with anyio.fail_after(10):
+            while not app.DELIVERED:
+                await anyio.sleep(0.01)
+        relay.stop()
+    assert [item for _, _, item in app.DELIVERED] == ["later"]
