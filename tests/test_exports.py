@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "aiosignals.repository",
     "aiosignals.repository.sqlalchemy",
     "aiosignals.testing",
+    "aiosignals.transports",
 ]
 
 

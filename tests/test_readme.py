@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +19,7 @@ def test_the_readme_has_python_blocks() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_block_runs(index: int, tmp_path: Path) -> None:
+def test_readme_block_runs(index: int, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     # Each block is a complete program, run in a fresh interpreter: a block that only works
     # after another one would mislead a reader who copies it alone.
     block = BLOCKS[index]
@@ -33,8 +34,13 @@ def test_readme_block_runs(index: int, tmp_path: Path) -> None:
         if is_test_module
         else [sys.executable, str(script)]
     )
+    env = dict(os.environ)
+    if "REDIS_URL" in block:
+        env["REDIS_URL"] = request.getfixturevalue("redis_server_url")
+        env["STREAM_PREFIX"] = request.getfixturevalue("stream_prefix")
     result = subprocess.run(
         command,
+        env=env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
