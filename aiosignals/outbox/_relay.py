@@ -262,40 +262,58 @@ class OutboxRelay:
             outbox.c.available_at <= now,
             sa.or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < now),
         )
-        earlier = outbox.alias("earlier")
         # A row waits while an earlier row of its receiver is leased or backing off:
-        # that is what keeps each receiver's rows in commit order.
-        blocked = sa.exists().where(
-            earlier.c.dispatch_uid == outbox.c.dispatch_uid,
-            earlier.c.id < outbox.c.id,
-            earlier.c.status == PENDING,
-            sa.or_(earlier.c.available_at > now, earlier.c.locked_until >= now),
+        # that is what keeps each receiver's rows in commit order. The first such row of
+        # each receiver is found in one pass; a correlated "earlier row exists" test
+        # instead rescans a receiver's earlier rows for every row, quadratic in the backlog.
+        waiting = outbox.alias("waiting")
+        blocking = (
+            sa.select(waiting.c.dispatch_uid, sa.func.min(waiting.c.id).label("first_id"))
+            .where(
+                waiting.c.status == PENDING,
+                sa.or_(waiting.c.available_at > now, waiting.c.locked_until >= now),
+            )
+            .group_by(waiting.c.dispatch_uid)
+            .subquery("blocking")
         )
-        query = sa.select(outbox.c.id).where(due, ~blocked).order_by(outbox.c.id)
+        held_back = sa.exists().where(
+            blocking.c.dispatch_uid == outbox.c.dispatch_uid, blocking.c.first_id < outbox.c.id
+        )
+        query = sa.select(outbox.c.id).where(due, ~held_back).order_by(outbox.c.id)
         query = query.limit(self.batch_size)
+        lease = {
+            "locked_until": now + self.lease,
+            "locked_by": self.name,
+            "attempts": outbox.c.attempts + 1,
+        }
         async with self.db.engine.begin() as connection:
-            if not self.db.is_sqlite:
-                # Claims take turns (deliveries do not): the next claimer then sees these
-                # leases and skips the rows behind them. SKIP LOCKED covers anything else
-                # holding a row, such as `outbox retry`.
-                await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_CLAIM_LOCK)))
-                query = query.with_for_update(skip_locked=True)
-            ids = list((await connection.scalars(query)).all())
-            if not ids:
-                return []
-            await connection.execute(
-                outbox.update()
-                .where(outbox.c.id.in_(ids))
-                .values(
-                    locked_until=now + self.lease,
-                    locked_by=self.name,
-                    attempts=outbox.c.attempts + 1,
+            if self.db.is_sqlite:
+                ids = list((await connection.scalars(query)).all())
+                if not ids:
+                    return []
+                await connection.execute(outbox.update().where(outbox.c.id.in_(ids)).values(lease))
+                result = await connection.execute(
+                    sa.select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id)
                 )
+                return list(result.all())
+            # Claims take turns (deliveries do not): the next claimer then sees these
+            # leases and skips the rows behind them. SKIP LOCKED covers anything else
+            # holding a row, such as `outbox retry`.
+            await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_CLAIM_LOCK)))
+            # One round trip: the rows are chosen, locked, leased and returned together.
+            # MATERIALIZED: the LIMIT is applied once, never re-evaluated per updated row.
+            claimed = (
+                query.with_for_update(skip_locked=True)
+                .cte("claimed")
+                .prefix_with("MATERIALIZED", dialect="postgresql")
             )
             result = await connection.execute(
-                sa.select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id)
+                outbox.update()
+                .where(outbox.c.id == claimed.c.id)
+                .values(lease)
+                .returning(*outbox.c)
             )
-            return list(result.all())
+            return sorted(result.all(), key=lambda row: row.id)
 
     def _retry_at(self, attempts: int) -> float:
         delay = min(self.max_backoff, self.backoff * 2.0 ** (attempts - 1))
