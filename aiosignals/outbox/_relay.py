@@ -264,8 +264,9 @@ class OutboxRelay:
         )
         # A row waits while an earlier row of its receiver is leased or backing off:
         # that is what keeps each receiver's rows in commit order. The first such row of
-        # each receiver is found in one pass; a correlated "earlier row exists" test
-        # instead rescans a receiver's earlier rows for every row, quadratic in the backlog.
+        # each receiver is found in one pass over the pending rows; a correlated "earlier
+        # row exists" test would rescan a receiver's earlier rows for every row: quadratic
+        # in the backlog.
         waiting = outbox.alias("waiting")
         blocking = (
             sa.select(waiting.c.dispatch_uid, sa.func.min(waiting.c.id).label("first_id"))
@@ -274,7 +275,11 @@ class OutboxRelay:
                 sa.or_(waiting.c.available_at > now, waiting.c.locked_until >= now),
             )
             .group_by(waiting.c.dispatch_uid)
-            .subquery("blocking")
+            .cte("blocking")
+            # Computed once even when the planner's statistics say the table is empty, as
+            # they do for an outbox analyzed while empty: inlined, PostgreSQL may rerun it
+            # for every row.
+            .prefix_with("MATERIALIZED", dialect="postgresql")
         )
         held_back = sa.exists().where(
             blocking.c.dispatch_uid == outbox.c.dispatch_uid, blocking.c.first_id < outbox.c.id
