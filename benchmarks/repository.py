@@ -5,7 +5,13 @@ Run ``python benchmarks/repository.py`` (an SQLite file in a temporary directory
 ``--quick`` for a shorter run, ``--db URL`` for any SQLAlchemy URL, or ``--postgres`` for a
 throwaway database on the server of ``AIOSIGNALS_TEST_POSTGRES_URL`` (``source
 /tmp/svc.env``), dropped afterwards. ``--profile`` also prints where the event loop's time
-goes in one batch of the plain session and of the repository (cProfile).
+goes in one batch of the plain session and of the repository (cProfile). ``--only CASE``
+runs one case untimed, for counting instructions, which a busy machine does not blur::
+
+    valgrind --tool=callgrind python benchmarks/repository.py --postgres --only b --n 50
+    valgrind --tool=callgrind python benchmarks/repository.py --postgres --only b --n 250
+
+(the difference of the two totals over 200 is the instructions per save).
 
 Every case saves N new entities (1000; 200 with ``--quick``), each save in a transaction
 of its own unless the case says otherwise. Every case uses the engine of one
@@ -449,12 +455,21 @@ async def main_async(args: argparse.Namespace) -> None:
             async with db.engine.begin() as connection:
                 await connection.run_sync(Base.metadata.create_all)
             print(f"Database: {await describe(db)}")
+            cases = make_cases(db)
+            if args.only:
+                # For an instruction counter (callgrind), which times nothing itself: run
+                # one case untimed; the difference between two N cancels the start-up.
+                case = {case.key: case for case in cases}[args.only]
+                await case.run(20)
+                async with receivers_of(case):
+                    await case.run(n)
+                print(f"Ran {n} saves of case {case.key} ({case.label}), untimed.")
+                return
             print(
                 f"Method: N={n} saves per batch, up to {rounds} interleaved rounds (fewer, at"
                 f" least 3, if they take over {budget:g} s), median per save;"
                 " gc collected before and disabled during each batch."
             )
-            cases = make_cases(db)
             await count_statements(db, cases, 20)
             done = await run_rounds(cases, n, rounds, budget)
             print(f"Rounds run: {done}")
@@ -496,6 +511,12 @@ def main() -> None:
         help="after timing, cProfile one batch of these cases (default a,b)",
     )
     parser.add_argument("--top", type=int, default=25, help="rows of each profile")
+    parser.add_argument(
+        "--only",
+        metavar="CASE",
+        choices=["a", "b", "c", "d", "e0", "e", "e2", "e1"],
+        help="run N saves of one case untimed, for an instruction counter such as callgrind",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 
