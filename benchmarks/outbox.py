@@ -4,17 +4,21 @@ Throughput of the outbox relay, and what a durable receiver adds to a save.
 Run ``python benchmarks/outbox.py`` (an SQLite file in a temporary directory), with
 ``--quick`` for a shorter run, or ``--postgres`` for a throwaway database on the server of
 ``AIOSIGNALS_TEST_POSTGRES_URL`` (``source /tmp/svc.env``), dropped afterwards.
-``--profile`` also prints where one drain of the relay spends its time (cProfile and the
-time per SQL statement).
+``--profile`` also prints where one drain of the relay spends its time (per step of
+``run_once``, per SQL statement, and cProfile).
 
 1. Relay throughput. The outbox is filled with N rows (10,000; 2,000 with ``--quick``) by
-   sending a named signal with one durable no-op receiver, 100 sends per transaction
-   (not timed); then ``OutboxRelay(db, batch_size=B).run_once()`` is called until it
-   finishes nothing, and N divided by that time is the throughput, for B in 1, 100, 500.
-   On PostgreSQL two relays also drain N rows written for 4 durable receivers (N/4 sends):
-   as two tasks of one process, and as two processes (each started and connected before
-   the clock starts). The relay keeps each receiver's rows in order, so two relays can
-   only ever share work across receivers.
+   sending a named signal with one durable no-op receiver, 100 sends per transaction; the
+   rows are copied aside and put back before each drain, so every drain starts from the
+   same rows. Then ``OutboxRelay(db, batch_size=B).run_once()`` is called until the outbox
+   is empty, for B in 1, 100, 500: throughput is the rows finished divided by the time to
+   the last one. Each drain is time-boxed (``--budget``, 20 s; 10 s with ``--quick``).
+   On PostgreSQL the outbox is analyzed after the rows are put back; one more drain runs
+   with the statistics of the empty outbox (analyzed before), as autovacuum leaves an
+   outbox that is usually empty when a backlog builds up. Two relays then drain N rows
+   written for 4 durable receivers (N/4 sends): as two tasks of one process, and as two
+   processes (started and connected before the clock starts). The relay keeps each
+   receiver's rows in order, so two relays can only ever share work across receivers.
 2. Save cost. ``SQLAlchemyRepository.add()`` of a new entity, each in a transaction of its
    own, with no receivers, with one durable ``post_save`` receiver (one outbox row per
    save) and with one ``AFTER_COMMIT`` ``post_save`` receiver: interleaved rounds (the
