@@ -45,6 +45,49 @@ async def test_send_delivers_payload_and_returns_results() -> None:
     assert seen == [(Service, Registered(user_id=7))]
 
 
+@pytest.mark.parametrize(
+    "pattern",
+    [(None, None, None), (1, None, None), (None, 2, None), (None, None, 3), (1, None, 3)],
+)
+async def test_results_keep_order_whatever_mix_of_none_and_values(
+    pattern: tuple[int | None, ...],
+) -> None:
+    """A default send's results pair each receiver with its own result, None or not."""
+    signal = make_signal()
+    receivers = []
+    for value in pattern:
+
+        async def give(
+            sender: object, payload: Registered, value: int | None = value
+        ) -> int | None:
+            return value
+
+        signal.connect(give)
+        receivers.append(give)
+    first = await signal.send(Service, Registered(user_id=1))
+    assert first == list(zip(receivers, pattern, strict=True))
+    first.clear()  # the caller owns the list: the next send is not affected
+    assert await signal.send(Service, Registered(user_id=1)) == list(
+        zip(receivers, pattern, strict=True)
+    )
+
+
+async def test_one_receiver_for_any_and_for_a_sender_gets_a_result_per_call() -> None:
+    """The same function connected twice (ANY and a sender) runs twice, each result kept."""
+    signal = make_signal()
+    calls = iter([None, "second"])
+
+    async def counted(sender: object, payload: Registered) -> str | None:
+        return next(calls)
+
+    signal.connect(counted)
+    signal.connect(counted, sender=Service)
+    assert await signal.send(Service, Registered(user_id=1)) == [
+        (counted, None),
+        (counted, "second"),
+    ]
+
+
 async def test_send_validates_fields() -> None:
     """Fields passed to send are validated into the payload type."""
     signal = make_signal()
