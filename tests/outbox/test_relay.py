@@ -330,3 +330,20 @@ async def test_a_stop_before_run_is_not_lost_and_the_relay_can_run_again(db: Dat
                 await anyio.sleep(0.01)
         relay.stop()
     assert [item for _, _, item in app.DELIVERED] == ["later"]
+
+
+async def test_a_row_backing_off_holds_back_its_receivers_later_rows_across_runs(
+    db: Database,
+) -> None:
+    app.FLAKY["first"] = 1
+    orders = SQLAlchemyRepository(Order, db)
+    await orders.add(Order(item="first"))
+    await orders.add(Order(item="second"))
+    relay = OutboxRelay(db, backoff=60.0)
+    await relay.run_once()  # "first" fails and backs off for 30 to 60 s
+    assert await relay.run_once() == 0  # "second" waits behind it, though due
+    assert app.DELIVERED == []
+    async with db.engine.begin() as connection:  # time passes
+        await connection.execute(outbox.update().values(available_at=0))
+    await relay.run_once()
+    assert [item for _, _, item in app.DELIVERED] == ["first", "second"]
