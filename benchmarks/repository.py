@@ -32,11 +32,11 @@ import asyncio
 import cProfile
 import gc
 import importlib.metadata
-import io
 import itertools
 import os
 import platform
 import pstats
+import re
 import statistics
 import sys
 import tempfile
@@ -45,6 +45,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
@@ -258,32 +259,95 @@ async def count_statements(db: Database, cases: list[Case], n: int) -> None:
         event.remove(target, "commit", on_commit)
 
 
+# Where the loop waits for the database (aiosqlite's thread, a socket), not work of its own.
+WAITS = ("poll' of 'select.epoll", "put_nowait' of '_queue.SimpleQueue", "'recv' of")
+
+
+def function_name(func: tuple[str, int, str]) -> str:
+    filename, line, name = func
+    # Shortest readable path: the package onwards (site-packages/..., the stdlib, this repo).
+    filename = re.sub(
+        r"^.*?(site-packages/|/lib/python3\.\d+/|(?=aiosignals/)|(?=benchmarks/))", "", filename
+    )
+    return f"{filename}:{line}({name})" if line else name
+
+
+THIS_FILE = "benchmarks/"
+Profiled = dict[str, tuple[int, float, float]]  # function -> (calls, tottime s, cumtime s)
+
+
+async def profile_case(case: Case, n: int) -> Profiled:
+    profiler = cProfile.Profile()
+    async with receivers_of(case):
+        profiler.enable()
+        await case.run(n)
+        profiler.disable()
+    stats: dict[tuple[str, int, str], tuple[int, int, float, float, Any]]
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    return {
+        function_name(func): (calls, tottime, cumtime)
+        for func, (_, calls, tottime, cumtime, _) in stats.items()
+    }
+
+
 async def profile(cases: list[Case], n: int, keys: list[str], top: int) -> None:
-    """Print the event-loop thread's cProfile of one batch of each case in *keys*."""
+    """
+    Print the event loop thread's cProfile of one batch of each case in *keys*.
+
+    For a case with a base, the functions whose call counts differ from the base's are
+    listed, the largest difference in own time first: that is where its extra time goes.
+    """
     by_key = {case.key: case for case in cases}
-    for key in keys:
-        case = by_key[key]
-        profiler = cProfile.Profile()
-        async with receivers_of(case):
-            profiler.enable()
-            await case.run(n)
-            profiler.disable()
-        out = io.StringIO()
-        stats = pstats.Stats(profiler, stream=out)
-        total = stats.total_tt  # type: ignore[attr-defined]
-        calls = stats.total_calls  # type: ignore[attr-defined]
-        print(f"### cProfile, case {key} ({case.label}), {n} saves")
+    wanted = [by_key[key] for key in keys]
+    for case in list(wanted):
+        base = by_key.get(case.baseline) if case.baseline else None
+        if base is not None and base not in wanted:
+            wanted.insert(wanted.index(case), base)
+    profiles: dict[str, Profiled] = {}
+    print(f"## cProfile of one batch of {n} saves per case (event loop thread)")
+    print()
+    print("| case | calls/save | profiled µs/save | of which waiting for the database |")
+    print("|---|---:|---:|---:|")
+    for case in wanted:
+        found = profiles[case.key] = await profile_case(case, n)
+        calls = sum(calls for calls, _, _ in found.values())
+        total = sum(tottime for _, tottime, _ in found.values())
+        waiting = sum(t for name, (_, t, _) in found.items() if any(w in name for w in WAITS))
+        print(f"| {case.key} | {calls / n:.0f} | {total * 1e6 / n:.0f} | {waiting * 1e6 / n:.0f} |")
+    print()
+    print(
+        "Profiled times include the profiler's own overhead; the call counts are exact (a"
+        " coroutine counts once per resumption)."
+    )
+    for case in wanted:
+        if case.baseline is None or case.baseline not in profiles:
+            continue
+        mine, base = profiles[case.key], profiles[case.baseline]
+        rows = []
+        for name in mine.keys() | base.keys():
+            calls, tottime, cumtime = mine.get(name, (0, 0.0, 0.0))
+            base_calls, base_tottime, base_cumtime = base.get(name, (0, 0.0, 0.0))
+            # This file's own frames (the loops that drive the saves) are not the cost.
+            if calls != base_calls and not name.startswith(THIS_FILE):
+                rows.append(
+                    (
+                        (tottime - base_tottime) * 1e6 / n,
+                        (calls - base_calls) / n,
+                        (cumtime - base_cumtime) * 1e6 / n,
+                        name,
+                    )
+                )
+        rows.sort(reverse=True)
         print()
         print(
-            f"{total * 1e6 / n:.0f} µs profiled per save (profiler overhead included),"
-            f" {calls / n:.0f} function calls per save"
+            f"### {case.key} against {case.baseline}: functions called a different number of times"
         )
         print()
-        print("```")
-        stats.sort_stats("tottime").print_stats(top)
-        print("\n".join(line for line in out.getvalue().splitlines() if line.strip()))
-        print("```")
-        print()
+        print("| Δ own µs/save | Δ calls/save | Δ cumulative µs/save | function |")
+        print("|---:|---:|---:|---|")
+        for own, calls_delta, cumulative, name in rows[:top]:
+            print(f"| {own:+.1f} | {calls_delta:+.2f} | {cumulative:+.1f} | `{name}` |")
+    print()
 
 
 # -- databases ------------------------------------------------------------------------
@@ -507,8 +571,8 @@ def main() -> None:
         "--profile",
         metavar="CASES",
         nargs="?",
-        const="a,b",
-        help="after timing, cProfile one batch of these cases (default a,b)",
+        const="b,e",
+        help="after timing, cProfile one batch of these cases and their bases (default b,e)",
     )
     parser.add_argument("--top", type=int, default=25, help="rows of each profile")
     parser.add_argument(
