@@ -44,6 +44,9 @@ outbox = sa.Table(
 )
 
 
+_INSERT = outbox.insert()
+
+
 def dump_sender(sender: Any) -> str:
     """
     Return how a durable receiver's sender is stored: by import path, or as a string.
@@ -76,15 +79,18 @@ async def write_row(
     # Both are checked when a durable receiver connects.
     assert record.dispatch_uid is not None
     assert signal.name is not None
+    # One prebuilt statement with parameters: compiled once and cached by SQLAlchemy,
+    # where .values(...) would build (and key) a new statement per row.
     await session.execute(
-        outbox.insert().values(
-            dispatch_uid=record.dispatch_uid,
-            signal=signal.name,
-            sender=dump_sender(sender),
-            payload=payload.model_dump_json(),
-            status=PENDING,
-            attempts=0,
-            created_at=now,
-            available_at=now,
-        )
+        _INSERT,
+        {
+            "dispatch_uid": record.dispatch_uid,
+            "signal": signal.name,
+            "sender": dump_sender(sender),
+            "payload": payload.model_dump_json(),
+            "status": PENDING,
+            "attempts": 0,
+            "created_at": now,
+            "available_at": now,
+        },
     )
