@@ -575,7 +575,7 @@ class Signal(Generic[P]):
                     if result is not None:
                         break
                 else:
-                    return plan.nones[:]
+                    return plan.nones.copy()
                 # The pairs so far, then this receiver's and the rest's.
                 results: list[tuple[Callable[..., Any], Any]] = plan.nones[
                     : len(fns) - length_hint(pending) - 1
