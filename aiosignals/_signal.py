@@ -132,14 +132,15 @@ class Signal(Generic[P]):
         self._errors: ErrorPolicy = errors
         self._timeout = timeout
         self._fast = False
+        self._fast_plan: _Plan | None = None
+        self._any_plan: _Plan | None = _EMPTY_PLAN
+        self._sender_counts: dict[int, int] = {}
         self._update_fast()
         self.max_depth = max_depth
         """How deeply its sends may nest in its own receivers."""
         self._records: list[ReceiverRecord] = []
         self._by_key: dict[tuple[object, int | None], ReceiverRecord] = {}
         self._by_uid: dict[str, ReceiverRecord] = {}
-        self._sender_counts: dict[int, int] = {}
-        self._any_plan: _Plan | None = _EMPTY_PLAN
         self._plans: dict[int, _Plan] = {}
         self._seq = itertools.count()
         self._active = 0
@@ -151,6 +152,17 @@ class Signal(Generic[P]):
         # The defaults under which send() may take its shortest path.
         self._fast = (
             self._mode.__class__ is Sequential and self._errors == "raise" and self._timeout is None
+        )
+        self._update_fast_plan()
+
+    def _update_fast_plan(self) -> None:
+        # The plan a default send may walk without looking anything else up: every
+        # receiver is plain and for ANY sender, and the policies are the defaults.
+        plan = self._any_plan
+        self._fast_plan = (
+            plan
+            if self._fast and plan is not None and plan.fns is not None and not self._sender_counts
+            else None
         )
 
     @property
@@ -394,6 +406,7 @@ class Signal(Generic[P]):
     def _invalidate(self) -> None:
         # Plans are immutable tuples: a send under way keeps the one it started with.
         self._any_plan = None
+        self._fast_plan = None
         self._plans.clear()
 
     def _plan_for(self, sender: Any) -> _Plan:
@@ -412,6 +425,7 @@ class Signal(Generic[P]):
         if plan is None:
             plan = _Plan(tuple(r for r in self._records if r.sender_id is None))
             self._any_plan = plan
+            self._update_fast_plan()
         return plan
 
     def _overridden(self, plan: _Plan, sender: Any) -> _Plan:
@@ -544,51 +558,65 @@ class Signal(Generic[P]):
         elif type(payload) is not payload_type or fields:
             payload = self._coerce(payload, fields)
 
-        plan = None if self._sender_counts else self._any_plan
-        if plan is None:
-            plan = self._plan_for(sender)
-        if _context.active:
-            plan = self._overridden(plan, sender)
-        if _tracing.observers:
-            return await self._send_observed(plan, sender, payload, mode, errors, timeout)
-
-        fns = plan.fns
+        plan = self._fast_plan
         if (
-            fns is not None
-            and self._fast
-            and not self._active
-            and mode is None
-            and errors is None
-            and timeout is None
+            plan is None
+            or self._active
+            or _context.active
+            or _tracing.observers
+            or mode is not None
+            or errors is not None
+            or timeout is not None
         ):
-            # The common case, kept to what it needs: plain receivers, default policies,
-            # no send of this signal under way (so no depth to track).
-            if not fns:
-                return []
-            self._active = 1
-            try:
-                # Most receivers return None: run them with nothing but that test, and
-                # hand back a copy of the precomputed (receiver, None) pairs.
-                pending = iter(fns)
-                for fn in pending:
-                    result = await fn(sender, payload)
-                    if result is not None:
-                        break
-                else:
-                    return plan.nones.copy()
-                # The pairs so far, then this receiver's and the rest's.
-                results: list[tuple[Callable[..., Any], Any]] = plan.nones[
-                    : len(fns) - length_hint(pending) - 1
-                ]
-                results.append((fn, result))
-                for fn in pending:
-                    results.append((fn, await fn(sender, payload)))  # noqa: PERF401 -- an async comprehension costs a coroutine more
-                return results
-            finally:
-                self._active -= 1
-        if not plan.records:
+            # Not the common case: find the plan for this sender and this task, and take
+            # the general path unless the shortest one still applies.
+            plan = None if self._sender_counts else self._any_plan
+            if plan is None:
+                plan = self._plan_for(sender)
+            if _context.active:
+                plan = self._overridden(plan, sender)
+            if _tracing.observers:
+                return await self._send_observed(plan, sender, payload, mode, errors, timeout)
+            if (
+                plan.fns is None
+                or not self._fast
+                or self._active
+                or mode is not None
+                or errors is not None
+                or timeout is not None
+            ):
+                if not plan.records:
+                    return []
+                return await self._send_general(plan, sender, payload, mode, errors, timeout)
+
+        # The shortest path: plain receivers, default policies, no send of this signal
+        # under way (so no depth to track). The common case, for a signal whose receivers
+        # are all for any sender, gets here with one attribute lookup and a few tests.
+        fns = plan.fns
+        assert fns is not None
+        if not fns:
             return []
-        return await self._send_general(plan, sender, payload, mode, errors, timeout)
+        self._active = 1
+        try:
+            # Most receivers return None: run them with nothing but that test, and hand
+            # back a copy of the precomputed (receiver, None) pairs.
+            pending = iter(fns)
+            for fn in pending:
+                result = await fn(sender, payload)
+                if result is not None:
+                    break
+            else:
+                return plan.nones.copy()
+            # The pairs so far, then this receiver's and the rest's.
+            results: list[tuple[Callable[..., Any], Any]] = plan.nones[
+                : len(fns) - length_hint(pending) - 1
+            ]
+            results.append((fn, result))
+            for fn in pending:
+                results.append((fn, await fn(sender, payload)))  # noqa: PERF401 -- an async comprehension costs a coroutine more
+            return results
+        finally:
+            self._active -= 1
 
     async def _send_observed(
         self,
