@@ -56,10 +56,22 @@ def is_async_callable(fn: object) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def _takes_two_positionals(fn: types.FunctionType) -> bool:
+    code = fn.__code__
+    required = code.co_argcount - len(fn.__defaults__ or ())
+    required_keywords = code.co_kwonlyargcount - len(fn.__kwdefaults__ or {})
+    takes_two = code.co_argcount >= 2 or bool(code.co_flags & inspect.CO_VARARGS)
+    return takes_two and required <= 2 and required_keywords == 0
+
+
 def check_receiver(fn: object) -> None:
     """Raise :class:`TypeError` unless *fn* can be called as ``fn(sender, payload)``."""
     if not callable(fn):
         raise TypeError(f"a receiver must be callable, got {fn!r}")
+    if isinstance(fn, types.FunctionType) and _takes_two_positionals(fn):
+        # The common case, read off the code object: inspect.signature would also
+        # materialise each function's __annotations__ dict (about 130 bytes a receiver).
+        return
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
