@@ -16,7 +16,7 @@ from ._receivers import ANY, receiver
 from ._signal import Signal
 from ._tracing import instrument, uninstrument
 from ._types import ErrorPolicy, Receiver
-from .exceptions import AiosignalsError, BufferFull, RecursionDepthError
+from .exceptions import AiosignalsError, BufferFull, RecursionDepthError, TransactionAborted
 
 __all__ = [
     "ANY",
@@ -32,6 +32,7 @@ __all__ = [
     "RecursionDepthError",
     "Sequential",
     "Signal",
+    "TransactionAborted",
     "instrument",
     "receiver",
     "uninstrument",

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .exceptions import TransactionAborted
+
 if TYPE_CHECKING:
     from ._event import Event
     from ._receivers import ReceiverRecord
@@ -59,7 +61,7 @@ class PhaseScope:
         inherited by nested scopes. Without one, durable receivers run after commit.
     """
 
-    __slots__ = ("_deferred", "durable_sink", "parent")
+    __slots__ = ("_deferred", "durable_sink", "failure", "parent")
 
     def __init__(
         self, *, parent: PhaseScope | None = None, durable_sink: DurableSink | None = None
@@ -71,6 +73,13 @@ class PhaseScope:
             else (parent.durable_sink if parent is not None else None)
         )
         self._deferred: list[tuple[Phase, Signal[Any], ReceiverRecord, Any, Event]] = []
+        self.failure: BaseException | None = None
+        """A write of this transaction that failed: it can only roll back now."""
+
+    def abort(self, failure: BaseException) -> None:
+        """Mark the transaction rollback-only: *failure* broke a write that joined it."""
+        if self.failure is None:
+            self.failure = failure
 
     def defer(
         self, phase: Phase, signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
@@ -79,6 +88,8 @@ class PhaseScope:
         self._deferred.append((phase, signal, record, sender, payload))
 
     async def _run_phase(self, phase: Phase, *, veto: bool) -> None:
+        if not self._deferred:
+            return
         failures: list[Exception] = []
         for entry_phase, signal, record, sender, payload in self._deferred:
             if entry_phase is not phase:
@@ -118,6 +129,14 @@ class PhaseScope:
         try:
             try:
                 yield scope
+                if scope.failure is not None:
+                    # A write failed and its error was caught: committing would keep half
+                    # of what the block did.
+                    raise TransactionAborted(
+                        "a write in this transaction failed, so it was rolled back:"
+                        f" {scope.failure!r}; wrap a write that may fail in a nested"
+                        " transaction() to carry on after it"
+                    ) from scope.failure
                 if parent is None:
                     # Still inside the scope: what these receivers send joins the transaction.
                     await scope._run_phase(Phase.BEFORE_COMMIT, veto=True)

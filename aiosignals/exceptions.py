@@ -8,7 +8,7 @@ so that code written against those keeps working.
 
 from __future__ import annotations
 
-__all__ = ["AiosignalsError", "BufferFull", "RecursionDepthError"]
+__all__ = ["AiosignalsError", "BufferFull", "RecursionDepthError", "TransactionAborted"]
 
 
 class AiosignalsError(Exception):
@@ -33,6 +33,19 @@ class RecursionDepthError(AiosignalsError, RuntimeError):
 class BufferFull(AiosignalsError):  # noqa: N818 -- the name says what happened, as queue.Full does
     """
     Raised by :meth:`~aiosignals.EventBus.publish_nowait` when the bus buffer is full.
+
+    .. versionadded:: 0.1
+    """
+
+
+class TransactionAborted(AiosignalsError):  # noqa: N818 -- reads as what happened
+    """
+    Raised when a transaction ends after one of its writes failed and the error was caught.
+
+    A write inside an open transaction joins it (as Django's ``save()`` joins an
+    ``atomic`` block); if it fails, the transaction can only roll back, so leaving the block
+    normally rolls it back and raises this, with the write's error as ``__cause__``. Wrap
+    a write that may fail in a nested ``transaction()`` (a savepoint) to carry on after it.
 
     .. versionadded:: 0.1
     """

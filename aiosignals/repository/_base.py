@@ -3,8 +3,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from .._phases import current_scope
 from ..models import (
     PostDelete,
     PostSave,
@@ -42,6 +44,18 @@ class SignalingRepository(abc.ABC, Generic[M]):
         """Open a transaction, or a savepoint inside the current one."""
 
     @abc.abstractmethod
+    def _in_transaction(self) -> bool:
+        """Return whether the current task has a transaction of this store open."""
+
+    def _atomic(self) -> AbstractAsyncContextManager[Any]:
+        # Inside an open transaction a write joins it, as Django's save() joins an atomic
+        # block: a savepoint per write would cost two statements more each. A failed
+        # write makes the transaction rollback-only instead (see TransactionAborted).
+        if self._in_transaction():
+            return _Joined()
+        return self.transaction()
+
+    @abc.abstractmethod
     def _key(self, entity: M) -> Any:
         """Return the key of *entity*, or ``None`` if it has none yet."""
 
@@ -66,14 +80,14 @@ class SignalingRepository(abc.ABC, Generic[M]):
 
     async def add(self, entity: M) -> M:
         """Insert *entity*; see :class:`~aiosignals.repository.Repository`."""
-        async with self.transaction():
+        async with self._atomic():
             await self._write(entity, created=True, update_fields=None)
         return entity
 
     async def save(self, entity: M, update_fields: Iterable[str] | None = None) -> M:
         """Insert or update *entity*; see :class:`~aiosignals.repository.Repository`."""
         fields = self._check_fields(update_fields)
-        async with self.transaction():
+        async with self._atomic():
             key = self._key(entity)
             created = key is None or not await self._exists(key)
             if created and fields is not None:
@@ -88,7 +102,7 @@ class SignalingRepository(abc.ABC, Generic[M]):
     async def delete(self, entity: M) -> None:
         """Delete *entity*; see :class:`~aiosignals.repository.Repository`."""
         key = self._key(entity)
-        async with self.transaction():
+        async with self._atomic():
             if key is None or not await self._exists(key):
                 raise NotFound(f"{self.model.__qualname__} with key {key!r} does not exist")
             sender = self.model
@@ -142,3 +156,24 @@ class SignalingRepository(abc.ABC, Generic[M]):
                 f"update_fields names no field of {self.model.__qualname__}: {sorted(unknown)}"
             )
         return fields
+
+
+class _Joined:
+    """A write inside the open transaction: its failure makes the transaction rollback-only."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # NotFound is raised before anything is sent or written: nothing to undo.
+        if exc is not None and not isinstance(exc, NotFound):
+            scope = current_scope()
+            if scope is not None:
+                scope.abort(exc)

@@ -94,6 +94,9 @@ class MemoryRepository(SignalingRepository[M]):
         finally:
             leave()
 
+    def _in_transaction(self) -> bool:
+        return _undo_log.get() is not None
+
     def _record(self, key: Any) -> None:
         log = _undo_log.get()
         if log is not None:

@@ -231,6 +231,9 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
         """Open a transaction of the database; see :meth:`Database.transaction`."""
         return self.db.transaction()
 
+    def _in_transaction(self) -> bool:
+        return self.db.current_session() is not None
+
     def _key(self, entity: M) -> Any:
         return getattr(entity, self._pk_attr, None)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from aiosignals import Phase
+from aiosignals import Phase, TransactionAborted
 from aiosignals.models import (
     PostDelete,
     PostSave,
@@ -409,4 +409,64 @@ async def test_concurrent_transactions_never_see_each_others_deferred_receivers(
 
     assert committed == ["a@x"]
     assert rolled_back == ["b@x"]
+    assert [u.email for u in await backend.users.list()] == ["a@x"]
+
+
+async def test_a_failed_write_inside_a_transaction_rolls_it_all_back(
+    backend: Backend, listen: Listen
+) -> None:
+    log: list[str] = []
+
+    async def after_rollback(sender: Any, payload: PostSave[Any]) -> None:
+        log.append(f"rollback {payload.instance.email}")
+
+    listen(post_save, after_rollback, backend.User, phase=Phase.AFTER_ROLLBACK)
+    await backend.users.add(backend.User(id=1000, email="taken@x"))
+    log.clear()
+    # The write joined the transaction; once it failed, committing the rest would keep
+    # half of the block, so leaving it rolls everything back and says why.
+    with pytest.raises(TransactionAborted) as aborted:
+        async with backend.transaction():
+            await backend.users.add(backend.User(email="a@x"))
+            with pytest.raises(IntegrityError):
+                await backend.users.add(backend.User(id=1000, email="again@x"))
+    assert isinstance(aborted.value.__cause__, IntegrityError)
+    assert [u.email for u in await backend.users.list()] == ["taken@x"]
+    assert log == ["rollback a@x"]
+
+
+async def test_a_failed_write_in_a_nested_transaction_rolls_back_only_that_savepoint(
+    backend: Backend,
+) -> None:
+    await backend.users.add(backend.User(id=1000, email="taken@x"))
+    async with backend.transaction():
+        await backend.users.add(backend.User(email="a@x"))
+        with pytest.raises(IntegrityError):
+            async with backend.transaction():
+                await backend.users.add(backend.User(id=1000, email="again@x"))
+        await backend.users.add(backend.User(email="b@x"))
+    assert sorted(u.email for u in await backend.users.list()) == ["a@x", "b@x", "taken@x"]
+
+
+async def test_a_vetoed_write_inside_a_transaction_rolls_it_back(
+    backend: Backend, listen: Listen
+) -> None:
+    async def veto(sender: Any, payload: PreSave[Any]) -> None:
+        if payload.instance.email == "no@x":
+            raise Veto
+
+    listen(pre_save, veto, backend.User)
+    with pytest.raises(TransactionAborted):
+        async with backend.transaction():
+            await backend.users.add(backend.User(email="a@x"))
+            with pytest.raises(Veto):
+                await backend.users.add(backend.User(email="no@x"))
+    assert await backend.users.list() == []
+
+
+async def test_a_missing_row_inside_a_transaction_does_not_abort_it(backend: Backend) -> None:
+    async with backend.transaction():
+        await backend.users.add(backend.User(email="a@x"))
+        with pytest.raises(NotFound):
+            await backend.users.delete(backend.User(id=99, email="ghost@x"))
     assert [u.email for u in await backend.users.list()] == ["a@x"]
