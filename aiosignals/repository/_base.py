@@ -44,15 +44,21 @@ class SignalingRepository(abc.ABC, Generic[M]):
         """Open a transaction, or a savepoint inside the current one."""
 
     @abc.abstractmethod
-    def _in_transaction(self) -> bool:
-        """Return whether the current task has a transaction of this store open."""
+    def _open_transaction(self) -> Any:
+        """
+        Return the handle of this task's open transaction, or ``None`` if there is none.
+
+        The handle (a session, say) is what :meth:`transaction` yields and what the
+        storage primitives take as *tx*.
+        """
 
     def _atomic(self) -> AbstractAsyncContextManager[Any]:
         # Inside an open transaction a write joins it, as Django's save() joins an atomic
         # block: a savepoint per write would cost two statements more each. A failed
         # write makes the transaction rollback-only instead (see TransactionAborted).
-        if self._in_transaction():
-            return _Joined()
+        tx = self._open_transaction()
+        if tx is not None:
+            return _Joined(tx)
         return self.transaction()
 
     @abc.abstractmethod
@@ -64,56 +70,56 @@ class SignalingRepository(abc.ABC, Generic[M]):
         """Return the names of the stored fields, key included."""
 
     @abc.abstractmethod
-    async def _exists(self, key: Any) -> bool: ...
+    async def _exists(self, key: Any, tx: Any) -> bool: ...
 
     @abc.abstractmethod
-    async def _insert(self, entity: M) -> None:
+    async def _insert(self, entity: M, tx: Any) -> None:
         """Write a new row and assign the key; raise IntegrityError if the key is taken."""
 
     @abc.abstractmethod
-    async def _update(self, entity: M, fields: frozenset[str] | None) -> None: ...
+    async def _update(self, entity: M, fields: frozenset[str] | None, tx: Any) -> None: ...
 
     @abc.abstractmethod
-    async def _remove(self, key: Any) -> None: ...
+    async def _remove(self, key: Any, tx: Any) -> None: ...
 
     # -- the protocol ---------------------------------------------------------------------
 
     async def add(self, entity: M) -> M:
         """Insert *entity*; see :class:`~aiosignals.repository.Repository`."""
-        async with self._atomic():
-            await self._write(entity, created=True, update_fields=None)
+        async with self._atomic() as tx:
+            await self._write(entity, tx, created=True, update_fields=None)
         return entity
 
     async def save(self, entity: M, update_fields: Iterable[str] | None = None) -> M:
         """Insert or update *entity*; see :class:`~aiosignals.repository.Repository`."""
         fields = self._check_fields(update_fields)
-        async with self._atomic():
+        async with self._atomic() as tx:
             key = self._key(entity)
-            created = key is None or not await self._exists(key)
+            created = key is None or not await self._exists(key, tx)
             if created and fields is not None:
                 # As Django: limiting an update to some fields makes no sense for an insert.
                 raise NotFound(
                     f"save(update_fields=...) needs an existing row; {self.model.__qualname__}"
                     f" with key {key!r} has none"
                 )
-            await self._write(entity, created=created, update_fields=fields)
+            await self._write(entity, tx, created=created, update_fields=fields)
         return entity
 
     async def delete(self, entity: M) -> None:
         """Delete *entity*; see :class:`~aiosignals.repository.Repository`."""
         key = self._key(entity)
-        async with self._atomic():
-            if key is None or not await self._exists(key):
+        async with self._atomic() as tx:
+            if key is None or not await self._exists(key, tx):
                 raise NotFound(f"{self.model.__qualname__} with key {key!r} does not exist")
             sender = self.model
             if pre_delete.has_receivers_for(sender):
                 await pre_delete.send(sender, PreDelete(instance=entity, using=self.using))
-            await self._remove(key)
+            await self._remove(key, tx)
             if post_delete.has_receivers_for(sender):
                 await post_delete.send(sender, PostDelete(instance=entity, using=self.using))
 
     async def _write(
-        self, entity: M, *, created: bool, update_fields: frozenset[str] | None
+        self, entity: M, tx: Any, *, created: bool, update_fields: frozenset[str] | None
     ) -> None:
         sender = self.model
         # Payloads are only built when someone listens: a repository with no receivers
@@ -129,9 +135,9 @@ class SignalingRepository(abc.ABC, Generic[M]):
                 ),
             )
         if created:
-            await self._insert(entity)
+            await self._insert(entity, tx)
         else:
-            await self._update(entity, update_fields)
+            await self._update(entity, update_fields, tx)
         if post_save.has_receivers_for(sender):
             await post_save.send(
                 sender,
@@ -161,10 +167,13 @@ class SignalingRepository(abc.ABC, Generic[M]):
 class _Joined:
     """A write inside the open transaction: its failure makes the transaction rollback-only."""
 
-    __slots__ = ()
+    __slots__ = ("tx",)
 
-    async def __aenter__(self) -> None:
-        return None
+    def __init__(self, tx: Any) -> None:
+        self.tx = tx
+
+    async def __aenter__(self) -> Any:
+        return self.tx
 
     async def __aexit__(
         self,

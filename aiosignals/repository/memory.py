@@ -61,7 +61,7 @@ class MemoryRepository(SignalingRepository[M]):
         self._ids = itertools.count(1)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncGenerator[None]:
+    async def transaction(self) -> AsyncGenerator[list[Any]]:
         """Open a transaction (a savepoint inside one); see :class:`Repository`."""
         parent = _undo_log.get()
         log: list[tuple[dict[Any, Any], Any, Any]] = []
@@ -90,12 +90,12 @@ class MemoryRepository(SignalingRepository[M]):
 
         try:
             async with PhaseScope.run(commit=commit, rollback=rollback):
-                yield
+                yield log
         finally:
             leave()
 
-    def _in_transaction(self) -> bool:
-        return _undo_log.get() is not None
+    def _open_transaction(self) -> Any:
+        return _undo_log.get()
 
     def _record(self, key: Any) -> None:
         log = _undo_log.get()
@@ -108,10 +108,10 @@ class MemoryRepository(SignalingRepository[M]):
     def _fields(self) -> frozenset[str]:
         return self._field_names
 
-    async def _exists(self, key: Any) -> bool:
+    async def _exists(self, key: Any, tx: Any) -> bool:
         return key in self._rows
 
-    async def _insert(self, entity: M) -> None:
+    async def _insert(self, entity: M, tx: Any) -> None:
         key = self._key(entity)
         if key is None:
             key = next(k for k in self._ids if k not in self._rows)
@@ -122,7 +122,7 @@ class MemoryRepository(SignalingRepository[M]):
         self._record(key)
         self._rows[key] = copy.deepcopy(entity)
 
-    async def _update(self, entity: M, fields: frozenset[str] | None) -> None:
+    async def _update(self, entity: M, fields: frozenset[str] | None, tx: Any) -> None:
         key = self._key(entity)
         self._record(key)
         if fields is None:
@@ -133,7 +133,7 @@ class MemoryRepository(SignalingRepository[M]):
             object.__setattr__(stored, name, copy.deepcopy(getattr(entity, name)))
         self._rows[key] = stored
 
-    async def _remove(self, key: Any) -> None:
+    async def _remove(self, key: Any, tx: Any) -> None:
         self._record(key)
         del self._rows[key]
 

@@ -17,6 +17,7 @@ try:
     from sqlalchemy import event, exc
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
     from sqlalchemy.orm import Mapper, make_transient
+    from sqlalchemy.orm.attributes import instance_state
     from sqlalchemy.pool import StaticPool
 except ImportError as _error:  # pragma: no cover -- exercised by the minimal session
     raise ImportError(
@@ -231,8 +232,8 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
         """Open a transaction of the database; see :meth:`Database.transaction`."""
         return self.db.transaction()
 
-    def _in_transaction(self) -> bool:
-        return self.db.current_session() is not None
+    def _open_transaction(self) -> AsyncSession | None:
+        return self.db.current_session()
 
     def _key(self, entity: M) -> Any:
         return getattr(entity, self._pk_attr, None)
@@ -240,47 +241,43 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
     def _fields(self) -> frozenset[str]:
         return frozenset(self._columns)
 
-    async def _exists(self, key: Any) -> bool:
-        async with self.db.session() as session:
-            found = await session.scalar(sa.select(sa.literal(1)).where(self._pk == key))
+    async def _exists(self, key: Any, tx: AsyncSession) -> bool:
+        found = await tx.scalar(sa.select(sa.literal(1)).where(self._pk == key))
         return found is not None
 
-    async def _insert(self, entity: M) -> None:
-        if sa.inspect(entity).key is not None:
+    async def _insert(self, entity: M, tx: AsyncSession) -> None:
+        if instance_state(entity).key is not None:
             # A detached object whose row is gone (deleted since it was loaded): insert it
             # anew instead of letting the session mistake it for an update.
             make_transient(entity)
-        async with self.db.session() as session:
-            session.add(entity)
-            try:
-                await session.flush()
-            except exc.IntegrityError as error:
-                # The rollback that follows turns the pending object transient again.
-                raise IntegrityError(
-                    f"{self.model.__qualname__} could not be inserted: {error.orig}"
-                ) from error
-            # Detached from here on: the caller's object is a plain value, never flushed
-            # again behind the repository's back.
-            session.expunge(entity)
+        tx.add(entity)
+        try:
+            await tx.flush()
+        except exc.IntegrityError as error:
+            # The rollback that follows turns the pending object transient again.
+            raise IntegrityError(
+                f"{self.model.__qualname__} could not be inserted: {error.orig}"
+            ) from error
+        # Detached from here on: the caller's object is a plain value, never flushed
+        # again behind the repository's back.
+        tx.expunge(entity)
 
-    async def _update(self, entity: M, fields: frozenset[str] | None) -> None:
+    async def _update(self, entity: M, fields: frozenset[str] | None, tx: AsyncSession) -> None:
         names = [name for name in (fields or self._columns) if name != self._pk_attr]
         values = {self._columns[name]: getattr(entity, name) for name in names}
         if not values:
             return
-        async with self.db.session() as session:
-            try:
-                await session.execute(
-                    sa.update(self._table).where(self._pk == self._key(entity)).values(values)
-                )
-            except exc.IntegrityError as error:
-                raise IntegrityError(
-                    f"{self.model.__qualname__} could not be updated: {error.orig}"
-                ) from error
+        try:
+            await tx.execute(
+                sa.update(self._table).where(self._pk == self._key(entity)).values(values)
+            )
+        except exc.IntegrityError as error:
+            raise IntegrityError(
+                f"{self.model.__qualname__} could not be updated: {error.orig}"
+            ) from error
 
-    async def _remove(self, key: Any) -> None:
-        async with self.db.session() as session:
-            await session.execute(sa.delete(self._table).where(self._pk == key))
+    async def _remove(self, key: Any, tx: AsyncSession) -> None:
+        await tx.execute(sa.delete(self._table).where(self._pk == key))
 
     async def get(self, key: Any) -> M | None:
         """Return the entity with *key* (detached), or ``None``."""
