@@ -64,3 +64,6 @@ def bench(session: nox.Session) -> None:
     """Dispatch speed against the peers, and the repository/outbox/transport benchmarks."""
     session.install("-e", ".[all]", *_group("bench"))
     session.run("python", "benchmarks/dispatch.py", *session.posargs)
+    # The others need no server on SQLite; --postgres / --redis runs are in benchmarks/README.md.
+    session.run("python", "benchmarks/repository.py", *session.posargs)
+    session.run("python", "benchmarks/outbox.py", *session.posargs)
