@@ -8,10 +8,13 @@ path, once per test session, so that its models and signals are defined a single
 from __future__ import annotations
 
 import importlib.util
-import socket
 import sys
 from pathlib import Path
 from types import ModuleType
+
+import anyio
+
+from tests._servers import free_port
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -32,9 +35,28 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
-def free_port() -> int:
-    """Return a loopback TCP port that is free right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+__all__ = ["EXAMPLES", "Recorder", "free_port", "load_example"]
+
+
+class Recorder:
+    """A Service that records its life; a stubborn one ignores stop()."""
+
+    def __init__(self, *, stubborn: bool = False) -> None:
+        self.events: list[str] = []
+        self.stubborn = stubborn
+        self._stopped = anyio.Event()
+
+    async def run(self) -> None:
+        self.events.append("run")
+        try:
+            if self.stubborn:
+                await anyio.sleep_forever()
+            await self._stopped.wait()
+            self.events.append("returned")
+        except BaseException:
+            self.events.append("cancelled")
+            raise
+
+    def stop(self) -> None:
+        self.events.append("stop")
+        self._stopped.set()

@@ -29,7 +29,7 @@ from aiosignals.models import PostSave, post_save
 from aiosignals.outbox import OutboxRelay, current_delivery
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
 
-from . import EXAMPLES, free_port, load_example
+from . import EXAMPLES, Recorder, free_port, load_example
 
 example = load_example("aiohttp_app")
 User: Any = example.User
@@ -373,30 +373,6 @@ async def test_init_app_runs_the_outbox_relay(tmp_path: Path) -> None:
     finally:
         post_save.disconnect(dispatch_uid="tests.aiohttp.durable_welcome")
     assert delivered == [("relay@y", 1)]
-
-
-class Recorder:
-    """A Service that records its life; a stubborn one ignores stop()."""
-
-    def __init__(self, *, stubborn: bool = False) -> None:
-        self.events: list[str] = []
-        self.stubborn = stubborn
-        self._stopped = anyio.Event()
-
-    async def run(self) -> None:
-        self.events.append("run")
-        try:
-            if self.stubborn:
-                await anyio.sleep_forever()
-            await self._stopped.wait()
-            self.events.append("returned")
-        except BaseException:
-            self.events.append("cancelled")
-            raise
-
-    def stop(self) -> None:
-        self.events.append("stop")
-        self._stopped.set()
 
 
 @pytest.mark.asyncio
