@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.metadata
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,7 +27,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from _machine import machine, versions
+
 from aiosignals import Concurrent, Event, Sequential, Signal
+
+PACKAGES = ["aiosignals", "pydantic", "anyio", "aiosignal", "blinker", "django", "pyee", "bubus"]
+"""The distributions whose versions the report names."""
 
 SIZES = (0, 1, 10, 100)
 RETRIES = 3  # timings of a batch, at most, until one runs without losing the CPU
@@ -616,28 +619,6 @@ def validation_costs(k: int, rounds: int) -> dict[str, float]:
 # -- report ---------------------------------------------------------------------------
 
 
-def versions() -> str:
-    names = ["aiosignals", "pydantic", "anyio", "aiosignal", "blinker", "django", "pyee", "bubus"]
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return ", ".join(found)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_average() -> str:
     try:
         return " ".join(f"{value:.2f}" for value in os.getloadavg()) + " (1, 5, 15 min)"
@@ -747,13 +728,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     growth_sends = 100_000 if quick else 1_000_000
 
     command = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
-    machine = (
-        f"{platform.platform()}; {cpu_model()}; {os.cpu_count()} CPUs;"
-        f" {platform.python_implementation()} {platform.python_version()}"
-    )
+    machine_line = machine()
     print(f"Command: `{command}`")
-    print(f"Machine: {machine}")
-    print(f"Versions: {versions()}")
+    print(f"Machine: {machine_line}")
+    print(f"Versions: {versions(PACKAGES)}")
     print(f"Load average at start: {load_average()}")
     print(
         f"Method: {rounds} interleaved rounds per cell ({slow_rounds} for bubus), batches of"
@@ -844,8 +822,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "command": command,
-        "machine": machine,
-        "versions": versions(),
+        "machine": machine_line,
+        "versions": versions(PACKAGES),
         "rounds": rounds,
         "batches_retimed": sum(cell.descheduled for cell in cells),
         "dispatch": table_data,

@@ -33,10 +33,8 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import importlib.metadata
 import io
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -52,6 +50,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
+from _machine import load_average, machine, versions
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -60,6 +59,9 @@ from aiosignals.models import PostSave, post_save
 from aiosignals.outbox import OutboxRelay
 from aiosignals.outbox._table import outbox
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
+
+PACKAGES = ["aiosignals", "sqlalchemy", "aiosqlite", "asyncpg", "anyio", "pydantic"]
+"""The distributions whose versions the report names."""
 
 GOAL = 5000.0  # events/s on PostgreSQL with batching (the issue)
 BATCH_SIZES = (1, 100, 500)
@@ -569,34 +571,6 @@ async def describe(db: Database) -> str:
         return f"PostgreSQL {version} (fsync={fsync}, synchronous_commit={commit}), asyncpg"
 
 
-def versions() -> str:
-    found = []
-    for name in ["aiosignals", "sqlalchemy", "aiosqlite", "asyncpg", "anyio", "pydantic"]:
-        try:
-            found.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return ", ".join(found)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load() -> str:
-    try:
-        return "load average %.2f %.2f %.2f" % os.getloadavg()  # noqa: UP031 -- a tuple
-    except OSError:
-        return "load average unknown"
-
-
 # -- main -----------------------------------------------------------------------------
 
 
@@ -616,11 +590,8 @@ async def main_async(args: argparse.Namespace) -> None:
     budget = args.budget or (10.0 if args.quick else 20.0)
     rounds = 3 if args.quick else 5
     print(f"Command: `python {' '.join(sys.argv)}`")
-    print(
-        f"Machine: {platform.platform()}; {cpu_model()}; {os.cpu_count()} CPUs;"
-        f" {platform.python_implementation()} {platform.python_version()}; {load()} at start"
-    )
-    print(f"Versions: {versions()}")
+    print(f"Machine: {machine()}; {load_average()} at start")
+    print(f"Versions: {versions(PACKAGES)}")
     started = time.perf_counter()
     async with database(args.postgres) as url:
         db = Database(url)
@@ -702,7 +673,7 @@ async def main_async(args: argparse.Namespace) -> None:
             await drop_snapshots(db)
             await db.dispose()
     print()
-    print(f"Total time: {time.perf_counter() - started:.1f} s; {load()} at end")
+    print(f"Total time: {time.perf_counter() - started:.1f} s; {load_average()} at end")
 
 
 def main() -> None:

@@ -31,10 +31,8 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import importlib.metadata
 import itertools
 import os
-import platform
 import pstats
 import re
 import statistics
@@ -49,6 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
+from _machine import machine, versions
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -56,6 +55,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from aiosignals import Phase
 from aiosignals.models import PostSave, post_delete, post_save, pre_delete, pre_save
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
+
+PACKAGES = ["aiosignals", "sqlalchemy", "aiosqlite", "asyncpg", "anyio", "pydantic"]
+"""The distributions whose versions the report names."""
 
 TIMES = "\N{MULTIPLICATION SIGN}"
 TARGET = 1.10  # the issue: no receivers within 10% of the plain session
@@ -421,27 +423,6 @@ async def describe(db: Database) -> str:
 # -- report ---------------------------------------------------------------------------
 
 
-def versions() -> str:
-    found = []
-    for name in ["aiosignals", "sqlalchemy", "aiosqlite", "asyncpg", "anyio", "pydantic"]:
-        try:
-            found.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return ", ".join(found)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def paired_ratio(case: Case, base: Case) -> float:
     """Median over the rounds of the ratio of the two cases' batches in the same round."""
     return statistics.median(x / y for x, y in zip(case.samples, base.samples, strict=True))
@@ -504,11 +485,8 @@ async def main_async(args: argparse.Namespace) -> None:
     budget = args.budget or (40.0 if args.quick else 90.0)
     command = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
     print(f"Command: `{command}`")
-    print(
-        f"Machine: {platform.platform()}; {cpu_model()}; {os.cpu_count()} CPUs;"
-        f" {platform.python_implementation()} {platform.python_version()}"
-    )
-    print(f"Versions: {versions()}")
+    print(f"Machine: {machine()}")
+    print(f"Versions: {versions(PACKAGES)}")
     for signal in (pre_save, post_save, pre_delete, post_delete):
         if signal.has_receivers_for(User):
             raise SystemExit(f"{signal!r} already has receivers: the figures would be wrong")

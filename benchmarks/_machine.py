@@ -1,0 +1,49 @@
+"""What every benchmark prints about the machine it ran on: one place, one format."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from collections.abc import Iterable
+
+__all__ = ["cpu_model", "load_average", "machine", "versions"]
+
+
+def versions(names: Iterable[str]) -> str:
+    """Return ``name version`` for each distribution, or that it is not installed."""
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return ", ".join(found)
+
+
+def cpu_model() -> str:
+    """Return the CPU's model name, as /proc/cpuinfo gives it where there is one."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    """Return the 1, 5 and 15 minute load averages: a busy machine moves every figure."""
+    try:
+        return "load average %.2f %.2f %.2f" % os.getloadavg()  # noqa: UP031 -- a tuple
+    except OSError:
+        return "load average unknown"
+
+
+def machine() -> str:
+    """Return the platform, CPU, CPU count and Python of this run."""
+    return (
+        f"{platform.platform()}; {cpu_model()}; {os.cpu_count()} CPUs;"
+        f" {platform.python_implementation()} {platform.python_version()}"
+    )
