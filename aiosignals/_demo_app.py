@@ -89,15 +89,21 @@ async def scenario(url: str) -> int:
 
             async with db.transaction():
                 carol = await users.add(User(email="carol@example.com"))
-                print("  (inside a transaction: the profile waits for the commit)")
                 if any("create_user_profile" in name for name in ran):
                     failures.append("an after-commit receiver ran before the commit")
+                ran.append(
+                    "... still inside the transaction: no profile yet, it waits for the commit"
+                )
             step("add carol@example.com inside `async with db.transaction()`")
 
             with contextlib.suppress(RolledBackError):
                 async with db.transaction():
                     await users.add(User(email="mallory@example.com"))
                     raise RolledBackError
+            if any("create_user_profile" in name for name in ran):
+                failures.append("an after-commit receiver ran for a rolled-back save")
+            else:
+                ran.append("... rolled back: no after-commit receiver ran")
             step("add mallory@example.com, then the transaction rolls back")
             if await users.list(email="mallory@example.com"):
                 failures.append("the rolled-back user was written")
