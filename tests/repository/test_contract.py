@@ -20,6 +20,7 @@ from aiosignals.models import (
     pre_save,
 )
 from aiosignals.repository import IntegrityError, NotFound
+from aiosignals.testing import capture
 
 if TYPE_CHECKING:
     from .conftest import Backend
@@ -448,7 +449,7 @@ async def test_a_failed_write_in_a_nested_transaction_rolls_back_only_that_savep
     assert sorted(u.email for u in await backend.users.list()) == ["a@x", "b@x", "taken@x"]
 
 
-async def test_a_vetoed_write_inside_a_transaction_rolls_it_back(
+async def test_a_vetoed_write_inside_a_transaction_leaves_the_transaction_usable(
     backend: Backend, listen: Listen
 ) -> None:
     async def veto(sender: Any, payload: PreSave[Any]) -> None:
@@ -456,12 +457,30 @@ async def test_a_vetoed_write_inside_a_transaction_rolls_it_back(
             raise Veto
 
     listen(pre_save, veto, backend.User)
-    with pytest.raises(TransactionAborted):
-        async with backend.transaction():
-            await backend.users.add(backend.User(email="a@x"))
-            with pytest.raises(Veto):
-                await backend.users.add(backend.User(email="no@x"))
-    assert await backend.users.list() == []
+    # As in Django: the veto came before any write, so the transaction goes on.
+    async with backend.transaction():
+        await backend.users.add(backend.User(email="a@x"))
+        with pytest.raises(Veto):
+            await backend.users.add(backend.User(email="no@x"))
+    assert [u.email for u in await backend.users.list()] == ["a@x"]
+
+
+async def test_an_empty_update_fields_writes_and_sends_nothing(
+    backend: Backend, listen: Listen
+) -> None:
+    calls: list[Any] = []
+
+    async def record(sender: Any, payload: PreSave[Any]) -> None:
+        calls.append(payload)
+
+    user = await backend.users.add(backend.User(email="a@x", name="A"))
+    listen(pre_save, record, backend.User)
+    user.name = "changed"
+    await backend.users.save(user, update_fields=[])
+    stored = await backend.users.get(user.id)
+    assert stored is not None
+    assert stored.name == "A"
+    assert calls == []
 
 
 async def test_a_missing_row_inside_a_transaction_does_not_abort_it(backend: Backend) -> None:
@@ -470,3 +489,12 @@ async def test_a_missing_row_inside_a_transaction_does_not_abort_it(backend: Bac
         with pytest.raises(NotFound):
             await backend.users.delete(backend.User(id=99, email="ghost@x"))
     assert [u.email for u in await backend.users.list()] == ["a@x"]
+
+
+async def test_saves_are_sent_even_with_no_receiver_so_capture_sees_them(
+    backend: Backend,
+) -> None:
+    with capture(post_save, sender=backend.User) as saved:
+        user = await backend.users.add(backend.User(email="a@x"))
+    saved.assert_sent_once(sender=backend.User, created=True)
+    assert saved.payloads[0].instance is user
