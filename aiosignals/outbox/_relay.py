@@ -150,6 +150,7 @@ class OutboxRelay:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stopping = False
         self._wake: anyio.Event | None = None
+        self._lease_until = 0.0
 
     def __repr__(self) -> str:
         return f"OutboxRelay({self.db!r}, name={self.name!r})"
@@ -170,19 +171,41 @@ class OutboxRelay:
         """
         Deliver due rows until :meth:`stop` is called or the task is cancelled.
 
-        A :meth:`stop` that came before ``run`` makes it return at once; after returning
+        A database that cannot be reached is retried with an exponential backoff (logged,
+        at most 30 s apart), so a restart of the database does not end the relay. A
+        :meth:`stop` that came before ``run`` makes it return at once; after returning
         the relay may be run again.
         """
+        failures = 0
         try:
             while not self._stopping:
-                finished = await self.run_once()
-                if finished < self.batch_size and not self._stopping:
-                    self._wake = anyio.Event()
-                    with anyio.move_on_after(self.poll_interval):
-                        await self._wake.wait()
-                    self._wake = None
+                try:
+                    finished = await self.run_once()
+                except (OSError, sa.exc.SQLAlchemyError) as exc:
+                    failures += 1
+                    delay = min(30.0, 0.1 * 2.0 ** (failures - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
+                    logger.warning(
+                        "outbox relay %s: the database failed (%s); retrying in %.1f s",
+                        self.name,
+                        exc,
+                        delay,
+                    )
+                    await self._pause(delay)
+                    continue
+                failures = 0
+                if finished < self.batch_size:
+                    await self._pause(self.poll_interval)
         finally:
             self._stopping = False
+
+    async def _pause(self, seconds: float) -> None:
+        # Cut short by stop(): a stopping relay does not sit out its poll interval.
+        if self._stopping:
+            return
+        self._wake = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await self._wake.wait()
+        self._wake = None
 
     async def run_once(self) -> int:
         """Deliver what is due now, one batch; return how many rows were finished."""
@@ -190,20 +213,50 @@ class OutboxRelay:
         if not rows:
             return 0
         outcome = _Outcome([], [], [], [])
+        self._lease_until = time.monotonic() + self.lease
         try:
-            await self._deliver_all(rows, outcome)
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._keep_leases, [row.id for row in rows])
+                await self._deliver_all(rows, outcome)
+                group.cancel_scope.cancel()
         finally:
+            # What was never tried (the relay is being cancelled) is given back at once
+            # rather than left leased until the lease expires.
+            seen = {*outcome.done, *outcome.released}
+            seen.update(row_id for row_id, *_ in outcome.failed)
+            seen.update(row_id for row_id, _ in outcome.dead)
+            outcome.released.extend(row.id for row in rows if row.id not in seen)
             # Shielded: what was delivered must be recorded even when the relay is being
             # cancelled, or it would all be delivered again.
             with anyio.CancelScope(shield=True):
                 await self._finish(outcome)
         return len(outcome.done) + len(outcome.dead) + len(outcome.failed)
 
+    async def _keep_leases(self, ids: list[int]) -> None:
+        # A batch may take longer than one lease (slow receivers): renew it while the
+        # batch runs, or another relay would claim these rows and deliver them too.
+        while True:
+            await anyio.sleep(self.lease / 3)
+            renewed_at = time.monotonic()
+            try:
+                async with self.db.engine.begin() as connection:
+                    await connection.execute(
+                        outbox.update()
+                        .where(outbox.c.id.in_(ids), outbox.c.locked_by == self.name)
+                        .values(locked_until=time.time() + self.lease)
+                    )
+            except (OSError, sa.exc.SQLAlchemyError) as exc:
+                logger.warning("outbox relay %s could not renew its lease: %s", self.name, exc)
+            else:
+                self._lease_until = renewed_at + self.lease
+
     async def _deliver_all(self, rows: list[Any], outcome: _Outcome) -> None:
         held_back: set[str] = set()
         pending = iter(rows)
         for row in pending:
-            if self._stopping:
+            if self._stopping or time.monotonic() >= self._lease_until:
+                # Stopping, or the lease could not be renewed in time: another relay may
+                # own the rest by now, so they are not delivered from here.
                 outcome.released.append(row.id)
                 outcome.released.extend(r.id for r in pending)
                 return

@@ -46,6 +46,9 @@ FLAKY: dict[str, int] = {}
 BROKEN: set[str] = {"poison"}
 """Items whose delivery always fails."""
 
+SLOW: dict[str, float] = {"slow": 1.0}
+"""item -> seconds its delivery takes."""
+
 
 def _log(line: str) -> None:
     path = os.environ.get("AIOSIGNALS_TEST_DELIVERY_LOG")
@@ -69,6 +72,9 @@ async def record_order(sender: type[Order], payload: PostSave[Order]) -> None:
     if item == os.environ.get("AIOSIGNALS_TEST_BLOCK_ITEM"):
         _log(f"started {delivery.id} {delivery.attempt} {item}")
         await anyio.sleep_forever()
+    if item in SLOW:
+        _log(f"started {delivery.id} {delivery.attempt} {item}")
+        await anyio.sleep(SLOW[item])
     DELIVERED.append((delivery.id, delivery.attempt, item))
     _log(f"delivered {delivery.id} {delivery.attempt} {item} {payload.instance.id}")
 

@@ -37,3 +37,5 @@ def fresh_app_state() -> None:
         collection.clear()
     app.BROKEN.clear()
     app.BROKEN.add("poison")
+    app.SLOW.clear()
+    app.SLOW["slow"] = 1.0

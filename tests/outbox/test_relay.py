@@ -347,3 +347,107 @@ async def test_a_row_backing_off_holds_back_its_receivers_later_rows_across_runs
         await connection.execute(outbox.update().values(available_at=0))
     await relay.run_once()
     assert [item for _, _, item in app.DELIVERED] == ["first", "second"]
+
+
+async def test_a_batch_longer_than_the_lease_keeps_its_rows(db: Database) -> None:
+    app.SLOW["slow"] = 1.5
+    orders = SQLAlchemyRepository(Order, db)
+    await orders.add(Order(item="slow"))
+    await orders.add(Order(item="after"))
+    first = OutboxRelay(db, lease=0.6, backoff=0.0, name="first")
+    second = OutboxRelay(db, lease=0.6, backoff=0.0, name="second")
+    claimed_by_second: list[int] = []
+
+    async def poll_with_the_second() -> None:
+        for _ in range(20):
+            claimed_by_second.append(await second.run_once())
+            await anyio.sleep(0.1)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first.run_once)
+        group.start_soon(poll_with_the_second)
+    # The first relay renewed its lease while "slow" ran: the second never took its rows.
+    assert [item for _, _, item in app.DELIVERED] == ["slow", "after"]
+    assert sum(claimed_by_second) == 0
+    assert await rows(db) == []
+
+
+async def test_a_cancelled_batch_gives_back_the_rows_it_did_not_finish(db: Database) -> None:
+    orders = SQLAlchemyRepository(Order, db)
+    for item in ("slow", "b", "c"):
+        await orders.add(Order(item=item))
+    with anyio.move_on_after(0.3):
+        await relay_for(db).run_once()
+    stored = await rows(db)
+    assert [(r.status, r.attempts, r.locked_until) for r in stored] == [("pending", 0, None)] * 3
+    await relay_for(db).run_once()
+    assert [(attempt, item) for _, attempt, item in app.DELIVERED] == [
+        (1, "slow"),
+        (1, "b"),
+        (1, "c"),
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_the_relay_outlives_lost_database_connections(
+    db: Database, postgres_server_url: str
+) -> None:
+    relay = OutboxRelay(db, poll_interval=0.05, backoff=0.0)
+    orders = SQLAlchemyRepository(Order, db)
+    async with anyio.create_task_group() as group:
+        group.start_soon(relay.run)
+        await orders.add(Order(item="before"))
+        with anyio.fail_after(10):
+            while len(app.DELIVERED) < 1:
+                await anyio.sleep(0.02)
+        # Every connection of the relay's pool is cut, as by a database restart.
+        database = db.url.database
+        await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                ["psql", postgres_server_url, "-qc",
+                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                 f" WHERE datname = '{database}'"],
+                check=True, capture_output=True,
+            )
+        )  # fmt: skip
+        # (The writer's own pooled connections were cut too: it writes through a new pool.)
+        async with Database(str(db.url.render_as_string(hide_password=False))) as writer:
+            await SQLAlchemyRepository(Order, writer).add(Order(item="after"))
+        with anyio.fail_after(20):
+            while len(app.DELIVERED) < 2:
+                await anyio.sleep(0.05)
+        relay.stop()
+    assert [item for _, _, item in app.DELIVERED] == ["before", "after"]
+
+
+async def test_the_relay_command_finishes_the_row_in_hand_on_sigterm(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "deliveries.log"
+    orders = SQLAlchemyRepository(Order, db)
+    await orders.add(Order(item="slow"))
+    await orders.add(Order(item="next"))
+    relay_process = subprocess.Popen(
+        [sys.executable, "-m", "aiosignals", "relay", "--db", db_url,
+         "--app", "tests.outbox.app", "--poll-interval", "0.05"],
+        cwd=ROOT,
+        env={**os.environ, "AIOSIGNALS_TEST_DELIVERY_LOG": str(log)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: delivery_log(log)))
+        assert delivery_log(log)[0][0] == "started"  # "slow" is in hand (1 s)
+        relay_process.send_signal(signal.SIGTERM)
+        _, stderr = await anyio.to_thread.run_sync(lambda: relay_process.communicate(timeout=20))
+    finally:
+        if relay_process.poll() is None:
+            relay_process.kill()
+    assert relay_process.returncode == 0, stderr
+    assert [entry[:1] + entry[3:4] for entry in delivery_log(log)] == [
+        ["started", "slow"],
+        ["delivered", "slow"],
+    ]
+    # "next" was not started: it stays for the next relay, its attempt given back.
+    assert [(r.status, r.attempts) for r in await rows(db)] == [("pending", 0)]
