@@ -402,15 +402,15 @@ async def test_the_relay_outlives_lost_database_connections(
             while len(app.DELIVERED) < 1:
                 await anyio.sleep(0.02)
         # Every connection of the relay's pool is cut, as by a database restart.
-        database = db.url.database
+        terminate = (
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE datname = '{db.url.database}'"
+        )
         await anyio.to_thread.run_sync(
             lambda: subprocess.run(
-                ["psql", postgres_server_url, "-qc",
-                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                 f" WHERE datname = '{database}'"],
-                check=True, capture_output=True,
+                ["psql", postgres_server_url, "-qc", terminate], check=True, capture_output=True
             )
-        )  # fmt: skip
+        )
         # (The writer's own pooled connections were cut too: it writes through a new pool.)
         async with Database(str(db.url.render_as_string(hide_password=False))) as writer:
             await SQLAlchemyRepository(Order, writer).add(Order(item="after"))
