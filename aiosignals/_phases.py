@@ -61,12 +61,22 @@ class PhaseScope:
         inherited by nested scopes. Without one, durable receivers run after commit.
     """
 
-    __slots__ = ("_deferred", "durable_sink", "failure", "parent")
+    __slots__ = ("_deferred", "durable_sink", "enclosing", "failure", "owner", "parent")
 
     def __init__(
-        self, *, parent: PhaseScope | None = None, durable_sink: DurableSink | None = None
+        self,
+        *,
+        parent: PhaseScope | None = None,
+        durable_sink: DurableSink | None = None,
+        owner: object = None,
+        enclosing: PhaseScope | None = None,
     ) -> None:
         self.parent = parent
+        """The enclosing scope of the same owner: this scope is its savepoint."""
+        self.owner = owner
+        """What the transaction belongs to (a database); scopes of other owners never nest."""
+        self.enclosing = enclosing
+        """The scope that was current when this one opened, whatever its owner."""
         self.durable_sink: DurableSink | None = (
             durable_sink
             if durable_sink is not None
@@ -110,6 +120,7 @@ class PhaseScope:
         commit: Callable[[], Awaitable[None]],
         rollback: Callable[[], Awaitable[None]],
         durable_sink: DurableSink | None = None,
+        owner: object = None,
     ) -> AsyncGenerator[PhaseScope]:
         """
         Run the body as one transaction (or a savepoint, when a scope is already open).
@@ -122,9 +133,15 @@ class PhaseScope:
         :param commit: commits the transaction (or releases the savepoint)
         :param rollback: rolls the transaction (or savepoint) back
         :param durable_sink: see :class:`PhaseScope`
+        :param owner: what the transaction belongs to; scopes nest only within one owner
         """
-        parent = _current.get()
-        scope = cls(parent=parent, durable_sink=durable_sink)
+        enclosing = _current.get()
+        # Only a scope of the same owner makes this one a savepoint: a transaction of
+        # another database opened inside is a transaction of its own, committed on its own.
+        parent = enclosing
+        while parent is not None and parent.owner is not owner:
+            parent = parent.enclosing
+        scope = cls(parent=parent, durable_sink=durable_sink, owner=owner, enclosing=enclosing)
         token = _current.set(scope)
         try:
             try:

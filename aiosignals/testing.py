@@ -12,7 +12,7 @@ offers the same as the ``capture`` and ``muted_signals`` fixtures.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, Self
 
 from ._receivers import ANY
@@ -55,6 +55,8 @@ class _Hooks(Observer):
     def __init__(self) -> None:
         self.users = 0
         self.everywhere: list[Capture[Any]] = []
+        # Every capture entered and not yet left, whichever context it was entered in.
+        self.open: set[Capture[Any]] = set()
         self.muted: dict[Signal[Any], int] = {}
 
     def acquire(self) -> None:
@@ -74,6 +76,10 @@ class _Hooks(Observer):
         self, signal: Signal[Any], sender: Any, payload: Event, receivers: int
     ) -> AbstractContextManager[object]:
         for recorder in (*self.everywhere, *_task_captures.get()):
+            # A capture left in another context (a child task, a fixture's teardown) is still
+            # in this context's tuple, but no longer open: it records nothing more.
+            if recorder not in self.open:
+                continue
             if recorder.signal is signal and (recorder.sender is ANY or recorder.sender is sender):
                 recorder.calls.append((sender, payload))
         return super().sending(signal, sender, payload, receivers)
@@ -109,7 +115,6 @@ class Capture(Generic[P]):
         self.calls: list[tuple[Any, P]] = []
         """Each recorded send as ``(sender, payload)``."""
         self._state = "new"
-        self._token: Token[tuple[Capture[Any], ...]] | None = None
 
     @property
     def payloads(self) -> list[P]:
@@ -140,10 +145,11 @@ class Capture(Generic[P]):
         if self._state != "new":
             raise RuntimeError(f"{self!r} was already {self._state}; make a new capture()")
         _hooks.acquire()
+        _hooks.open.add(self)
         if self.all_tasks:
             _hooks.everywhere.append(self)
         else:
-            self._token = _task_captures.set((*_task_captures.get(), self))
+            _task_captures.set((*_task_captures.get(), self))
         self._state = "entered"
         return self
 
@@ -156,11 +162,13 @@ class Capture(Generic[P]):
         if self._state != "entered":
             return
         self._state = "left"
-        if self._token is not None:
-            _task_captures.reset(self._token)
-            self._token = None
-        else:
+        _hooks.open.discard(self)
+        if self.all_tasks:
             _hooks.everywhere.remove(self)
+        else:
+            # Removes this capture only, not a reset to the tuple it entered on: captures
+            # left out of order (c1 before c2) must leave c2 recording and c1 not.
+            _task_captures.set(tuple(c for c in _task_captures.get() if c is not self))
         _hooks.release()
 
     # -- assertions ------------------------------------------------------------------------

@@ -208,6 +208,36 @@ async def test_nested_captures_each_record() -> None:
 
 
 @pytest.mark.anyio
+async def test_captures_left_out_of_order_do_not_disturb_each_other() -> None:
+    """Leaving c1 before c2 keeps c2 recording and stops c1 for good (not a LIFO reset)."""
+    signal, _ = _signal_with_log()
+    first = capture(signal).__enter__()
+    second = capture(signal).__enter__()
+    first.__exit__(None, None, None)
+    await signal.send(Service, user_id=1)
+    second.__exit__(None, None, None)
+    with capture(signal) as third:
+        await signal.send(Service, user_id=2)
+    await signal.send(Service, user_id=3)
+    assert first.payloads == []
+    assert second.payloads == [Registered(user_id=1)]
+    assert third.payloads == [Registered(user_id=2)]
+    assert aiosignals._tracing.observers == ()
+
+
+@pytest.mark.anyio
+async def test_capture_left_in_a_child_task_stops_recording_in_the_parent() -> None:
+    """A capture entered here and left in a child task records nothing more here."""
+    signal, _ = _signal_with_log()
+    recorder = capture(signal).__enter__()
+    async with anyio.create_task_group() as group:
+        group.start_soon(recorder.__exit__, None, None, None)
+    await signal.send(Service, user_id=1)
+    assert recorder.payloads == []
+    assert aiosignals._tracing.observers == ()
+
+
+@pytest.mark.anyio
 async def test_capture_keeps_the_payload_type_and_none_is_a_sender() -> None:
     """capture() of a Signal[P] is a Capture[P]; capture(signal, None) is None's sends only."""
     signal, _ = _signal_with_log()

@@ -89,7 +89,7 @@ class MemoryRepository(SignalingRepository[M]):
                     rows[key] = previous
 
         try:
-            async with PhaseScope.run(commit=commit, rollback=rollback):
+            async with PhaseScope.run(commit=commit, rollback=rollback, owner=_undo_log):
                 yield log
         finally:
             leave()

@@ -129,7 +129,9 @@ class Database:
         session = self._current.get()
         if session is not None:
             savepoint = await session.begin_nested()
-            async with PhaseScope.run(commit=savepoint.commit, rollback=savepoint.rollback):
+            async with PhaseScope.run(
+                commit=savepoint.commit, rollback=savepoint.rollback, owner=self
+            ):
                 yield session
             return
         async with self._sessions() as session:
@@ -152,7 +154,7 @@ class Database:
 
             try:
                 async with PhaseScope.run(
-                    commit=commit, rollback=rollback, durable_sink=self._outbox
+                    commit=commit, rollback=rollback, durable_sink=self._outbox, owner=self
                 ):
                     yield session
             finally:

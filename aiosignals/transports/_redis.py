@@ -644,11 +644,15 @@ class Subscriber:
                     logger.warning("%r: %s; creating the consumer groups again", self, exc)
                     self._ready = False
         finally:
-            heartbeat.cancel()
-            await asyncio.wait([heartbeat])
+            # State first, before any await: inside a cancelled anyio scope every await
+            # raises again at once, and what follows it would never run (leaving this
+            # subscriber "already running" for good).
             self._held.clear()
             self._running = False
             self._stopping = False
+            heartbeat.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([heartbeat])
 
     async def _heartbeat(self) -> None:
         """

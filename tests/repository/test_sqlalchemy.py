@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from aiosignals import Phase
+from aiosignals.models import PostSave, post_save
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
 from tests._servers import free_port
 
@@ -75,3 +77,42 @@ async def test_an_unreachable_server_raises_a_connection_error_and_writes_nothin
         items = SQLAlchemyRepository(Item, db)
         with pytest.raises(OSError):
             await items.add(Item(name="lost?"))
+
+
+async def test_transactions_of_two_databases_nest_without_becoming_savepoints(
+    tmp_path: Path,
+) -> None:
+    events: list[str] = []
+
+    async def before_commit(sender: type[Item], payload: PostSave[Item]) -> None:
+        if payload.instance.name == "vetoed":
+            raise LookupError("veto")
+
+    async def after_commit(sender: type[Item], payload: PostSave[Item]) -> None:
+        events.append(f"committed {payload.instance.name}")
+
+    post_save.connect(before_commit, sender=Item, phase=Phase.BEFORE_COMMIT)
+    post_save.connect(after_commit, sender=Item, phase=Phase.AFTER_COMMIT)
+    try:
+        async with (
+            Database(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}") as db_a,
+            Database(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}") as db_b,
+        ):
+            for db in (db_a, db_b):
+                await db.create_all(Base.metadata)
+            items_a, items_b = SQLAlchemyRepository(Item, db_a), SQLAlchemyRepository(Item, db_b)
+            async with db_a.transaction():
+                await items_a.add(Item(name="in a"))
+                with pytest.raises(LookupError):
+                    async with db_b.transaction():
+                        await items_b.add(Item(name="vetoed"))
+                async with db_b.transaction():
+                    await items_b.add(Item(name="in b"))
+                # b's transaction committed on its own, with its receivers; a's waits.
+                assert events == ["committed in b"]
+            assert events == ["committed in b", "committed in a"]
+            assert [i.name for i in await items_b.list()] == ["in b"]
+            assert [i.name for i in await items_a.list()] == ["in a"]
+    finally:
+        post_save.disconnect(before_commit, sender=Item)
+        post_save.disconnect(after_commit, sender=Item)

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import anyio
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
@@ -663,6 +664,43 @@ async def test_cancelling_run_leaves_the_entry_pending(transport: RedisStreamTra
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await pending(transport.client, transport.stream_name(greeting)) == 1
+
+
+@pytest.mark.asyncio
+async def test_run_cancelled_by_a_cancel_scope_can_run_again(
+    transport: RedisStreamTransport,
+) -> None:
+    """
+    A run() cancelled through an anyio cancel scope (as the integrations' stop deadline does)
+    leaves the subscriber ready to run again, and the next run handles the entry.
+    """
+    greeting = Signal(Greeting, name="greeting")
+    started = asyncio.Event()
+    handled: list[str] = []
+
+    @greeting.connect
+    async def stuck_once(sender: Any, payload: Greeting) -> None:
+        if not started.is_set():
+            started.set()
+            await asyncio.sleep(60)
+        handled.append(payload.text)
+
+    await transport.publish(greeting, None, Greeting(text="a"))
+    subscriber = transport.consumer([greeting], block=0.1)
+    with anyio.move_on_after(5) as scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(subscriber.run)
+            await started.wait()
+            group.cancel_scope.cancel()
+    assert not scope.cancelled_caught
+    # Cancelled again while idle in a blocking read, this time by a deadline.
+    with anyio.move_on_after(0.3):
+        await subscriber.run()
+    assert handled == ["a"]  # The cancelled receiver's entry stayed pending, then ran.
+    await transport.publish(greeting, None, Greeting(text="b"))
+    await asyncio.wait_for(asyncio.gather(subscriber.run(), _stop_when(subscriber, 2)), 5)
+    assert handled == ["a", "b"]
+    assert await pending(transport.client, transport.stream_name(greeting)) == 0
 
 
 @pytest.mark.asyncio
