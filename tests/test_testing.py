@@ -230,8 +230,12 @@ async def test_capture_left_in_a_child_task_stops_recording_in_the_parent() -> N
     """A capture entered here and left in a child task records nothing more here."""
     signal, _ = _signal_with_log()
     recorder = capture(signal).__enter__()
+
+    async def leave() -> None:
+        recorder.__exit__(None, None, None)
+
     async with anyio.create_task_group() as group:
-        group.start_soon(recorder.__exit__, None, None, None)
+        group.start_soon(leave)
     await signal.send(Service, user_id=1)
     assert recorder.payloads == []
     assert aiosignals._tracing.observers == ()

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from pydantic import BaseModel
 
@@ -23,7 +23,10 @@ _MISSING: Any = object()
 # The undo log of the innermost open memory transaction of this task. One log serves every
 # MemoryRepository, so a transaction spans all of them, as a database transaction spans
 # its tables; each task has its own, so concurrent transactions never undo each other.
-_undo_log: ContextVar[list[tuple[dict[Any, Any], Any, Any]] | None] = ContextVar(
+_UndoLog: TypeAlias = list[tuple[dict[Any, Any], Any, Any, Any]]
+"""(rows, key, the value before, the value written) of each write of a transaction."""
+
+_undo_log: ContextVar[_UndoLog | None] = ContextVar(
     "aiosignals_memory_undo", default=None
 )
 
@@ -35,7 +38,9 @@ class MemoryRepository(SignalingRepository[M]):
     Entities are pydantic models or dataclasses keyed by the attribute *key*; an integer
     is assigned when it is ``None``. Stored entities are copies, so changing an object
     without saving it changes nothing stored, as with a database. Transactions are real:
-    a rolled-back block leaves the store as it was and runs no after-commit receiver.
+    a rolled-back block undoes its writes and runs no after-commit receiver. Isolation is
+    that of a dict, "read uncommitted": other tasks see a transaction's writes before it
+    commits, and a rollback leaves alone a row that another task has written since.
 
     :param model: the entity class, also the sender of the model signals
     :param key: the name of the key attribute
@@ -64,7 +69,7 @@ class MemoryRepository(SignalingRepository[M]):
     async def transaction(self) -> AsyncGenerator[list[Any]]:
         """Open a transaction (a savepoint inside one); see :class:`Repository`."""
         parent = _undo_log.get()
-        log: list[tuple[dict[Any, Any], Any, Any]] = []
+        log: _UndoLog = []
 
         token = _undo_log.set(log)
 
@@ -82,7 +87,11 @@ class MemoryRepository(SignalingRepository[M]):
 
         async def rollback() -> None:
             leave()
-            for rows, key, previous in reversed(log):
+            for rows, key, previous, written in reversed(log):
+                # Undo only what is still this transaction's: a row another task wrote
+                # since then is theirs, and their commit stands.
+                if rows.get(key, _MISSING) is not written:
+                    continue
                 if previous is _MISSING:
                     rows.pop(key, None)
                 else:
@@ -97,10 +106,16 @@ class MemoryRepository(SignalingRepository[M]):
     def _open_transaction(self) -> Any:
         return _undo_log.get()
 
-    def _record(self, key: Any) -> None:
+    def _store(self, key: Any, value: Any) -> None:
+        # Every write goes through here: the undo log of an open transaction keeps what
+        # was there before and what this write put there.
         log = _undo_log.get()
         if log is not None:
-            log.append((self._rows, key, self._rows.get(key, _MISSING)))
+            log.append((self._rows, key, self._rows.get(key, _MISSING), value))
+        if value is _MISSING:
+            del self._rows[key]
+        else:
+            self._rows[key] = value
 
     def _key(self, entity: M) -> Any:
         return getattr(entity, self.key)
@@ -119,23 +134,20 @@ class MemoryRepository(SignalingRepository[M]):
             object.__setattr__(entity, self.key, key)
         elif key in self._rows:
             raise IntegrityError(f"{self.model.__qualname__} with key {key!r} exists")
-        self._record(key)
-        self._rows[key] = copy.deepcopy(entity)
+        self._store(key, copy.deepcopy(entity))
 
     async def _update(self, entity: M, fields: frozenset[str] | None, tx: Any) -> None:
         key = self._key(entity)
-        self._record(key)
         if fields is None:
-            self._rows[key] = copy.deepcopy(entity)
+            self._store(key, copy.deepcopy(entity))
             return
         stored = copy.deepcopy(self._rows[key])
         for name in fields:
             object.__setattr__(stored, name, copy.deepcopy(getattr(entity, name)))
-        self._rows[key] = stored
+        self._store(key, stored)
 
     async def _remove(self, key: Any, tx: Any) -> None:
-        self._record(key)
-        del self._rows[key]
+        self._store(key, _MISSING)
 
     async def get(self, key: Any) -> M | None:
         """Return a copy of the entity with *key*, or ``None``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import anyio
 import pytest
 from pydantic import BaseModel, ConfigDict
 
@@ -78,3 +79,32 @@ def test_only_dataclasses_and_pydantic_models_with_the_key_field_are_accepted() 
         MemoryRepository(dict)
     with pytest.raises(ValueError, match="no key field 'uuid'"):
         MemoryRepository(Note, key="uuid")
+
+
+@pytest.mark.anyio
+async def test_a_rollback_never_undoes_another_tasks_committed_write() -> None:
+    notes = MemoryRepository(Note)
+    note = await notes.add(Note(text="v0"))
+    written = anyio.Event()
+    committed = anyio.Event()
+
+    async def rolls_back() -> None:
+        with pytest.raises(ZeroDivisionError):
+            async with notes.transaction():
+                await notes.save(Note(id=note.id, text="A, rolled back"))
+                written.set()
+                await committed.wait()
+                _ = 1 / 0
+
+    async def commits() -> None:
+        await written.wait()
+        async with notes.transaction():
+            await notes.save(Note(id=note.id, text="B, committed"))
+        committed.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(rolls_back)
+        group.start_soon(commits)
+    stored = await notes.get(note.id)
+    assert stored is not None
+    assert stored.text == "B, committed"
