@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._event import Event
     from ._receivers import ReceiverRecord
     from ._signal import Signal
+    from ._types import ErrorPolicy
 
 __all__ = ["DurableSink", "Phase", "PhaseScope", "current_scope"]
 
@@ -82,7 +83,9 @@ class PhaseScope:
             if durable_sink is not None
             else (parent.durable_sink if parent is not None else None)
         )
-        self._deferred: list[tuple[Phase, Signal[Any], ReceiverRecord, Any, Event]] = []
+        self._deferred: list[
+            tuple[Phase, Signal[Any], ReceiverRecord, Any, Event, ErrorPolicy, float | None]
+        ] = []
         self.failure: BaseException | None = None
         """A write of this transaction that failed: it can only roll back now."""
 
@@ -92,19 +95,28 @@ class PhaseScope:
             self.failure = failure
 
     def defer(
-        self, phase: Phase, signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
+        self,
+        phase: Phase,
+        signal: Signal[Any],
+        record: ReceiverRecord,
+        sender: Any,
+        payload: Event,
+        errors: ErrorPolicy,
+        timeout: float | None,
     ) -> None:
-        """Queue *record* to run in *phase* of this transaction."""
-        self._deferred.append((phase, signal, record, sender, payload))
+        """Queue *record* to run in *phase* of this transaction, with its send's policies."""
+        self._deferred.append((phase, signal, record, sender, payload, errors, timeout))
 
     async def _run_phase(self, phase: Phase, *, veto: bool) -> None:
         if not self._deferred:
             return
         failures: list[Exception] = []
-        for entry_phase, signal, record, sender, payload in self._deferred:
+        for entry_phase, signal, record, sender, payload, errors, timeout in self._deferred:
             if entry_phase is not phase:
                 continue
-            failure = await signal._deliver_deferred(record, sender, payload, veto=veto)  # pyright: ignore[reportPrivateUsage]
+            failure = await signal._deliver_deferred(  # pyright: ignore[reportPrivateUsage]
+                record, sender, payload, veto=veto, errors=errors, timeout=timeout
+            )
             if failure is not None:
                 failures.append(failure)
         if len(failures) == 1:

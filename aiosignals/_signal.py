@@ -689,30 +689,40 @@ class Signal(Generic[P]):
         return self.payload_type.model_validate(payload)
 
     async def _admit(
-        self, record: ReceiverRecord, sender: Any, payload: Event
+        self,
+        record: ReceiverRecord,
+        sender: Any,
+        payload: Event,
+        errors: ErrorPolicy,
+        timeout: float | None,
     ) -> Callable[..., Any] | None:
         """Return the receiver to call now, or ``None`` if it is dead, spent or deferred."""
         fn = record.resolve()
-        if fn is None:
+        if fn is None or (record.once and record.fired):
             return None
+        if record.phase is Phase.IMMEDIATE and not record.durable:
+            return self._spend(record, fn)
+        scope = current_scope()
+        if scope is None:
+            # Autocommit: "after commit" is now; there is nothing to roll back.
+            return None if record.phase is Phase.AFTER_ROLLBACK else self._spend(record, fn)
+        if record.durable and scope.durable_sink is not None:
+            await scope.durable_sink(self, record, sender, payload)
+            return None
+        # A once receiver is spent when it runs, not now: the transaction may roll back.
+        phase = Phase.AFTER_COMMIT if record.phase is Phase.IMMEDIATE else record.phase
+        scope.defer(phase, self, record, sender, payload, errors, timeout)
+        return None
+
+    def _spend(self, record: ReceiverRecord, fn: Callable[..., Any]) -> Callable[..., Any] | None:
+        """Return *fn*, marking a once receiver as used; ``None`` if it already was."""
         if record.once:
             if record.fired:
                 return None
             # Marked before any await: a concurrent send sees it and skips the receiver.
             record.fired = True
             self._remove(record)
-        if record.phase is Phase.IMMEDIATE and not record.durable:
-            return fn
-        scope = current_scope()
-        if scope is None:
-            # Autocommit: "after commit" is now; there is nothing to roll back.
-            return None if record.phase is Phase.AFTER_ROLLBACK else fn
-        if record.durable and scope.durable_sink is not None:
-            await scope.durable_sink(self, record, sender, payload)
-            return None
-        phase = Phase.AFTER_COMMIT if record.phase is Phase.IMMEDIATE else record.phase
-        scope.defer(phase, self, record, sender, payload)
-        return None
+        return fn
 
     async def _invoke(
         self,
@@ -781,7 +791,11 @@ class Signal(Generic[P]):
     ) -> list[tuple[Callable[..., Any], Any]]:
         results: list[tuple[Callable[..., Any], Any]] = []
         for record in records:
-            fn = record.fn if record.plain else await self._admit(record, sender, payload)
+            fn = (
+                record.fn
+                if record.plain
+                else await self._admit(record, sender, payload, errors, timeout)
+            )
             if fn is None:
                 continue
             results.append((fn, await self._guarded(record, fn, sender, payload, errors, timeout)))
@@ -819,7 +833,11 @@ class Signal(Generic[P]):
         for stage in plan.stages:
             calls: list[tuple[ReceiverRecord, Callable[..., Any]]] = []
             for record in stage:
-                fn = record.fn if record.plain else await self._admit(record, sender, payload)
+                fn = (
+                    record.fn
+                    if record.plain
+                    else await self._admit(record, sender, payload, errors, timeout)
+                )
                 if fn is not None:
                     calls.append((record, fn))
             if not calls:
@@ -883,22 +901,33 @@ class Signal(Generic[P]):
         return outcomes
 
     async def _deliver_deferred(
-        self, record: ReceiverRecord, sender: Any, payload: Event, *, veto: bool
+        self,
+        record: ReceiverRecord,
+        sender: Any,
+        payload: Event,
+        *,
+        veto: bool,
+        errors: ErrorPolicy,
+        timeout: float | None,
     ) -> Exception | None:
         """
         Call a receiver deferred to a transaction phase; return its failure to re-raise.
 
-        A BEFORE_COMMIT failure always vetoes. After commit or rollback nobody can receive a
-        result, so ``"collect"`` logs the failure like ``"log"`` and ``"raise"`` hands it
-        back to be raised once the other receivers of the phase have run.
+        *errors* and *timeout* are those of the send that deferred it. A BEFORE_COMMIT
+        failure always vetoes. After commit or rollback nobody can receive a result, so
+        ``"collect"`` logs the failure like ``"log"`` and ``"raise"`` hands it back to be
+        raised once the other receivers of the phase have run.
         """
         fn = record.resolve()
         if fn is None:
             return None
+        fn = self._spend(record, fn)
+        if fn is None:
+            return None
         try:
-            await self._invoke(record, fn, sender, payload, self.timeout)
+            await self._invoke(record, fn, sender, payload, timeout)
         except Exception as exc:  # noqa: BLE001 -- handed back or logged
-            if veto or self.errors == "raise":
+            if veto or errors == "raise":
                 return exc
             self._report(fn, exc, "log")
         return None

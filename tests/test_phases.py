@@ -244,3 +244,55 @@ def test_durable_needs_dispatch_uid_and_named_signal() -> None:
         Signal(Saved, name="saved").connect(handler, durable=True)
     with pytest.raises(ValueError, match="named signal"):
         Signal(Saved).connect(handler, durable=True, dispatch_uid="x")
+
+
+async def test_a_once_after_commit_receiver_is_not_spent_by_a_rollback() -> None:
+    """A once receiver deferred to a transaction that rolls back is kept for the next one."""
+    log: list[str] = []
+    signal = Signal(Saved, name="saved")
+    signal.connect(_recorder(log, "after"), phase=Phase.AFTER_COMMIT, once=True)
+    with pytest.raises(LookupError):
+        async with PhaseScope.run(commit=Tx(log).commit, rollback=Tx(log).rollback):
+            await signal.send(None, n=1)
+            raise LookupError
+    for n in (2, 3):
+        async with PhaseScope.run(commit=Tx(log).commit, rollback=Tx(log).rollback):
+            await signal.send(None, n=n)
+    assert log == ["ROLLBACK", "COMMIT", "after:2", "COMMIT"]
+
+
+async def test_a_once_receiver_deferred_by_two_transactions_runs_once() -> None:
+    log: list[str] = []
+    signal = Signal(Saved, name="saved")
+    signal.connect(_recorder(log, "after"), phase=Phase.AFTER_COMMIT, once=True)
+    async with PhaseScope.run(commit=Tx(log).commit, rollback=Tx(log).rollback):
+        await signal.send(None, n=1)
+        async with PhaseScope.run(commit=Tx(log).commit, rollback=Tx(log).rollback):
+            pass
+        await signal.send(None, n=2)
+    assert log == ["COMMIT", "COMMIT", "after:1"]
+
+
+async def test_deferred_receivers_keep_the_error_policy_and_timeout_of_their_send(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A send's errors= and timeout= apply to its receivers that run after the commit."""
+    signal = Signal(Saved, name="saved")  # errors="raise" by default
+
+    async def fails(sender: object, payload: Saved) -> None:
+        raise ValueError(f"after commit {payload.n}")
+
+    async def slow(sender: object, payload: Saved) -> None:
+        await anyio.sleep(5)
+
+    signal.connect(fails, phase=Phase.AFTER_COMMIT)
+    log: list[str] = []
+    async with PhaseScope.run(commit=Tx(log).commit, rollback=Tx(log).rollback):
+        await signal.send(None, n=1, errors="log")  # logged, not raised
+    assert "after commit 1" in caplog.text
+    signal.disconnect(fails)
+
+    signal.connect(slow, phase=Phase.AFTER_COMMIT)
+    with anyio.fail_after(2), pytest.raises(TimeoutError):
+        async with PhaseScope.run(commit=Tx(log).commit, rollback=Tx(log).rollback):
+            await signal.send(None, n=2, timeout=0.05)

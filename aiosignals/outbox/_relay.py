@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 
 from .._signal import registry
 from ..models import ModelEvent, load_entity, resolve_path
@@ -181,7 +182,7 @@ class OutboxRelay:
             while not self._stopping:
                 try:
                     finished = await self.run_once()
-                except (OSError, sa.exc.SQLAlchemyError) as exc:
+                except (OSError, SQLAlchemyError) as exc:
                     failures += 1
                     delay = min(30.0, 0.1 * 2.0 ** (failures - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
                     logger.warning(
@@ -245,7 +246,7 @@ class OutboxRelay:
                         .where(outbox.c.id.in_(ids), outbox.c.locked_by == self.name)
                         .values(locked_until=time.time() + self.lease)
                     )
-            except (OSError, sa.exc.SQLAlchemyError) as exc:
+            except (OSError, SQLAlchemyError) as exc:
                 logger.warning("outbox relay %s could not renew its lease: %s", self.name, exc)
             else:
                 self._lease_until = renewed_at + self.lease

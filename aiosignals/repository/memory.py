@@ -26,9 +26,7 @@ _MISSING: Any = object()
 _UndoLog: TypeAlias = list[tuple[dict[Any, Any], Any, Any, Any]]
 """(rows, key, the value before, the value written) of each write of a transaction."""
 
-_undo_log: ContextVar[_UndoLog | None] = ContextVar(
-    "aiosignals_memory_undo", default=None
-)
+_undo_log: ContextVar[_UndoLog | None] = ContextVar("aiosignals_memory_undo", default=None)
 
 
 class MemoryRepository(SignalingRepository[M]):

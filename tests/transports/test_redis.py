@@ -747,6 +747,62 @@ async def test_redis_restart_mid_run_loses_nothing(
     assert all(r.levelno == logging.WARNING for r in failures)
 
 
+def require_password(server: RedisProcess) -> None:
+    """Make *server* require the password ``secret`` (and know a user without stream rights)."""
+    import redis
+
+    with redis.Redis.from_url(server.url) as client:
+        client.acl_setuser("pinger", enabled=True, passwords=["+pinger"], commands=["+ping"])
+        client.config_set("requirepass", "secret")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("credentials", "error"),
+    [
+        (":wrong@", "AuthenticationError"),  # WRONGPASS
+        ("", "AuthenticationError"),  # NOAUTH
+        ("pinger:pinger@", "NoPermissionError"),  # NOPERM for the stream commands
+    ],
+)
+async def test_refused_credentials_are_fatal_not_retried(
+    redis_process: RedisProcess,
+    stream_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    credentials: str,
+    error: str,
+) -> None:
+    """
+    A wrong password, a missing one or a user without the rights makes run() raise at once,
+    saying so, instead of retrying forever as a connection failure.
+    """
+    caplog.set_level(logging.WARNING, logger="aiosignals.redis")
+    require_password(redis_process)
+    url = redis_process.url.replace("redis://", f"redis://{credentials}")
+    greeting = Signal(Greeting, name="greeting")
+    async with RedisStreamTransport(url, stream_prefix=stream_prefix) as transport:
+        subscriber = transport.consumer([greeting], reconnect_delay=0.01, max_reconnect_delay=0.05)
+        with pytest.raises(aioredis.RedisError) as caught:
+            await asyncio.wait_for(subscriber.run(), 5)
+        assert type(caught.value).__name__ == error
+        assert any("not retried" in note for note in getattr(caught.value, "__notes__", []))
+        assert not subscriber._running
+    assert not [r for r in caplog.records if "connection failed" in r.getMessage()]
+
+
+def test_cli_exits_non_zero_on_a_wrong_password(
+    redis_process: RedisProcess, stream_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``aiosignals consume`` with a wrong password fails with status 1 and says why."""
+    require_password(redis_process)
+    url = redis_process.url.replace("redis://", "redis://:wrong@")
+    argv = ["consume", "--redis", url, "--app", "tests.transports._app:ping"]
+    assert cli_main([*argv, "--prefix", stream_prefix]) == 1
+    err = capsys.readouterr().err
+    assert "Redis refused this consumer" in err
+    assert "AuthenticationError" in err
+
+
 # -- processes and the command -----------------------------------------------------------
 
 
