@@ -25,6 +25,8 @@ except ImportError as _error:  # pragma: no cover -- exercised by the minimal se
         f" ({_error})"
     ) from _error
 
+import anyio
+
 from .._phases import PhaseScope
 from ._base import SignalingRepository
 from ._protocol import IntegrityError
@@ -136,6 +138,7 @@ class Database:
             return
         async with self._sessions() as session:
             await session.begin()
+            session.info[_LOCK] = anyio.Lock()
             token = self._current.set(session)
 
             def leave() -> None:
@@ -165,7 +168,8 @@ class Database:
         """Yield the open transaction's session, or a short-lived one for reads."""
         current = self._current.get()
         if current is not None:
-            yield current
+            async with _lock(current):
+                yield current
             return
         async with self._sessions() as session:
             yield session
@@ -177,7 +181,19 @@ class Database:
 
         session = self._current.get()
         assert session is not None, "durable rows are written inside a transaction"
-        await write_row(session, signal, record, sender, payload)
+        async with _lock(session):
+            await write_row(session, signal, record, sender, payload)
+
+
+_LOCK = "aiosignals_lock"
+
+
+def _lock(session: AsyncSession) -> anyio.Lock:
+    # One session is one connection, and SQLAlchemy forbids two operations on it at
+    # once: receivers running concurrently (Concurrent mode, task groups) that write in
+    # the same transaction take turns, statement by statement.
+    lock: anyio.Lock = session.info[_LOCK]
+    return lock
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -244,7 +260,8 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
         return frozenset(self._columns)
 
     async def _exists(self, key: Any, tx: AsyncSession) -> bool:
-        found = await tx.scalar(sa.select(sa.literal(1)).where(self._pk == key))
+        async with _lock(tx):
+            found = await tx.scalar(sa.select(sa.literal(1)).where(self._pk == key))
         return found is not None
 
     async def _insert(self, entity: M, tx: AsyncSession) -> None:
@@ -252,17 +269,18 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
             # A detached object whose row is gone (deleted since it was loaded): insert it
             # anew instead of letting the session mistake it for an update.
             make_transient(entity)
-        tx.add(entity)
-        try:
-            await tx.flush()
-        except exc.IntegrityError as error:
-            # The rollback that follows turns the pending object transient again.
-            raise IntegrityError(
-                f"{self.model.__qualname__} could not be inserted: {error.orig}"
-            ) from error
-        # Detached from here on: the caller's object is a plain value, never flushed
-        # again behind the repository's back.
-        tx.expunge(entity)
+        async with _lock(tx):
+            tx.add(entity)
+            try:
+                await tx.flush()
+            except exc.IntegrityError as error:
+                # The rollback that follows turns the pending object transient again.
+                raise IntegrityError(
+                    f"{self.model.__qualname__} could not be inserted: {error.orig}"
+                ) from error
+            # Detached from here on: the caller's object is a plain value, never flushed
+            # again behind the repository's back.
+            tx.expunge(entity)
 
     async def _update(self, entity: M, fields: frozenset[str] | None, tx: AsyncSession) -> None:
         names = [name for name in (fields or self._columns) if name != self._pk_attr]
@@ -270,16 +288,18 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
         if not values:
             return
         try:
-            await tx.execute(
-                sa.update(self._table).where(self._pk == self._key(entity)).values(values)
-            )
+            async with _lock(tx):
+                await tx.execute(
+                    sa.update(self._table).where(self._pk == self._key(entity)).values(values)
+                )
         except exc.IntegrityError as error:
             raise IntegrityError(
                 f"{self.model.__qualname__} could not be updated: {error.orig}"
             ) from error
 
     async def _remove(self, key: Any, tx: AsyncSession) -> None:
-        await tx.execute(sa.delete(self._table).where(self._pk == key))
+        async with _lock(tx):
+            await tx.execute(sa.delete(self._table).where(self._pk == key))
 
     async def get(self, key: Any) -> M | None:
         """Return the entity with *key* (detached), or ``None``."""

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from aiosignals import Phase, TransactionAborted
+from aiosignals import Concurrent, Phase, TransactionAborted
 from aiosignals.models import (
     PostDelete,
     PostSave,
@@ -498,3 +499,28 @@ async def test_saves_are_sent_even_with_no_receiver_so_capture_sees_them(
         user = await backend.users.add(backend.User(email="a@x"))
     saved.assert_sent_once(sender=backend.User, created=True)
     assert saved.payloads[0].instance is user
+
+
+async def test_concurrent_receivers_may_write_in_the_same_transaction(
+    backend: Backend, listen: Listen
+) -> None:
+    def profile_maker(n: int) -> Any:
+        async def make(sender: Any, payload: PostSave[Any]) -> None:
+            await backend.profiles.add(backend.Profile(user_id=payload.instance.id))
+            await anyio.lowlevel.checkpoint()
+            assert await backend.users.get(payload.instance.id) is not None
+
+        make.__qualname__ = f"make_{n}"
+        return make
+
+    for n in range(5):
+        listen(post_save, profile_maker(n), backend.User)
+    async with backend.transaction():
+        user = await backend.users.add(backend.User(email="a@x"))
+        # The five receivers run as concurrent tasks, sharing the one transaction.
+        await post_save.send(
+            backend.User,
+            PostSave(instance=user, created=False),
+            mode=Concurrent(),
+        )
+    assert len(await backend.profiles.list(user_id=user.id)) == 10
