@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
+from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
@@ -31,6 +33,10 @@ __all__ = ["EventBus"]
 logger = logging.getLogger("aiosignals")
 
 _NEW, _RUNNING, _CLOSED = "new", "running", "closed"
+
+# The bus whose worker runs the current task (and the tasks its sends start): a publish to
+# that bus comes from one of its own receivers, a follow-up event.
+_worker_of: ContextVar[EventBus | None] = ContextVar("aiosignals_bus_worker", default=None)
 
 
 class _Queued(NamedTuple):
@@ -71,6 +77,16 @@ class EventBus:
     unchanged. When the block is cancelled (or interrupted by a ``BaseException`` such as
     :class:`KeyboardInterrupt`) the workers are cancelled at once, without draining, and
     what was left is reported in :attr:`undelivered`.
+
+    A receiver run by the bus may publish follow-up events to it. Such a publish (from one
+    of the bus's worker tasks, or a task a send started there) never waits for room: with
+    the buffer full, waiting would deadlock a bus whose workers are all publishing. The
+    event is accepted over *max_buffer* into an unbounded overflow queue, and the workers
+    take follow-ups before the events in the buffer: each follow-up waits only for those
+    published before it, and a chain of follow-ups is delivered before new events from
+    outside. Follow-ups are also accepted while the bus drains: they join the drain, within
+    the same *drain_timeout*, and what is not delivered by then is in :attr:`undelivered`.
+    A publish from outside the bus after the block was left raises :class:`RuntimeError`.
 
     A bus is used once: it cannot be entered again after it has closed.
 
@@ -120,6 +136,10 @@ class EventBus:
         # The event each worker is sending, so that a send cut off by the drain deadline
         # or a cancellation is reported with the events still queued.
         self._in_flight: list[_Queued | None] = [None] * workers
+        # Follow-up events published by the bus's own receivers, taken before the buffer.
+        self._overflow: deque[_Queued] = deque()
+        # Set once what was left has been reported: nothing can be accepted any more.
+        self._finished = False
 
     def __repr__(self) -> str:
         return (
@@ -129,10 +149,10 @@ class EventBus:
 
     @property
     def pending(self) -> int:
-        """How many published events are waiting in the buffer for a worker."""
+        """How many published events are waiting for a worker (follow-ups included)."""
         if self._receive_stream is None:
-            return 0
-        return self._receive_stream.statistics().current_buffer_used
+            return len(self._overflow)
+        return self._receive_stream.statistics().current_buffer_used + len(self._overflow)
 
     @property
     def running(self) -> bool:
@@ -198,12 +218,21 @@ class EventBus:
 
     async def _work(self, index: int) -> None:
         assert self._receive_stream is not None
+        _worker_of.set(self)
         receive = self._receive_stream.receive
+        overflow = self._overflow
         while True:
-            try:
-                event = await receive()
-            except anyio.EndOfStream:
-                return
+            if overflow:
+                event = overflow.popleft()
+            else:
+                try:
+                    event = await receive()
+                except anyio.EndOfStream:
+                    # Intake has closed and the buffer is empty; a follow-up published by
+                    # another worker's receiver is taken by that worker, still running.
+                    if overflow:
+                        continue
+                    return
             self._in_flight[index] = event
             try:
                 await event.signal.send(event.sender, event.payload)
@@ -220,6 +249,9 @@ class EventBus:
     def _collect_undelivered(self, reason: str) -> None:
         assert self._receive_stream is not None
         left = [event for event in self._in_flight if event is not None]
+        left.extend(self._overflow)
+        self._overflow.clear()
+        self._finished = True
         receive = self._receive_stream
         while True:
             try:
@@ -241,7 +273,7 @@ class EventBus:
     # -- publishing ----------------------------------------------------------------------
 
     def _check(self, signal: Signal[P], sender: Any, payload: P) -> _Queued:
-        if self._state != _RUNNING:
+        if self._state != _RUNNING and not (self._from_worker() and self._state == _CLOSED):
             where = "has closed" if self._state == _CLOSED else "has not been started"
             raise RuntimeError(
                 f"cannot publish to {signal!r}: the EventBus {where}; publish inside"
@@ -255,6 +287,22 @@ class EventBus:
             payload = signal.payload_type.model_validate(payload)
         return _Queued(signal, sender, payload)
 
+    def _from_worker(self) -> bool:
+        return _worker_of.get() is self and not self._finished
+
+    def _accept_follow_up(self, event: _Queued) -> None:
+        # A worker waiting for room could wait for itself: accepted at once, over the limit.
+        assert self._send_stream is not None
+        if (
+            not self._overflow
+            and self._state == _RUNNING
+            and self._send_stream.statistics().tasks_waiting_receive
+        ):
+            # An idle worker takes it now; the buffer is empty, so nothing is overtaken.
+            self._send_stream.send_nowait(event)
+        else:
+            self._overflow.append(event)
+
     async def publish(self, signal: Signal[P], sender: Any, payload: P) -> None:
         """
         Queue ``signal.send(sender, payload)`` for delivery, waiting while the buffer is full.
@@ -263,11 +311,16 @@ class EventBus:
         :param sender: the sender to send it from
         :param payload: an instance of the signal's payload type
         :raises RuntimeError: outside the bus's ``async with`` block, or when the bus
-            closes while this call waits for room (the event was then not accepted)
+            closes while this call waits for room (the event was then not accepted); a
+            receiver run by the bus never waits and is refused only once the bus has
+            reported what it left undelivered
         :raises pydantic.ValidationError: if *payload* is not of the signal's payload type
         """
         event = self._check(signal, sender, payload)
         assert self._send_stream is not None
+        if self._from_worker():
+            self._accept_follow_up(event)
+            return
         try:
             await self._send_stream.send(event)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -284,12 +337,16 @@ class EventBus:
         :param sender: the sender to send it from
         :param payload: an instance of the signal's payload type
         :raises ~aiosignals.BufferFull: if *max_buffer* events are already waiting; the
-            event was not accepted
+            event was not accepted (never for a receiver run by the bus: its follow-ups
+            are accepted over the limit)
         :raises RuntimeError: outside the bus's ``async with`` block
         :raises pydantic.ValidationError: if *payload* is not of the signal's payload type
         """
         event = self._check(signal, sender, payload)
         assert self._send_stream is not None
+        if self._from_worker():
+            self._accept_follow_up(event)
+            return
         try:
             self._send_stream.send_nowait(event)
         except anyio.WouldBlock:

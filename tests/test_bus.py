@@ -319,6 +319,79 @@ async def test_publisher_waiting_when_the_bus_closes_is_told() -> None:
     assert [payload.n for _, _, payload in bus.undelivered] == [0, 1]  # type: ignore[attr-defined]
 
 
+def _chained(bus: EventBus, log: list[str]) -> tuple[Signal[Ping], Signal[Ping]]:
+    """A signal whose receiver publishes a follow-up event to *bus*, as the examples do."""
+    first, second = Signal(Ping, name="first"), Signal(Ping, name="second")
+
+    async def follow_up(sender: object, payload: Ping) -> None:
+        log.append(f"first {payload.n}")
+        await bus.publish(second, Service, payload)
+
+    async def record(sender: object, payload: Ping) -> None:
+        log.append(f"second {payload.n}")
+
+    first.connect(follow_up)
+    second.connect(record)
+    return first, second
+
+
+async def test_a_receiver_publishing_to_a_full_bus_does_not_deadlock() -> None:
+    """With one worker and a full buffer, a follow-up publish is accepted at once."""
+    log: list[str] = []
+    bus = EventBus(max_buffer=2, workers=1)
+    first, _ = _chained(bus, log)
+    with anyio.fail_after(3):
+        async with bus:
+            for n in range(10):
+                await bus.publish(first, Service, Ping(n=n))
+            # Still enforced for outside publishers while follow-ups run over the limit.
+            await bus.publish(first, Service, Ping(n=10))
+            with pytest.raises(BufferFull):
+                for n in range(11, 14):
+                    bus.publish_nowait(first, Service, Ping(n=n))
+    assert (bus.failed, bus.undelivered) == (0, [])
+    # Each follow-up is delivered right after the event that published it.
+    accepted = bus.delivered // 2
+    assert accepted >= 11
+    assert log == [f"{kind} {n}" for n in range(accepted) for kind in ("first", "second")]
+
+
+async def test_follow_ups_published_while_draining_are_delivered() -> None:
+    """Leaving the block does not refuse a receiver's follow-up: it joins the drain."""
+    log: list[str] = []
+    bus = EventBus(max_buffer=1, workers=2)
+    first, _ = _chained(bus, log)
+    async with bus:
+        for n in range(3):
+            await bus.publish(first, Service, Ping(n=n))
+    assert sorted(log) == sorted(f"{kind} {n}" for n in range(3) for kind in ("first", "second"))
+    assert (bus.delivered, bus.failed, bus.undelivered) == (6, 0, [])
+
+
+async def test_follow_ups_not_delivered_by_the_drain_deadline_are_kept() -> None:
+    """A follow-up still queued (or running) when drain_timeout runs out is in undelivered."""
+    first, second, third = Signal(Ping, name="a"), Signal(Ping, name="b"), Signal(Ping, name="c")
+    bus = EventBus(workers=1, drain_timeout=0.2)
+
+    async def follow_up(sender: object, payload: Ping) -> None:
+        await bus.publish(second, Service, Ping(n=payload.n + 1))
+        bus.publish_nowait(third, Service, Ping(n=payload.n + 2))
+
+    async def blocks_forever(sender: object, payload: Ping) -> None:
+        await anyio.sleep_forever()
+
+    first.connect(follow_up)
+    second.connect(blocks_forever)
+    with anyio.fail_after(3):
+        async with bus:
+            await bus.publish(first, Service, Ping(n=0))
+    assert bus.undelivered == [(second, Service, Ping(n=1)), (third, Service, Ping(n=2))]
+    assert (bus.delivered, bus.failed, bus.pending) == (1, 0, 0)
+    # From outside, after the block: refused loudly, as before.
+    with pytest.raises(RuntimeError, match="has closed"):
+        await bus.publish(first, Service, Ping(n=5))
+
+
 async def test_wrong_payload_is_rejected_at_publish() -> None:
     """A payload of another type fails in the publisher, before anything is queued."""
     signal = Signal(Ping)
