@@ -32,14 +32,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; return the exit status."""
     import anyio
 
-    try:
-        # Imported here so that `aiosignals --help` needs no SQLAlchemy.
-        from sqlalchemy.exc import SQLAlchemyError
+    # Imported here so that `aiosignals --help` needs no SQLAlchemy; without it the
+    # ImportError reaches the command, which names the extra to install.
+    from sqlalchemy.exc import SQLAlchemyError
 
-        from ._demo_app import scenario
-    except ImportError as exc:
-        print(f"aiosignals demo: {exc}", file=sys.stderr)
-        return 2
+    from ._demo_app import scenario
+
     with tempfile.TemporaryDirectory(prefix="aiosignals-demo-") as directory:
         url = args.db or f"sqlite+aiosqlite:///{Path(directory) / 'demo.db'}"
         try:
