@@ -98,7 +98,10 @@ class Signal(Generic[P]):
     :param errors: ``"raise"``, ``"collect"`` or ``"log"``: what a send does when a receiver
         raises (see :meth:`send`); a send may override it
     :param timeout: seconds a receiver may run before it fails with :class:`TimeoutError`
-    :param max_depth: how deeply a send may be nested inside the receivers of its own sends
+    :param max_depth: how deeply a send may be nested inside the receivers of its own sends;
+        the depth is counted per task once a send of the signal is under way, so a send that
+        overlaps another one in a different task may count one level deeper (keep it at 2
+        or more for signals sent concurrently)
     :raises TypeError: if *payload_type* is not an :class:`~aiosignals.Event` subclass
 
     .. versionadded:: 0.1
