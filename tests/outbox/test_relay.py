@@ -256,8 +256,9 @@ async def test_a_relay_killed_mid_delivery_is_redelivered_after_the_lease(
     assert [(attempt, item) for _, attempt, item in app.DELIVERED] == [(2, "stuck")]
 
 
-async def test_the_relay_command_stops_cleanly_on_sigterm(
-    db: Database, db_url: str, tmp_path: Path
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+async def test_the_relay_command_stops_cleanly_on_sigterm_and_sigint(
+    db: Database, db_url: str, tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     log = tmp_path / "deliveries.log"
     await SQLAlchemyRepository(Order, db).add(Order(item="one"))
@@ -271,7 +272,7 @@ async def test_the_relay_command_stops_cleanly_on_sigterm(
     )  # fmt: skip
     try:
         await anyio.to_thread.run_sync(lambda: wait_for(lambda: delivery_log(log)))
-        relay_process.send_signal(signal.SIGTERM)
+        relay_process.send_signal(stop_signal)
         _, stderr = await anyio.to_thread.run_sync(lambda: relay_process.communicate(timeout=20))
     finally:
         if relay_process.poll() is None:
