@@ -110,7 +110,11 @@ def _is_signal(value: object) -> TypeGuard[Signal[Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Consume until SIGINT or SIGTERM; return 0 after a clean stop, 2 on a bad --app."""
+    """
+    Consume until SIGINT or SIGTERM.
+
+    :return: 0 after a clean stop, 2 on a bad --app, 1 if Redis refuses the credentials
+    """
     import asyncio
     import logging
 
@@ -132,6 +136,7 @@ async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
     from urllib.parse import urlsplit
 
     from . import RedisStreamTransport
+    from ._redis import FATAL_ERRORS
 
     async with RedisStreamTransport(
         args.redis, stream_prefix=args.prefix, group=args.group
@@ -158,6 +163,15 @@ async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
         )
         try:
             await subscriber.run()
+        except FATAL_ERRORS as exc:
+            # A configuration error, not a crash: say what to fix, without a traceback.
+            print(
+                f"aiosignals consume: Redis refused this consumer ({type(exc).__name__}: {exc});"
+                " check the user and password in --redis and the user's ACL",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
         finally:
             for signum in stops:
                 loop.remove_signal_handler(signum)

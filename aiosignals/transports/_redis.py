@@ -48,6 +48,16 @@ _T = TypeVar("_T")
 # while a restarted server loads its AOF, is a ConnectionError) and the socket's.
 _CONNECTION_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
+# What no retry can mend, so Subscriber.run() raises it: Redis refused the credentials (a
+# wrong or missing password or user) or the user lacks the rights (ACL NOPERM). redis-py
+# makes the first two ConnectionError subclasses, so they are caught before those.
+FATAL_ERRORS: tuple[type[redis_errors.RedisError], ...] = (
+    redis_errors.AuthenticationError,
+    redis_errors.AuthorizationError,
+    redis_errors.AuthenticationWrongNumberOfArgsError,
+    redis_errors.NoPermissionError,
+)
+
 # Resets the idle time of the given entries that are still this consumer's (XCLAIM JUSTID
 # does not count a delivery), atomically, so that an entry another consumer has claimed in
 # the meantime is never taken back. KEYS: stream; ARGV: group, consumer, ids...
@@ -456,7 +466,10 @@ class Subscriber:
 
     A dropped connection (Redis restarting, say) is logged and retried with exponential
     backoff and jitter, from *reconnect_delay* up to *max_reconnect_delay* seconds, for as
-    long as it takes; the loop does not end on it.
+    long as it takes; the loop does not end on it. Refused credentials or rights (a wrong
+    password, a user whose ACL lacks the stream commands) are not retried: :meth:`run`
+    raises redis-py's error (``AuthenticationError``, ``NoPermissionError``...) with a note
+    saying so.
 
     :param transport: the transport whose prefix, group and client it uses
     :param signals: what to consume: signals, signal names (resolved through the
@@ -593,6 +606,8 @@ class Subscriber:
         Cancelling the task cancels the receivers in hand; their entry stays pending.
 
         :raises RuntimeError: if it is already running
+        :raises redis.exceptions.RedisError: refused credentials or rights
+            (``AuthenticationError``, ``NoPermissionError``...), or another error reply
         """
         if self._running:
             raise RuntimeError(f"{self!r} is already running")
@@ -622,6 +637,12 @@ class Subscriber:
                     if self._unacked:
                         await self._flush_acks()
                     self._held.clear()
+                except FATAL_ERRORS as exc:
+                    exc.add_note(
+                        f"{self!r}: Redis refused this consumer: check the user and password"
+                        " of the URL and the user's ACL; not retried"
+                    )
+                    raise
                 except _CONNECTION_ERRORS as exc:
                     attempt += 1
                     self._ready = False
@@ -926,6 +947,8 @@ class Subscriber:
         while True:
             try:
                 await fn()
+            except FATAL_ERRORS:
+                raise  # run() reports it: retrying cannot help.
             except _CONNECTION_ERRORS as exc:
                 attempt += 1
                 if self._stopping:

@@ -791,16 +791,24 @@ async def test_refused_credentials_are_fatal_not_retried(
 
 
 def test_cli_exits_non_zero_on_a_wrong_password(
-    redis_process: RedisProcess, stream_prefix: str, capsys: pytest.CaptureFixture[str]
+    redis_process: RedisProcess, stream_prefix: str
 ) -> None:
-    """``aiosignals consume`` with a wrong password fails with status 1 and says why."""
+    """``aiosignals consume`` with a wrong password fails at once with status 1 and says why."""
     require_password(redis_process)
     url = redis_process.url.replace("redis://", "redis://:wrong@")
     argv = ["consume", "--redis", url, "--app", "tests.transports._app:ping"]
-    assert cli_main([*argv, "--prefix", stream_prefix]) == 1
-    err = capsys.readouterr().err
-    assert "Redis refused this consumer" in err
-    assert "AuthenticationError" in err
+    result = subprocess.run(
+        [sys.executable, "-m", "aiosignals", *argv, "--prefix", stream_prefix],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Redis refused this consumer" in result.stderr
+    assert "AuthenticationError" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # -- processes and the command -----------------------------------------------------------
