@@ -80,15 +80,22 @@ def create_app(database_url: str) -> web.Application:
     db = Database(database_url)
     users = SQLAlchemyRepository(User, db)
     profiles = SQLAlchemyRepository(Profile, db)
-    # One bus per app run: init_app() below starts it and drains it at cleanup.
-    bus = EventBus(workers=2)
+    # A bus runs once: init_app() below makes a new one at each startup (an app may start
+    # again, as in tests), starts it, and drains it at cleanup.
+    bus: EventBus | None = None
+
+    def new_bus() -> EventBus:
+        nonlocal bus
+        bus = EventBus(workers=2)
+        return bus
+
     welcome_mails: list[str] = []
 
     async def create_profile(sender: type[User], payload: PostSave[User]) -> None:
         # AFTER_COMMIT: the request's transaction has committed; a failed request never
         # gets here. The profile is written in a transaction of its own.
         user = payload.instance
-        if payload.created and user.id is not None:
+        if payload.created and user.id is not None and bus is not None:
             await profiles.add(Profile(user_id=user.id, display_name=user.name.title()))
             await bus.publish(user_signed_up, User, UserSignedUp(user_id=user.id, email=user.email))
 
@@ -108,13 +115,14 @@ def create_app(database_url: str) -> web.Application:
             finally:
                 post_save.disconnect(create_profile, sender=User)
                 user_signed_up.disconnect(send_welcome_mail)
-                log.info(
-                    "shutdown: bus delivered=%d failed=%d undelivered=%d welcome_mails=%d",
-                    bus.delivered,
-                    bus.failed,
-                    len(bus.undelivered),
-                    len(welcome_mails),
-                )
+                if bus is not None:
+                    log.info(
+                        "shutdown: bus delivered=%d failed=%d undelivered=%d welcome_mails=%d",
+                        bus.delivered,
+                        bus.failed,
+                        len(bus.undelivered),
+                        len(welcome_mails),
+                    )
 
     async def create_user(request: web.Request) -> web.Response:
         try:
@@ -158,7 +166,7 @@ def create_app(database_url: str) -> web.Application:
     app = web.Application(middlewares=[transaction_middleware(db)])
     app[WELCOME_MAILS] = welcome_mails
     app.cleanup_ctx.append(database_and_receivers)
-    init_app(app, bus=bus)  # after the database: started after it, stopped before it
+    init_app(app, bus=new_bus)  # after the database: started after it, stopped before it
     app.router.add_post("/users", create_user)
     app.router.add_get(r"/users/{user_id:\d+}", read_user)
     app.router.add_get("/stats", stats)

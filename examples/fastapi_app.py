@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -97,15 +98,22 @@ def create_app(database_url: str) -> FastAPI:
     db = Database(database_url)
     users = SQLAlchemyRepository(User, db)
     profiles = SQLAlchemyRepository(Profile, db)
-    # One bus per app run: the lifespan below starts it and drains it at shutdown.
-    bus = EventBus(workers=2)
+    # A bus runs once: the lifespan makes a new one at each startup (an app may start
+    # again, as in tests), starts it, and drains it at shutdown.
+    bus: EventBus | None = None
+
+    def new_bus() -> EventBus:
+        nonlocal bus
+        bus = EventBus(workers=2)
+        return bus
+
     welcome_mails: list[str] = []
 
     async def create_profile(sender: type[User], payload: PostSave[User]) -> None:
         # AFTER_COMMIT: the request's transaction has committed; a failed request never
         # gets here. The profile is written in a transaction of its own.
         user = payload.instance
-        if payload.created and user.id is not None:
+        if payload.created and user.id is not None and bus is not None:
             await profiles.add(Profile(user_id=user.id, display_name=user.name.title()))
             await bus.publish(user_signed_up, User, UserSignedUp(user_id=user.id, email=user.email))
 
@@ -115,25 +123,28 @@ def create_app(database_url: str) -> FastAPI:
         welcome_mails.append(payload.email)
 
     @asynccontextmanager
-    async def app_lifespan(app: FastAPI) -> AsyncGenerator[None]:
+    async def app_lifespan(app: FastAPI) -> AsyncGenerator[dict[str, Any]]:
         async with db:
             await db.create_all(Base.metadata)
             # Connected for the app's lifetime only, so that two apps (tests) never share.
             post_save.connect(create_profile, sender=User, phase=Phase.AFTER_COMMIT)
             user_signed_up.connect(send_welcome_mail)
             try:
-                async with lifespan(bus)(app):
-                    yield
+                # The lifespan state holds the bus: yielded on, DepBus finds it (in mounted
+                # sub-apps too).
+                async with lifespan(new_bus)(app) as state:
+                    yield state
             finally:
                 post_save.disconnect(create_profile, sender=User)
                 user_signed_up.disconnect(send_welcome_mail)
-                log.info(
-                    "shutdown: bus delivered=%d failed=%d undelivered=%d welcome_mails=%d",
-                    bus.delivered,
-                    bus.failed,
-                    len(bus.undelivered),
-                    len(welcome_mails),
-                )
+                if bus is not None:
+                    log.info(
+                        "shutdown: bus delivered=%d failed=%d undelivered=%d welcome_mails=%d",
+                        bus.delivered,
+                        bus.failed,
+                        len(bus.undelivered),
+                        len(welcome_mails),
+                    )
 
     app = FastAPI(title="aiosignals example", lifespan=app_lifespan)
     app.state.welcome_mails = welcome_mails

@@ -6,7 +6,7 @@ aiohttp integration: the bus and relay live as long as the application.
     from aiosignals.integrations.aiohttp import BUS_KEY, get_bus, init_app, transaction_middleware
 
     app = web.Application(middlewares=[transaction_middleware(db)])
-    init_app(app, bus=EventBus(workers=4), relay=OutboxRelay(db))
+    init_app(app, bus=partial(EventBus, workers=4), relay=OutboxRelay(db))
 
     async def create_user(request: web.Request) -> web.Response:
         await get_bus(request).publish(...)          # or request.app[BUS_KEY]
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import TYPE_CHECKING, Protocol
 
 try:
@@ -76,7 +76,7 @@ class Service(Protocol):
 def init_app(
     app: web.Application,
     *,
-    bus: EventBus | None = None,
+    bus: EventBus | Callable[[], EventBus] | None = None,
     relay: Service | None = None,
     stop_timeout: float = 10.0,
 ) -> None:
@@ -99,16 +99,28 @@ def init_app(
     opened, receivers connected): those are set up before the bus and torn down after it.
 
     :param app: the application
-    :param bus: the bus to run; an :class:`~aiosignals.EventBus` runs once, so by default a
-        new ``EventBus()`` is made at each startup
+    :param bus: the bus to run: a zero-argument factory that returns a new
+        :class:`~aiosignals.EventBus` (such as ``partial(EventBus, workers=4)``), called at
+        each startup, or one bus. A bus runs once, so an app given one bus cannot start
+        twice (two test servers in a row); by default a new ``EventBus()`` is made at
+        each startup
     :param relay: an outbox relay, or any :class:`Service`, run alongside
     :param stop_timeout: seconds the relay has to return after :meth:`Service.stop`
+    :raises TypeError: at startup, if the factory *bus* returns something else than an
+        :class:`~aiosignals.EventBus`
 
     .. versionadded:: 0.1
     """
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        the_bus = bus if bus is not None else EventBus()
+        if bus is None:
+            the_bus = EventBus()
+        elif isinstance(bus, EventBus):
+            the_bus = bus
+        else:
+            the_bus = bus()
+            if not isinstance(the_bus, EventBus):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise TypeError(f"the bus factory {bus!r} returned {the_bus!r}, not an EventBus")
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         stop = asyncio.Event()
         task = asyncio.create_task(

@@ -5,7 +5,7 @@ FastAPI (and Starlette) integration: the bus and relay live as long as the app.
 
     from aiosignals.integrations.fastapi import DepBus, lifespan, transaction_dependency
 
-    app = FastAPI(lifespan=lifespan(EventBus(workers=4), relay=OutboxRelay(db)))
+    app = FastAPI(lifespan=lifespan(partial(EventBus, workers=4), relay=OutboxRelay(db)))
     Transaction = Annotated[AsyncSession, transaction_dependency(db)]
 
     @app.post("/users")
@@ -45,7 +45,10 @@ __all__ = ["BUS_STATE", "DepBus", "Service", "get_bus", "lifespan", "transaction
 _logger = logging.getLogger("aiosignals")
 
 BUS_STATE = "aiosignals_bus"
-"""The attribute of ``app.state`` that holds the running :class:`~aiosignals.EventBus`."""
+"""
+The key of the running :class:`~aiosignals.EventBus` in the lifespan state (``request.state``)
+and the attribute of ``app.state`` that holds it.
+"""
 
 
 class Service(Protocol):
@@ -65,51 +68,65 @@ class Service(Protocol):
 
 
 def lifespan(
-    bus: EventBus | None = None,
+    bus: EventBus | Callable[[], EventBus] | None = None,
     *,
     relay: Service | None = None,
     stop_timeout: float = 10.0,
-) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+) -> Callable[[Starlette], AbstractAsyncContextManager[dict[str, Any]]]:
     """
     Return a lifespan that runs an :class:`~aiosignals.EventBus` (and a relay) with the app.
 
-    On startup the bus starts, is stored as ``app.state.aiosignals_bus`` (read by
-    :func:`get_bus` and :data:`DepBus`), then *relay* starts in a task of its own. On
+    On startup the bus starts and is yielded as the lifespan state ``{"aiosignals_bus": bus}``
+    (:data:`BUS_STATE`), which Starlette copies into every request's ``request.state``,
+    requests of mounted sub-applications included; it is also stored as
+    ``app.state.aiosignals_bus``. :func:`get_bus` and :data:`DepBus` read the former, then
+    the latter. Then *relay* starts in a task of its own. On
     shutdown the relay is stopped first (:meth:`Service.stop`; cancelled if it has not
     returned within *stop_timeout* seconds), then the bus stops taking events and drains
     its buffer within its own ``drain_timeout``; what it could not deliver is logged and
     left in ``bus.undelivered``. If the relay's ``run()`` raises, the error is logged
     on the ``aiosignals`` logger and the app (and its bus) goes on without the relay.
 
-    Pass it to ``FastAPI(lifespan=...)``, or enter it inside a lifespan of your own::
+    Pass it to ``FastAPI(lifespan=...)``, or enter it inside a lifespan of your own and
+    yield its state, merged with yours if you have some (``yield {**state, "db": db}``)::
 
         @asynccontextmanager
-        async def app_lifespan(app: FastAPI) -> AsyncGenerator[None]:
-            async with Database(url) as db, lifespan(relay=OutboxRelay(db))(app):
-                yield
+        async def app_lifespan(app: FastAPI) -> AsyncGenerator[dict[str, Any]]:
+            async with Database(url) as db, lifespan(relay=OutboxRelay(db))(app) as state:
+                yield state
 
-    :param bus: the bus to run; an :class:`~aiosignals.EventBus` runs once, so by default a
-        new ``EventBus()`` is made at each startup (an app started twice, as in tests)
+    A lifespan of your own that yields nothing still works in the main app (``get_bus``
+    falls back to ``app.state``), but not in a mounted sub-application.
+
+    :param bus: the bus to run: a zero-argument factory that returns a new
+        :class:`~aiosignals.EventBus` (such as ``partial(EventBus, workers=4)``), called at
+        each startup, or one bus. A bus runs once, so an app given one bus cannot start
+        twice (two test clients in a row); by default a new ``EventBus()`` is made at
+        each startup
     :param relay: an outbox relay, or any :class:`Service`, run alongside
     :param stop_timeout: seconds the relay has to return after :meth:`Service.stop`
-    :return: ``app -> async context manager``, what Starlette and FastAPI call a lifespan
+    :return: ``app -> async context manager``, what Starlette and FastAPI call a lifespan;
+        it yields the lifespan state ``{"aiosignals_bus": bus}``
+    :raises TypeError: at startup, if the factory *bus* returns something else than an
+        :class:`~aiosignals.EventBus`
 
     .. versionadded:: 0.1
     """
 
     @asynccontextmanager
-    async def run(app: Starlette) -> AsyncGenerator[None]:
-        the_bus = bus if bus is not None else EventBus()
+    async def run(app: Starlette) -> AsyncGenerator[dict[str, Any]]:
+        the_bus = _new_bus(bus)
         async with the_bus:
             setattr(app.state, BUS_STATE, the_bus)
+            state: dict[str, Any] = {BUS_STATE: the_bus}
             try:
                 if relay is None:
-                    yield
+                    yield state
                 else:
                     async with anyio.create_task_group() as group:
                         await group.start(_run_service, relay, name=f"aiosignals {relay!r}")
                         try:
-                            yield
+                            yield state
                         finally:
                             # Stopped before the bus drains: what the relay delivers may
                             # still publish to the bus.
@@ -120,6 +137,17 @@ def lifespan(
                 delattr(app.state, BUS_STATE)
 
     return run
+
+
+def _new_bus(bus: EventBus | Callable[[], EventBus] | None) -> EventBus:
+    if bus is None:
+        return EventBus()
+    if isinstance(bus, EventBus):
+        return bus
+    made = bus()
+    if not isinstance(made, EventBus):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(f"the bus factory {bus!r} returned {made!r}, not an EventBus")
+    return made
 
 
 async def _run_service(
@@ -140,9 +168,14 @@ def get_bus(request: Request) -> EventBus:
     """
     Return the app's running :class:`~aiosignals.EventBus`: the dependency behind :data:`DepBus`.
 
+    Read from the lifespan state (``request.state``), which reaches mounted
+    sub-applications, else from ``request.app.state``.
+
     :raises RuntimeError: if the app was not started with :func:`lifespan`
     """
-    bus: EventBus | None = getattr(request.app.state, BUS_STATE, None)
+    bus: EventBus | None = getattr(request.state, BUS_STATE, None)
+    if bus is None:
+        bus = getattr(request.app.state, BUS_STATE, None)
     if bus is None:
         raise RuntimeError(
             "no EventBus is running for this app: create it with"

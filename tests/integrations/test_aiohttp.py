@@ -522,3 +522,31 @@ async def exercise(port: int) -> tuple[int, Any, int]:
             profile = (await read.json())["profile"]
         async with client.post("/users", json=body) as duplicate:
             return created.status, profile, duplicate.status
+
+
+@pytest.mark.asyncio
+async def test_a_bus_factory_is_called_at_startup() -> None:
+    """init_app(bus=factory) calls it at each startup; a factory of something else fails it."""
+    made: list[EventBus] = []
+
+    def new_bus() -> EventBus:
+        made.append(EventBus(workers=2))
+        return made[-1]
+
+    for _ in range(2):
+        app = web.Application()
+        init_app(app, bus=new_bus)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        assert get_bus(app) is made[-1]
+        assert made[-1].running
+        await runner.cleanup()
+    assert len(made) == 2
+    assert not any(bus.running for bus in made)
+
+    broken = web.Application()
+    init_app(broken, bus=lambda: "no bus")  # type: ignore[arg-type,return-value]
+    runner = web.AppRunner(broken)
+    with pytest.raises(TypeError, match="not an EventBus"):
+        await runner.setup()
+    await runner.cleanup()

@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -541,3 +541,93 @@ def test_example_serves_under_uvicorn(tmp_path: Path) -> None:
     assert "shutdown: bus delivered=1 failed=0 undelivered=0 welcome_mails=1" in stderr
     assert (tmp_path / "fastapi_app.db").exists()  # the default SQLite file, in the cwd
     del stdout
+
+
+# -- bus factories, restarts, mounted sub-apps ------------------------------------------
+
+
+@asynccontextmanager
+async def under_uvicorn(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve *app* with uvicorn (which passes the lifespan state on) and yield a client."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    async with anyio.create_task_group() as group:
+        group.start_soon(server.serve)
+        with anyio.fail_after(10):
+            while not server.started:  # uvicorn only exposes a flag
+                await anyio.sleep(0.01)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                yield client
+        finally:
+            server.should_exit = True
+
+
+@pytest.mark.asyncio
+async def test_the_example_app_starts_twice(tmp_path: Path) -> None:
+    """The example builds its bus at each startup: a second lifespan run works too."""
+    app = example.create_app(sqlite_url(tmp_path))
+    # Served for real, twice: each run's bus delivers its welcome mail.
+    for run in range(2):
+        async with under_uvicorn(app) as client:
+            created = await client.post("/users", json={"email": f"u{run}@x.org", "name": "u"})
+            assert created.status_code == 201, created.text
+    assert app.state.welcome_mails == ["u0@x.org", "u1@x.org"]
+
+
+@pytest.mark.asyncio
+async def test_a_bus_factory_makes_a_new_bus_at_each_startup() -> None:
+    """lifespan(factory) calls it at each startup; a factory of something else is refused."""
+    made: list[EventBus] = []
+
+    def new_bus() -> EventBus:
+        made.append(EventBus(workers=2))
+        return made[-1]
+
+    app = FastAPI(lifespan=lifespan(new_bus))
+
+    @app.get("/bus")
+    async def which(bus: DepBus) -> int:
+        return made.index(bus)
+
+    for run in range(2):
+        async with under_uvicorn(app) as client:
+            assert (await client.get("/bus")).json() == run
+    assert [bus.workers for bus in made] == [2, 2]
+    assert not any(bus.running for bus in made)
+
+    broken = FastAPI(lifespan=lifespan(lambda: "no bus"))  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match="not an EventBus"):
+        async with broken.router.lifespan_context(broken):
+            pass
+
+
+@pytest.mark.asyncio
+async def test_dep_bus_works_in_a_mounted_sub_app() -> None:
+    """The bus travels in the lifespan state: a mounted app's handlers (never started) get it."""
+    api = FastAPI()
+
+    @api.get("/ping")
+    async def ping(bus: DepBus) -> bool:
+        return bus.running
+
+    @asynccontextmanager
+    async def own_lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        # A lifespan of one's own around ours, merging its state with the bus's.
+        async with lifespan()(app) as state:
+            yield {**state, "mine": 1}
+
+    main = FastAPI(lifespan=own_lifespan)
+
+    @main.get("/mine")
+    async def mine(bus: DepBus, request: Request) -> int:
+        assert bus.running
+        value: int = request.state.mine
+        return value
+
+    main.mount("/api", api)
+    async with under_uvicorn(main) as client:
+        assert (await client.get("/api/ping")).json() is True
+        assert (await client.get("/mine")).json() == 1
