@@ -94,9 +94,28 @@ def redis_server_url() -> str:
 
 
 @pytest.fixture
-def stream_prefix() -> str:
-    """A stream-name prefix of one test's own, so tests sharing a server never meet."""
-    return f"t{uuid.uuid4().hex[:10]}:"
+def stream_prefix() -> Iterator[str]:
+    """
+    A stream-name prefix of one test's own, so tests sharing a server never meet.
+
+    Afterwards the keys under it (streams, their groups, test records) are deleted from the
+    shared server, so runs leave nothing behind.
+    """
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    url = os.environ.get("AIOSIGNALS_TEST_REDIS_URL")
+    if not url:
+        return
+    # Imported here: this module must stay importable without the redis extra.
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2) as client:
+            keys = list(client.scan_iter(match=f"{prefix}*"))
+            if keys:
+                client.delete(*keys)
+    except (redis.ConnectionError, redis.TimeoutError):
+        pass  # No server: the test was skipped, or had nothing to leave behind there.
 
 
 @dataclass

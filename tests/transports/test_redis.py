@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import signal as os_signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -29,6 +30,7 @@ from aiosignals.transports import (
 )
 from aiosignals.transports._cli import load_signals
 from aiosignals.transports._redis import resolve_sender, sender_label
+from tests import _servers
 from tests.transports import _app
 
 if TYPE_CHECKING:
@@ -100,6 +102,27 @@ async def pending(client: aioredis.Redis, stream: str) -> int:
     summary = await client.xpending(stream, GROUP)
     count: int = summary["pending"]
     return count
+
+
+def test_the_stream_prefix_fixture_deletes_its_keys(redis_server_url: str) -> None:
+    """After its test, ``stream_prefix`` deletes the keys under the prefix, and only those."""
+    import redis
+
+    fixture = cast("Callable[[], Iterator[str]]", inspect.unwrap(_servers.stream_prefix))
+    steps = fixture()
+    prefix = next(steps)
+    other = f"{prefix[:-1]}-other"  # Shares all but the prefix's final ":".
+    with redis.Redis.from_url(redis_server_url) as client:
+        try:
+            client.xadd(f"{prefix}greeting", {"payload": "{}"})
+            client.set(f"{prefix}processed", "1")
+            client.set(other, "1")
+            with pytest.raises(StopIteration):
+                next(steps)
+            assert list(client.scan_iter(match=f"{prefix}*")) == []
+            assert client.get(other) == b"1"
+        finally:
+            client.delete(f"{prefix}greeting", f"{prefix}processed", other)
 
 
 # -- publishing --------------------------------------------------------------------------
