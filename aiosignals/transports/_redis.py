@@ -73,6 +73,17 @@ end
 return touched
 """
 
+# Removes the consumer from the group only if it has no pending entries, atomically, so that
+# an entry it holds can never be lost (DELCONSUMER drops a consumer's pending entries).
+# KEYS: stream; ARGV: group, consumer. Returns 1 if removed, 0 if kept.
+_LEAVE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
+  return 0
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 # Fields a dead-letter entry adds; an original field of the same name is kept as original_<name>.
 _DEAD_FIELDS = ("error", "stream", "message_id", "deliveries", "group", "consumer")
 
@@ -475,7 +486,10 @@ class Subscriber:
     :param signals: what to consume: signals, signal names (resolved through the
         registry at each entry) or a mapping from names to signals
     :param consumer: this consumer's name in the group; default ``hostname:pid``. A
-        consumer restarted under the same name first handles what it left pending
+        consumer restarted under the same name first handles what it left pending. After a
+        clean stop it leaves the group of each stream where it has nothing pending
+        (``XGROUP DELCONSUMER``), so that restarts do not pile up consumers; where it has
+        entries pending it stays, so that they are handled or claimed, never dropped
     :param count: entries read per round trip
     :param block: seconds one read waits for new entries
     :param claim_idle: seconds an entry must have been pending and idle before another
@@ -664,6 +678,8 @@ class Subscriber:
                     # a server restarted without persistence): create them again, go on.
                     logger.warning("%r: %s; creating the consumer groups again", self, exc)
                     self._ready = False
+            heartbeat.cancel()  # A clean stop: nothing in hand needs refreshing any more.
+            await self._leave_group()
         finally:
             # State first, before any await: inside a cancelled anyio scope every await
             # raises again at once, and what follows it would never run (leaving this
@@ -695,6 +711,24 @@ class Subscriber:
                 except (*_CONNECTION_ERRORS, redis_errors.ResponseError) as exc:
                     # The run loop reports and handles connection trouble; try next time.
                     logger.debug("%r: could not refresh the entries in hand: %s", self, exc)
+
+    async def _leave_group(self) -> None:
+        """
+        Remove this consumer from the group of each stream where it has nothing pending.
+
+        Called after a clean stop, so that consumers named ``hostname:pid`` do not pile up in
+        ``XINFO CONSUMERS`` with every restart. Where entries are pending it stays, so that
+        it handles them when it runs again under this name, or another consumer claims them.
+        Best effort: Redis unreachable or the group gone leaves it as it is.
+        """
+        client, group = self.transport.client, self.transport.group
+        # Bounded: a stop must not hang on a server that does not answer.
+        with anyio.move_on_after(5.0):
+            for stream in self._streams:
+                try:
+                    await client.eval(_LEAVE, 1, stream, group, self.name)
+                except (*_CONNECTION_ERRORS, redis_errors.ResponseError) as exc:
+                    logger.debug("%r: could not leave the group of %s: %s", self, stream, exc)
 
     # -- reading -------------------------------------------------------------------------
 

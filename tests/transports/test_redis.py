@@ -668,6 +668,50 @@ async def test_stop_interrupts_a_blocking_read_and_run_twice_is_refused(
     assert time.monotonic() - started < 1
 
 
+async def consumer_names(transport: RedisStreamTransport, stream: str) -> dict[str, int]:
+    """The consumers of the group on *stream*, with their pending counts."""
+    consumers = await transport.client.xinfo_consumers(stream, GROUP)
+    return {text(c["name"]): int(c["pending"]) for c in consumers}
+
+
+@pytest.mark.asyncio
+async def test_a_clean_stop_leaves_the_group_unless_entries_are_pending(
+    transport: RedisStreamTransport,
+) -> None:
+    """
+    After a clean stop a consumer with nothing pending is removed from the group, so restarts
+    under new names do not pile up; one with pending entries stays, so they can be claimed.
+    """
+    greeting = Signal(Greeting, name="greeting")
+    other = Signal(Greeting, name="other")
+    stream, other_stream = transport.stream_name(greeting), transport.stream_name(other)
+    started = asyncio.Event()
+
+    @greeting.connect
+    async def slow(sender: Any, payload: Greeting) -> None:
+        if payload.text == "slow":
+            started.set()
+            await asyncio.sleep(0.2)
+
+    await transport.publish(greeting, None, Greeting(text="a"))
+    done = transport.consumer([greeting, other], consumer="done", block=0.1)
+    await asyncio.wait_for(asyncio.gather(done.run(), _stop_when(done, 1)), 5)
+    assert "done" not in await consumer_names(transport, stream)
+    assert "done" not in await consumer_names(transport, other_stream)
+
+    # "slow" and "left" are read together; stopped during "slow", "left" stays pending.
+    await transport.publish(greeting, None, Greeting(text="slow"))
+    await transport.publish(greeting, None, Greeting(text="left"))
+    busy = transport.consumer([greeting, other], consumer="busy", block=0.1)
+    task = asyncio.create_task(busy.run())
+    await asyncio.wait_for(started.wait(), 5)
+    busy.stop()
+    await asyncio.wait_for(task, 5)
+    assert (await consumer_names(transport, stream))["busy"] == 1
+    assert "busy" not in await consumer_names(transport, other_stream)  # Nothing pending there.
+    assert await pending(transport.client, stream) == 1
+
+
 @pytest.mark.asyncio
 async def test_cancelling_run_leaves_the_entry_pending(transport: RedisStreamTransport) -> None:
     """Cancelling the task cancels the receiver; the entry is not acknowledged."""
