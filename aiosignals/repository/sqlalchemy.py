@@ -138,7 +138,8 @@ class Database:
             return
         async with self._sessions() as session:
             await session.begin()
-            session.info[_LOCK] = anyio.Lock()
+            # fast_acquire: an uncontended write (the usual case) does not yield to the loop.
+            session.info[_LOCK] = anyio.Lock(fast_acquire=True)
             token = self._current.set(session)
 
             def leave() -> None:
