@@ -193,6 +193,18 @@ async def test_a_durable_receiver_needs_a_storable_sender(db: Database) -> None:
     assert await rows(db) == []
 
 
+def start_relay(db_url: str, log: Path, *options: str, **env: str) -> subprocess.Popen[str]:
+    """Start `aiosignals relay` on the test app, logging its deliveries to *log*."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "aiosignals", "relay", "--db", db_url,
+         "--app", "tests.outbox.app", "--poll-interval", "0.05", *options],
+        cwd=ROOT,
+        env={**os.environ, "AIOSIGNALS_TEST_DELIVERY_LOG": str(log), **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
 def delivery_log(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -234,20 +246,13 @@ async def test_a_relay_killed_mid_delivery_is_redelivered_after_the_lease(
 ) -> None:
     log = tmp_path / "deliveries.log"
     await SQLAlchemyRepository(Order, db).add(Order(item="stuck"))
-    relay_process = subprocess.Popen(
-        [sys.executable, "-m", "aiosignals", "relay", "--db", db_url,
-         "--app", "tests.outbox.app", "--lease", "1", "--poll-interval", "0.05"],
-        cwd=ROOT,
-        env={**os.environ, "AIOSIGNALS_TEST_DELIVERY_LOG": str(log),
-             "AIOSIGNALS_TEST_BLOCK_ITEM": "stuck"},
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    relay_process = start_relay(db_url, log, "--lease", "1", AIOSIGNALS_TEST_BLOCK_ITEM="stuck")
     try:
         await anyio.to_thread.run_sync(lambda: wait_for(lambda: delivery_log(log)))
         assert delivery_log(log)[0][:3] == ["started", delivery_log(log)[0][1], "1"]
     finally:
         relay_process.send_signal(signal.SIGKILL)
-        relay_process.wait(10)
+        relay_process.communicate(timeout=10)  # reaps it and closes its pipe
 
     relay = relay_for(db)
     assert await relay.run_once() == 0  # still leased by the dead relay
@@ -262,14 +267,7 @@ async def test_the_relay_command_stops_cleanly_on_sigterm_and_sigint(
 ) -> None:
     log = tmp_path / "deliveries.log"
     await SQLAlchemyRepository(Order, db).add(Order(item="one"))
-    relay_process = subprocess.Popen(
-        [sys.executable, "-m", "aiosignals", "relay", "--db", db_url,
-         "--app", "tests.outbox.app", "--poll-interval", "0.05"],
-        cwd=ROOT,
-        env={**os.environ, "AIOSIGNALS_TEST_DELIVERY_LOG": str(log)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    relay_process = start_relay(db_url, log)
     try:
         await anyio.to_thread.run_sync(lambda: wait_for(lambda: delivery_log(log)))
         relay_process.send_signal(stop_signal)
@@ -429,14 +427,7 @@ async def test_the_relay_command_finishes_the_row_in_hand_on_sigterm(
     orders = SQLAlchemyRepository(Order, db)
     await orders.add(Order(item="slow"))
     await orders.add(Order(item="next"))
-    relay_process = subprocess.Popen(
-        [sys.executable, "-m", "aiosignals", "relay", "--db", db_url,
-         "--app", "tests.outbox.app", "--poll-interval", "0.05"],
-        cwd=ROOT,
-        env={**os.environ, "AIOSIGNALS_TEST_DELIVERY_LOG": str(log)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    relay_process = start_relay(db_url, log)
     try:
         await anyio.to_thread.run_sync(lambda: wait_for(lambda: delivery_log(log)))
         assert delivery_log(log)[0][0] == "started"  # "slow" is in hand (1 s)
