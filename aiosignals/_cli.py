@@ -10,30 +10,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 __all__ = ["main"]
 
-# name -> (help, module with add_arguments() and run(), the extra it needs)
-_COMMANDS: dict[str, tuple[str, str, str | None]] = {
+# name -> (help, module with add_arguments() and run())
+_COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
         "run the seed scenario: users saved on SQLite, profiles made by post_save",
         "aiosignals._demo",
-        "sqlalchemy",
     ),
     "relay": (
         "deliver durable receivers' outbox rows until SIGINT/SIGTERM",
         "aiosignals.outbox._cli",
-        "sqlalchemy",
     ),
-    "outbox": ("list, retry or purge outbox rows", "aiosignals.outbox._cli_rows", "sqlalchemy"),
+    "outbox": ("list, retry or purge outbox rows", "aiosignals.outbox._cli_rows"),
     "consume": (
         "consume signals from Redis Streams until SIGINT/SIGTERM",
         "aiosignals.transports._cli",
-        "redis",
     ),
-    "inspect": ("list the signals of a module and their receivers", "aiosignals._inspect", None),
+    "inspect": ("list the signals of a module and their receivers", "aiosignals._inspect"),
 }
 
 
@@ -42,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="aiosignals", description="Typed async signals with post_save semantics."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, module_name, _) in _COMMANDS.items():
+    for name, (help_text, module_name) in _COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module_name)
         try:
@@ -66,12 +64,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "_missing", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    extra = _COMMANDS[args.command][2]
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        # The ``aiosignals`` script puts its own directory on sys.path, not the current
+        # one, as ``python -m aiosignals`` does: --app and inspect find the user's modules
+        # either way.
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(args._module)
         status: int = module.run(args)
     except ImportError as exc:
-        hint = f'; install it with: pip install "aiosignals[{extra}]"' if extra else ""
-        print(f"aiosignals {args.command}: {exc}{hint}", file=sys.stderr)
+        print(f"aiosignals {args.command}: {exc}{_install_hint(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # A database or Redis that cannot be reached, a malformed URL: one clear line
+        # instead of a traceback. Anything else is a bug and keeps its traceback.
+        if not isinstance(exc, OSError) and not type(exc).__module__.startswith(
+            ("sqlalchemy", "redis", "asyncpg")
+        ):
+            raise
+        print(f"aiosignals {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     return status
+
+
+# The module a missing import names -> the extra that installs it.
+_EXTRAS = {
+    "sqlalchemy": "sqlalchemy",
+    "aiosqlite": "sqlalchemy",
+    "greenlet": "sqlalchemy",
+    "asyncpg": "postgres",
+    "redis": "redis",
+}
+
+
+def _install_hint(exc: ImportError) -> str:
+    if "pip install" in str(exc):
+        return ""
+    top = (exc.name or "").partition(".")[0]
+    if top in ("psycopg2", "psycopg"):
+        return "; aiosignals uses asyncpg: write the URL as postgresql+asyncpg://..."
+    extra = _EXTRAS.get(top)
+    return f'; install it with: pip install "aiosignals[{extra}]"' if extra else ""

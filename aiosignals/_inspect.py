@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 import types
 from typing import Any, TypeGuard
@@ -37,10 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _import(module_name: str) -> types.ModuleType:
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        # The ``aiosignals`` script puts its own directory on sys.path, not the current
-        # one; ``python -m aiosignals`` does. Behave the same either way.
-        sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

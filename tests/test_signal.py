@@ -88,6 +88,13 @@ async def test_one_receiver_for_any_and_for_a_sender_gets_a_result_per_call() ->
     ]
 
 
+async def test_an_unknown_field_is_an_error_not_dropped() -> None:
+    """A misspelt field fails validation instead of vanishing into a default."""
+    signal = make_signal()
+    with pytest.raises(ValidationError, match="emial"):
+        await signal.send(Service, user_id=1, emial="typo@b.c")
+
+
 async def test_send_validates_fields() -> None:
     """Fields passed to send are validated into the payload type."""
     signal = make_signal()

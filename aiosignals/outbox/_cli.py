@@ -23,11 +23,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE",
         help="import MODULE first, so its durable receivers are connected (repeatable)",
     )
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--max-attempts", type=int, default=10)
+    parser.add_argument(
+        "--batch-size", type=int, default=100, help="rows claimed per round trip (default 100)"
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=10,
+        help="tries before a row is parked as dead (default 10)",
+    )
     parser.add_argument("--lease", type=float, default=30.0, help="seconds (default 30)")
     parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds (default 0.5)")
-    parser.add_argument("--backoff", type=float, default=1.0, help="first retry delay, seconds")
+    parser.add_argument(
+        "--backoff",
+        type=float,
+        default=1.0,
+        help="first retry delay, doubled at each attempt, seconds (default 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_arguments", "run"]
@@ -18,7 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--db", required=True, metavar="URL", help="the SQLAlchemy database URL")
     parser.add_argument(
-        "--id", type=int, action="append", default=[], dest="ids", help="only this row"
+        "--id",
+        type=int,
+        action="append",
+        default=[],
+        dest="ids",
+        metavar="ROW_ID",
+        help="act on this row only (repeat for several)",
     )
     parser.add_argument(
         "--status",
@@ -40,10 +48,21 @@ async def _run(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from ..repository.sqlalchemy import Database
-    from ._table import DEAD, PENDING, outbox, outbox_metadata
+    from ._table import DEAD, PENDING, outbox
 
+    if _missing_sqlite_file(args.db):
+        # Connecting would create an empty database: a typo would look like an empty outbox.
+        print(f"aiosignals outbox: no SQLite database at {args.db!r}", file=sys.stderr)
+        return 2
     async with Database(args.db) as db, db.engine.begin() as connection:
-        await connection.run_sync(outbox_metadata.create_all)
+        has_table = await connection.run_sync(lambda sync: sa.inspect(sync).has_table(outbox.name))
+        if not has_table:
+            print(
+                f"aiosignals outbox: {args.db!r} has no outbox table ({outbox.name});"
+                " it is created by db.create_all() or OutboxRelay.create_table()",
+                file=sys.stderr,
+            )
+            return 2
         only = outbox.c.id.in_(args.ids) if args.ids else sa.true()
         if args.action == "list":
             status = sa.true() if args.status == "all" else outbox.c.status == args.status
@@ -64,6 +83,13 @@ async def _run(args: argparse.Namespace) -> int:
             result = await connection.execute(outbox.delete().where(dead))
             print(f"purged {result.rowcount} dead row(s)")
         return 0
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    head, _, path = url.partition(":///")
+    if not head.startswith("sqlite") or not path or path.startswith(":memory:"):
+        return False
+    return not Path(path.split("?")[0]).exists()
 
 
 def _print_rows(rows: Any) -> None:

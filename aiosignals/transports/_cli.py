@@ -64,14 +64,11 @@ def load_signals(spec: str) -> list[Signal[Any]]:
     :raises TypeError: if it names something other than signals or a module
     """
     import importlib
-    import os
     import types
 
     module_name, _, attr = spec.partition(":")
     if not module_name:
         raise ValueError(f"--app {spec!r}: expected module or module:attr")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     target: object = importlib.import_module(module_name)
     for part in attr.split(".") if attr else ():
         try:
