@@ -22,7 +22,7 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
-    session.run("coverage", "report", "--fail-under=0")
+    session.run("coverage", "report", "--fail-under=90")
 
 
 @nox.session

@@ -75,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"aiosignals {args.command}: {exc}{_install_hint(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`aiosignals inspect mod | head`): stop quietly, as cat
+        # does; pointing stdout at devnull keeps the interpreter's final flush quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         # A database or Redis that cannot be reached, a malformed URL: one clear line
         # instead of a traceback. Anything else is a bug and keeps its traceback.

@@ -115,3 +115,26 @@ def test_relay_app_modules_are_found_in_the_current_directory(tmp_path: Path) ->
             relay.kill()
             relay.communicate()
     assert relay.returncode == 0, stderr
+
+
+def test_a_closed_pipe_ends_the_output_quietly() -> None:
+    """`aiosignals inspect mod | head`: the reader goes away, the command stops quietly."""
+    code = (
+        "import io, os, sys\n"
+        "class Closed(io.TextIOBase):\n"
+        "    def write(self, text): raise BrokenPipeError(32, 'Broken pipe')\n"
+        "    def fileno(self): return os.open(os.devnull, os.O_WRONLY)\n"
+        "sys.stdout = Closed()\n"
+        "from aiosignals._cli import main\n"
+        "sys.exit(main(['inspect', 'tests.inspect_target']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
