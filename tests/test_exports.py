@@ -24,7 +24,14 @@ PUBLIC_MODULES = [
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
 def test_all_is_sorted_and_complete(name: str) -> None:
     """Each public module's __all__ is sorted and every name in it exists."""
-    module = importlib.import_module(name)
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        # The minimal session runs without the extras: a module that says which extra it
+        # needs is skipped there. Any other import failure is a failure.
+        if "pip install" not in str(exc):
+            raise
+        pytest.skip(str(exc))
     # The order ruff's RUF022 keeps: CONSTANTS, then Classes, then functions, each sorted.
     assert list(module.__all__) == sorted(
         module.__all__,

@@ -7,6 +7,15 @@ durable receiver in that transaction, and an :class:`OutboxRelay` delivers the r
 the ``sqlalchemy`` extra.
 """
 
+try:
+    import sqlalchemy as _sqlalchemy
+except ImportError as _error:  # pragma: no cover -- exercised by the minimal session
+    raise ImportError(
+        f'aiosignals.outbox needs SQLAlchemy: pip install "aiosignals[sqlalchemy]" ({_error})'
+    ) from _error
+
 from ._relay import Delivery, OutboxRelay, current_delivery
+
+del _sqlalchemy  # Imported only to check that the extra is installed.
 
 __all__ = ["Delivery", "OutboxRelay", "current_delivery"]
