@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from _machine import machine, versions
+from _common import machine, versions
 
 from aiosignals import Concurrent, Event, Sequential, Signal
 

@@ -47,10 +47,9 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
-from _machine import load_average, machine, versions
+from _common import load_average, machine, throwaway_postgres, versions
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -524,34 +523,9 @@ async def profile_relay(db: Database, batch_size: int, budget: float, top: int) 
 
 
 @asynccontextmanager
-async def throwaway_postgres() -> AsyncIterator[str]:
-    """Create a database on the test server and yield its asyncpg URL; drop it after."""
-    import asyncpg
-
-    server = os.environ.get("AIOSIGNALS_TEST_POSTGRES_URL")
-    if not server:
-        raise SystemExit("--postgres needs AIOSIGNALS_TEST_POSTGRES_URL: `source /tmp/svc.env`")
-    name = f"aiosignals_outbox_bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    parts = urlsplit(server)
-    try:
-        yield urlunsplit(("postgresql+asyncpg", parts.netloc, f"/{name}", "", ""))
-    finally:
-        admin = await asyncpg.connect(server)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
-
-
-@asynccontextmanager
 async def database(postgres: bool) -> AsyncIterator[str]:
     if postgres:
-        async with throwaway_postgres() as url:
+        async with throwaway_postgres("aiosignals_outbox_bench") as url:
             yield url
     else:
         with tempfile.TemporaryDirectory(prefix="aiosignals-outbox-bench-") as tmp:

@@ -32,7 +32,6 @@ import asyncio
 import cProfile
 import gc
 import itertools
-import os
 import pstats
 import re
 import statistics
@@ -44,10 +43,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
-from _machine import machine, versions
+from _common import machine, throwaway_postgres, versions
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -367,35 +365,10 @@ def async_url(url: str) -> str:
 
 
 @asynccontextmanager
-async def throwaway_postgres() -> AsyncIterator[str]:
-    """Create a database on the test server and yield its asyncpg URL; drop it after."""
-    import asyncpg
-
-    server = os.environ.get("AIOSIGNALS_TEST_POSTGRES_URL")
-    if not server:
-        raise SystemExit("--postgres needs AIOSIGNALS_TEST_POSTGRES_URL: `source /tmp/svc.env`")
-    name = f"aiosignals_bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    parts = urlsplit(server)
-    try:
-        yield urlunsplit(("postgresql+asyncpg", parts.netloc, f"/{name}", "", ""))
-    finally:
-        admin = await asyncpg.connect(server)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
-
-
-@asynccontextmanager
 async def database(args: argparse.Namespace) -> AsyncIterator[str]:
     """Yield the URL to benchmark on, per the command line."""
     if args.postgres:
-        async with throwaway_postgres() as url:
+        async with throwaway_postgres("aiosignals_bench") as url:
             yield url
     elif args.db:
         yield async_url(args.db)

@@ -1,13 +1,16 @@
-"""What every benchmark prints about the machine it ran on: one place, one format."""
+"""What the benchmarks share: the machine they report, and a throwaway PostgreSQL database."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
 import platform
-from collections.abc import Iterable
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["cpu_model", "load_average", "machine", "versions"]
+__all__ = ["cpu_model", "load_average", "machine", "throwaway_postgres", "versions"]
 
 
 def versions(names: Iterable[str]) -> str:
@@ -47,3 +50,28 @@ def machine() -> str:
         f"{platform.platform()}; {cpu_model()}; {os.cpu_count()} CPUs;"
         f" {platform.python_implementation()} {platform.python_version()}"
     )
+
+
+@asynccontextmanager
+async def throwaway_postgres(prefix: str) -> AsyncIterator[str]:
+    """Create a database on the test server and yield its asyncpg URL; drop it after."""
+    import asyncpg
+
+    server = os.environ.get("AIOSIGNALS_TEST_POSTGRES_URL")
+    if not server:
+        raise SystemExit("--postgres needs AIOSIGNALS_TEST_POSTGRES_URL: `source /tmp/svc.env`")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    parts = urlsplit(server)
+    try:
+        yield urlunsplit(("postgresql+asyncpg", parts.netloc, f"/{name}", "", ""))
+    finally:
+        admin = await asyncpg.connect(server)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
