@@ -8,6 +8,8 @@ path, once per test session, so that its models and signals are defined a single
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +19,21 @@ import anyio
 from tests._servers import free_port
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def run_example(
+    script: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<script>`` with *args* to completion, as a user would."""
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=EXAMPLES.parent,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def load_example(name: str) -> ModuleType:
@@ -35,7 +52,7 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
-__all__ = ["EXAMPLES", "Recorder", "free_port", "load_example"]
+__all__ = ["EXAMPLES", "Recorder", "free_port", "load_example", "run_example"]
 
 
 class Recorder:

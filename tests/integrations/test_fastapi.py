@@ -25,7 +25,7 @@ from aiosignals.models import PostSave, post_save
 from aiosignals.outbox import OutboxRelay, current_delivery
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
 
-from . import EXAMPLES, Recorder, free_port, load_example
+from . import EXAMPLES, Recorder, free_port, load_example, run_example
 
 example = load_example("fastapi_app")
 User: Any = example.User
@@ -478,21 +478,9 @@ def test_import_aiosignals_does_not_import_the_integrations() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def run_example(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / "fastapi_app.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def test_example_check_mode() -> None:
     """`python examples/fastapi_app.py --check` serves, exercises itself and exits 0."""
-    result = run_example("--check")
+    result = run_example("fastapi_app.py", "--check")
     assert result.returncode == 0, result.stderr
     assert "check passed" in result.stdout
     assert "welcome mails sent: ['ada@example.com']" in result.stdout
@@ -501,7 +489,7 @@ def test_example_check_mode() -> None:
 @pytest.mark.postgres
 def test_example_check_mode_on_postgres(postgres_url: str) -> None:
     """The same app and checks on PostgreSQL (asyncpg), through DATABASE_URL."""
-    result = run_example("--check", env={"DATABASE_URL": postgres_url})
+    result = run_example("fastapi_app.py", "--check", env={"DATABASE_URL": postgres_url})
     assert result.returncode == 0, result.stderr
     assert "check passed" in result.stdout
 
