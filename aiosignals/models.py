@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 from typing import Any, Generic
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, field_serializer
@@ -87,6 +88,27 @@ def load_entity(entity_type: type[M], data: dict[str, Any]) -> M:
             value = TypeAdapter(python_type).validate_python(value)
         setattr(entity, attr.key, value)
     return entity
+
+
+def load_payload(payload_type: type[Event], sender: Any, text: str) -> Event:
+    """
+    Validate payload JSON (from the outbox or a stream) into *payload_type*.
+
+    A model signal's instance travels as its fields (:func:`dump_entity`); when *sender* is
+    the entity class it is rebuilt as an instance of it, so a receiver sees the same kind
+    of payload as in a live send.
+
+    :raises ValueError: if *text* does not fit *payload_type* (pydantic's ValidationError
+        is a ValueError); retrying will not change that
+    """
+    if not (isinstance(sender, type) and ModelEvent in payload_type.__mro__):
+        return payload_type.model_validate_json(text)
+    try:
+        data = json.loads(text)
+        data["instance"] = load_entity(sender, data["instance"])
+        return payload_type.model_validate(data)
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"not a {payload_type.__qualname__} payload: {exc!r}") from exc
 
 
 def import_path(obj: Any) -> str:

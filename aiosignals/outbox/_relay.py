@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -16,13 +15,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._signal import registry
-from ..models import ModelEvent, load_entity, resolve_path
+from ..models import load_payload, resolve_path
 from ._table import DEAD, PENDING, outbox, outbox_metadata
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from .._event import Event
     from ..repository.sqlalchemy import Database
 
 __all__ = ["Delivery", "OutboxRelay", "current_delivery"]
@@ -77,20 +75,6 @@ def _load_sender(stored: str) -> Any:
         return resolve_path(value)
     except (ImportError, AttributeError) as exc:
         raise LookupError(f"cannot import the sender {value!r}: {exc}") from exc
-
-
-def _load_payload(payload_type: type[Event], sender: Any, text: str) -> Event:
-    # A model signal's instance was stored as its fields: rebuilt as the sender class.
-    rebuild = isinstance(sender, type) and ModelEvent in payload_type.__mro__
-    try:
-        data = json.loads(text)
-        if rebuild:
-            data["instance"] = load_entity(sender, data["instance"])
-        return payload_type.model_validate(data)
-    except (ValueError, TypeError, KeyError) as exc:
-        # pydantic's ValidationError is a ValueError: the stored payload no longer fits
-        # the payload model, and will not fit it on the next try either.
-        raise _Permanent(f"the stored payload does not validate: {exc}") from exc
 
 
 @dataclass(slots=True)
@@ -301,7 +285,11 @@ class OutboxRelay:
                 f" signal {row.signal!r} in this process"
             )
         sender = _load_sender(row.sender)
-        payload = _load_payload(signal.payload_type, sender, row.payload)
+        try:
+            payload = load_payload(signal.payload_type, sender, row.payload)
+        except ValueError as exc:
+            # The stored payload no longer fits its model: no retry will make it fit.
+            raise _Permanent(f"the stored payload does not validate: {exc}") from exc
         token = _delivery.set(Delivery(row.id, row.attempts, row.dispatch_uid))
         try:
             # The signal's own timeout and thread settings apply, as in a live send.

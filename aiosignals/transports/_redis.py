@@ -24,12 +24,12 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
-import pydantic
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from .._receivers import ANY
 from .._signal import Signal, registry
+from ..models import load_payload
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -908,9 +908,10 @@ class Subscriber:
                 entry, _UnknownSignalError(f"no signal named {name!r} in this process")
             )
             return
+        sender = resolve_sender(_text(entry.field("sender") or ""))
         try:
-            payload = signal.payload_type.model_validate_json(raw)
-        except pydantic.ValidationError as exc:
+            payload = load_payload(signal.payload_type, sender, _text(raw))
+        except ValueError as exc:
             await self._bury_until_done(
                 entry,
                 f"payload does not validate as {signal.payload_type.__qualname__}: {exc}",
@@ -926,7 +927,6 @@ class Subscriber:
             group=self.transport.group,
             consumer=self.name,
         )
-        sender = resolve_sender(_text(entry.field("sender") or ""))
         token = _current.set(message)
         try:
             await signal.send(sender, payload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -22,6 +23,7 @@ import redis.asyncio as aioredis
 
 from aiosignals import Event, Signal
 from aiosignals._cli import main as cli_main
+from aiosignals.models import PostSave, post_save
 from aiosignals.transports import (
     RedisStreamTransport,
     StreamMessage,
@@ -40,6 +42,12 @@ pytestmark = pytest.mark.redis
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "aiosignals"
+
+
+@dataclasses.dataclass
+class Note:
+    id: int
+    text: str
 
 
 class Greeting(Event):
@@ -301,6 +309,28 @@ async def test_roundtrip_with_typed_payload_sender_and_message(
     assert received[0][2] is not None
     assert received[0][2].idempotency_key == "k-1"
     assert await pending(transport.client, transport.stream_name(greeting)) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_model_signal_arrives_with_its_entity_rebuilt(
+    transport: RedisStreamTransport,
+) -> None:
+    """post_save travels as JSON; the consumer hands receivers the entity class's instance."""
+    received: list[Any] = []
+
+    async def on_saved(sender: type[Note], payload: PostSave[Note]) -> None:
+        received.append(payload.instance)
+
+    with post_save.connected_to(on_saved, sender=Note):
+        await transport.publish(post_save, Note, PostSave(instance=Note(1, "hi"), created=True))
+        subscriber = transport.consumer([post_save], consumer="c1", block=0.2)
+        async with running(subscriber):
+
+            async def handled() -> bool:
+                return subscriber.handled == 1
+
+            await eventually(handled)
+    assert received == [Note(1, "hi")]
 
 
 @pytest.mark.asyncio
