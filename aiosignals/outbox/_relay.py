@@ -19,8 +19,6 @@ from ..models import load_payload, resolve_path
 from ._table import DEAD, PENDING, outbox, outbox_metadata
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
     from ..repository.sqlalchemy import Database
 
 __all__ = ["Delivery", "OutboxRelay", "current_delivery"]
@@ -368,36 +366,32 @@ class OutboxRelay:
         return time.time() + delay * random.uniform(0.5, 1.0)  # noqa: S311 -- not crypto
 
     async def _finish(self, outcome: _Outcome) -> None:
+        # Only rows still leased to this relay: one whose lease was lost is another's now.
         mine = outbox.c.locked_by == self.name
         async with self.db.engine.begin() as connection:
-            await self._finish_in(connection, outcome, mine)
-
-    async def _finish_in(
-        self, connection: AsyncConnection, outcome: _Outcome, mine: sa.ColumnElement[bool]
-    ) -> None:
-        if outcome.done:
-            await connection.execute(outbox.delete().where(outbox.c.id.in_(outcome.done), mine))
-        for row_id, attempts, error in outcome.failed:
-            await connection.execute(
-                outbox.update()
-                .where(outbox.c.id == row_id, mine)
-                .values(
-                    available_at=self._retry_at(attempts),
-                    locked_until=None,
-                    locked_by=None,
-                    last_error=error,
+            if outcome.done:
+                await connection.execute(outbox.delete().where(outbox.c.id.in_(outcome.done), mine))
+            for row_id, attempts, error in outcome.failed:
+                await connection.execute(
+                    outbox.update()
+                    .where(outbox.c.id == row_id, mine)
+                    .values(
+                        available_at=self._retry_at(attempts),
+                        locked_until=None,
+                        locked_by=None,
+                        last_error=error,
+                    )
                 )
-            )
-        for row_id, error in outcome.dead:
-            await connection.execute(
-                outbox.update()
-                .where(outbox.c.id == row_id, mine)
-                .values(status=DEAD, locked_until=None, locked_by=None, last_error=error)
-            )
-        if outcome.released:
-            # Never tried: the claim's attempt is given back.
-            await connection.execute(
-                outbox.update()
-                .where(outbox.c.id.in_(outcome.released), mine)
-                .values(locked_until=None, locked_by=None, attempts=outbox.c.attempts - 1)
-            )
+            for row_id, error in outcome.dead:
+                await connection.execute(
+                    outbox.update()
+                    .where(outbox.c.id == row_id, mine)
+                    .values(status=DEAD, locked_until=None, locked_by=None, last_error=error)
+                )
+            if outcome.released:
+                # Never tried: the claim's attempt is given back.
+                await connection.execute(
+                    outbox.update()
+                    .where(outbox.c.id.in_(outcome.released), mine)
+                    .values(locked_until=None, locked_by=None, attempts=outbox.c.attempts - 1)
+                )
