@@ -11,14 +11,46 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import anyio
 
+from aiosignals import Phase
+from aiosignals.models import PostSave, post_save
+from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
 from tests._servers import free_port
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    """The URL of an SQLite file of one test's own."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+
+
+async def count(url: str, model: Any, **filters: Any) -> int:
+    """Count committed rows through a connection of its own, as another process would."""
+    async with Database(url) as other:
+        return len(await SQLAlchemyRepository(model, other).list(**filters))
+
+
+@contextmanager
+def recording_after_commit(user_model: Any) -> Iterator[list[str]]:
+    """Record each AFTER_COMMIT post_save of *user_model*, by email, inside the block."""
+    seen: list[str] = []
+
+    async def record(sender: Any, payload: PostSave[Any]) -> None:
+        seen.append(payload.instance.email)
+
+    post_save.connect(record, sender=user_model, phase=Phase.AFTER_COMMIT)
+    try:
+        yield seen
+    finally:
+        post_save.disconnect(record, sender=user_model)
 
 
 def run_example(
@@ -52,7 +84,16 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
-__all__ = ["EXAMPLES", "Recorder", "free_port", "load_example", "run_example"]
+__all__ = [
+    "EXAMPLES",
+    "Recorder",
+    "count",
+    "free_port",
+    "load_example",
+    "recording_after_commit",
+    "run_example",
+    "sqlite_url",
+]
 
 
 class Recorder:

@@ -25,7 +25,16 @@ from aiosignals.models import PostSave, post_save
 from aiosignals.outbox import OutboxRelay, current_delivery
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
 
-from . import EXAMPLES, Recorder, free_port, load_example, run_example
+from . import (
+    EXAMPLES,
+    Recorder,
+    count,
+    free_port,
+    load_example,
+    recording_after_commit,
+    run_example,
+    sqlite_url,
+)
 
 example = load_example("fastapi_app")
 User: Any = example.User
@@ -44,27 +53,11 @@ async def serving(app: FastAPI, asgi: ASGIApp | None = None) -> AsyncIterator[ht
         yield client
 
 
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
-
-
-async def count(url: str, model: Any, **filters: Any) -> int:
-    """Count committed rows through a connection of its own, as another process would."""
-    async with Database(url) as other:
-        return len(await SQLAlchemyRepository(model, other).list(**filters))
-
-
 @pytest.fixture
 def after_commit() -> Iterator[list[str]]:
-    """Record each AFTER_COMMIT post_save of a User, by email."""
-    seen: list[str] = []
-
-    async def record(sender: Any, payload: PostSave[Any]) -> None:
-        seen.append(payload.instance.email)
-
-    post_save.connect(record, sender=User, phase=Phase.AFTER_COMMIT)
-    yield seen
-    post_save.disconnect(record, sender=User)
+    """Record each AFTER_COMMIT post_save of the example's User, by email."""
+    with recording_after_commit(User) as seen:
+        yield seen
 
 
 # -- the example app, in process -------------------------------------------------------
