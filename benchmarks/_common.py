@@ -8,9 +8,10 @@ import platform
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["cpu_model", "load_average", "machine", "throwaway_postgres", "versions"]
+__all__ = ["cpu_model", "describe", "load_average", "machine", "throwaway_postgres", "versions"]
 
 
 def versions(names: Iterable[str]) -> str:
@@ -75,3 +76,19 @@ async def throwaway_postgres(prefix: str) -> AsyncIterator[str]:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         finally:
             await admin.close()
+
+
+async def describe(db: Any) -> str:
+    """Name the database server of *db* (an aiosignals Database) and what makes it fast or slow."""
+    import sqlalchemy as sa
+
+    async with db.engine.connect() as connection:
+        if db.is_sqlite:
+            version = await connection.scalar(sa.text("select sqlite_version()"))
+            journal = await connection.scalar(sa.text("pragma journal_mode"))
+            sync = await connection.scalar(sa.text("pragma synchronous"))
+            return f"SQLite {version} (journal_mode={journal}, synchronous={sync}), aiosqlite"
+        version = await connection.scalar(sa.text("show server_version"))
+        fsync = await connection.scalar(sa.text("show fsync"))
+        commit = await connection.scalar(sa.text("show synchronous_commit"))
+        return f"PostgreSQL {version} (fsync={fsync}, synchronous_commit={commit}), asyncpg"

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from _common import load_average, machine, throwaway_postgres, versions
+from _common import describe, load_average, machine, throwaway_postgres, versions
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -530,19 +530,6 @@ async def database(postgres: bool) -> AsyncIterator[str]:
     else:
         with tempfile.TemporaryDirectory(prefix="aiosignals-outbox-bench-") as tmp:
             yield f"sqlite+aiosqlite:///{tmp}/outbox.db"
-
-
-async def describe(db: Database) -> str:
-    async with db.engine.connect() as connection:
-        if db.is_sqlite:
-            version = await connection.scalar(sa.text("select sqlite_version()"))
-            journal = await connection.scalar(sa.text("pragma journal_mode"))
-            sync = await connection.scalar(sa.text("pragma synchronous"))
-            return f"SQLite {version} (journal_mode={journal}, synchronous={sync}), aiosqlite"
-        version = await connection.scalar(sa.text("show server_version"))
-        fsync = await connection.scalar(sa.text("show fsync"))
-        commit = await connection.scalar(sa.text("show synchronous_commit"))
-        return f"PostgreSQL {version} (fsync={fsync}, synchronous_commit={commit}), asyncpg"
 
 
 # -- main -----------------------------------------------------------------------------

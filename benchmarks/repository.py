@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from _common import machine, throwaway_postgres, versions
+from _common import describe, machine, throwaway_postgres, versions
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -375,22 +375,6 @@ async def database(args: argparse.Namespace) -> AsyncIterator[str]:
     else:
         with tempfile.TemporaryDirectory(prefix="aiosignals-bench-") as tmp:
             yield f"sqlite+aiosqlite:///{tmp}/bench.db"
-
-
-async def describe(db: Database) -> str:
-    async with db.engine.connect() as connection:
-        if db.is_sqlite:
-            version = await connection.scalar(sa.text("select sqlite_version()"))
-            journal = await connection.scalar(sa.text("pragma journal_mode"))
-            sync = await connection.scalar(sa.text("pragma synchronous"))
-            return f"SQLite {version} (journal_mode={journal}, synchronous={sync}), aiosqlite"
-        version = await connection.scalar(sa.text("show server_version"))
-        fsync = await connection.scalar(sa.text("show fsync"))
-        commit = await connection.scalar(sa.text("show synchronous_commit"))
-        return (
-            f"{db.engine.dialect.name} {version} (fsync={fsync}, synchronous_commit={commit}),"
-            f" {db.engine.driver}"
-        )
 
 
 # -- report ---------------------------------------------------------------------------
