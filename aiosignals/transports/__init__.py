@@ -15,8 +15,20 @@ except ImportError as exc:  # pragma: no cover -- exercised in a subprocess by t
         'aiosignals.transports needs redis-py: pip install "aiosignals[redis]"'
     ) from exc
 
-from ._redis import RedisStreamTransport, StreamMessage, Subscriber, current_message
+from ._redis import (
+    RedisStreamTransport,
+    StreamMessage,
+    Subscriber,
+    SubscriberOptions,
+    current_message,
+)
 
 del _redis_asyncio  # Imported only to check that the extra is installed.
 
-__all__ = ["RedisStreamTransport", "StreamMessage", "Subscriber", "current_message"]
+__all__ = [
+    "RedisStreamTransport",
+    "StreamMessage",
+    "Subscriber",
+    "SubscriberOptions",
+    "current_message",
+]

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, TypeVar, Unpack, cast
 
 import anyio
 import redis.asyncio as aioredis
@@ -38,7 +38,13 @@ if TYPE_CHECKING:
 
     from .._types import P
 
-__all__ = ["RedisStreamTransport", "StreamMessage", "Subscriber", "current_message"]
+__all__ = [
+    "RedisStreamTransport",
+    "StreamMessage",
+    "Subscriber",
+    "SubscriberOptions",
+    "current_message",
+]
 
 logger = logging.getLogger("aiosignals.redis")
 
@@ -86,6 +92,29 @@ return 1
 
 # Fields a dead-letter entry adds; an original field of the same name is kept as original_<name>.
 _DEAD_FIELDS = ("error", "stream", "message_id", "deliveries", "group", "consumer")
+
+
+_Signals: TypeAlias = Iterable[Signal[Any] | str] | Mapping[str, Signal[Any]] | Signal[Any]
+"""The signals a consumer reads: signals, their names, a name-to-signal mapping, or one."""
+
+
+class SubscriberOptions(TypedDict, total=False):
+    """
+    The keyword options of :class:`Subscriber`, as :meth:`RedisStreamTransport.consumer` takes them.
+
+    .. versionadded:: 0.1
+    """
+
+    consumer: str | None
+    count: int
+    block: float
+    claim_idle: float
+    retry_delay: float
+    max_deliveries: int
+    start_id: str
+    reconnect_delay: float
+    max_reconnect_delay: float
+    batch_ack: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -370,40 +399,13 @@ class RedisStreamTransport:
         """
         return signal.disconnect(dispatch_uid=self.forward_uid(signal))
 
-    def consumer(
-        self,
-        signals: Iterable[Signal[Any] | str] | Mapping[str, Signal[Any]] | Signal[Any],
-        *,
-        consumer: str | None = None,
-        count: int = 10,
-        block: float = 5.0,
-        claim_idle: float = 30.0,
-        retry_delay: float = 1.0,
-        max_deliveries: int = 5,
-        start_id: str = "0",
-        reconnect_delay: float = 0.1,
-        max_reconnect_delay: float = 10.0,
-        batch_ack: bool = False,
-    ) -> Subscriber:
+    def consumer(self, signals: _Signals, **options: Unpack[SubscriberOptions]) -> Subscriber:
         """
-        Return a :class:`Subscriber` of this transport; the arguments are its own.
+        Return a :class:`Subscriber` of this transport; the options are its own.
 
         .. versionadded:: 0.1
         """
-        return Subscriber(
-            self,
-            signals,
-            consumer=consumer,
-            count=count,
-            block=block,
-            claim_idle=claim_idle,
-            retry_delay=retry_delay,
-            max_deliveries=max_deliveries,
-            start_id=start_id,
-            reconnect_delay=reconnect_delay,
-            max_reconnect_delay=max_reconnect_delay,
-            batch_ack=batch_ack,
-        )
+        return Subscriber(self, signals, **options)
 
     async def dead_letters(self, count: int = 100) -> list[tuple[str, dict[str, str]]]:
         """
@@ -515,7 +517,7 @@ class Subscriber:
     def __init__(
         self,
         transport: RedisStreamTransport,
-        signals: Iterable[Signal[Any] | str] | Mapping[str, Signal[Any]] | Signal[Any],
+        signals: _Signals,
         *,
         consumer: str | None = None,
         count: int = 10,
