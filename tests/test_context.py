@@ -176,12 +176,16 @@ async def test_depth_allows_max_depth_levels_and_resets() -> None:
 async def test_concurrent_sends_do_not_add_up_depth() -> None:
     """Many concurrent, non-nested sends never trip the recursion guard."""
     signal = Signal(Saved, max_depth=2, mode=Concurrent())
+    calls: list[object] = []
 
     async def slow(sender: object, payload: Saved) -> None:
         await anyio.sleep(0.01)
+        calls.append(sender)
 
     signal.connect(slow)
     signal.connect(slow, sender=1)
+    # A RecursionDepthError in any of the 20 sends would fail the task group.
     async with anyio.create_task_group() as group:
         for _ in range(20):
             group.start_soon(signal.send, None)
+    assert calls == [None] * 20
