@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ._signal import Signal
     from ._types import P, R
 
-__all__ = ["ANY", "ReceiverRecord", "receiver"]
+__all__ = ["ANY", "ReceiverRecord", "durable_receivers_connected", "receiver"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -35,6 +35,12 @@ Connect a receiver with ``sender=ANY`` (the default) to receive the sends of eve
 
 .. versionadded:: 0.1
 """
+
+
+def durable_receivers_connected() -> bool:
+    """Return whether any durable receiver is connected in this process (for a relay's start)."""
+    # A record lives as long as its signal keeps it: disconnected ones are soon collected.
+    return any(record.resolve() is not None for record in list(_durable_records))
 
 
 def receiver_key(fn: object) -> object:
@@ -82,6 +88,9 @@ def check_receiver(fn: object) -> None:
         raise TypeError(
             f"receiver {fn!r} cannot be called as receiver(sender, payload): {exc}"
         ) from None
+
+
+_durable_records: weakref.WeakSet[ReceiverRecord] = weakref.WeakSet()
 
 
 class ReceiverRecord:
@@ -146,6 +155,8 @@ class ReceiverRecord:
         self.phase = phase
         self.thread = thread
         self.durable = durable
+        if durable:
+            _durable_records.add(self)
         self.is_async = is_async
         self.plain = (
             fn is not None

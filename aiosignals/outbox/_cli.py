@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import signal
 import sys
 
@@ -35,11 +36,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lease", type=float, default=30.0, help="seconds (default 30)")
     parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds (default 0.5)")
     parser.add_argument(
+        "--delivery-timeout",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="a receiver call running longer fails and is retried (default 60)",
+    )
+    parser.add_argument(
         "--backoff",
         type=float,
         default=1.0,
         help="first retry delay, doubled at each attempt, seconds (default 1)",
     )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +71,25 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as exc:
             print(f"aiosignals relay: cannot import --app {module!r}: {exc}", file=sys.stderr)
             return 2
+    _warn_without_receivers(args.app)
     return anyio.run(_serve, args)
+
+
+def _warn_without_receivers(apps: list[str]) -> None:
+    from .._receivers import durable_receivers_connected
+
+    if durable_receivers_connected():
+        return
+    if apps:
+        missing = "--app " + " --app ".join(apps) + " connects no durable receiver"
+    else:
+        missing = "no --app given, so no durable receiver is connected"
+    # Not an error: the rows wait (nothing is parked dead) for a relay that has them.
+    logger.warning(
+        "%s: this relay delivers nothing; pass --app MODULE for each module that connects"
+        " durable receivers (rows are left pending meanwhile)",
+        missing,
+    )
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -70,6 +106,7 @@ async def _serve(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             lease=args.lease,
             poll_interval=args.poll_interval,
+            delivery_timeout=args.delivery_timeout,
             backoff=args.backoff,
         )
 

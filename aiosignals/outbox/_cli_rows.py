@@ -76,7 +76,13 @@ async def _run(args: argparse.Namespace) -> int:
             result = await connection.execute(
                 outbox.update()
                 .where(dead)
-                .values(status=PENDING, attempts=0, available_at=time.time(), locked_until=None)
+                .values(
+                    status=PENDING,
+                    attempts=0,
+                    failures=0,
+                    available_at=time.time(),
+                    locked_until=None,
+                )
             )
             print(f"requeued {result.rowcount} dead row(s)")
         else:

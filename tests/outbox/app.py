@@ -8,7 +8,9 @@ in ``AIOSIGNALS_TEST_DELIVERY_LOG``, append it there so another process can read
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +55,9 @@ SLOW: dict[str, float] = {"slow": 1.0}
 def _log(line: str) -> None:
     path = os.environ.get("AIOSIGNALS_TEST_DELIVERY_LOG")
     if path:
+        # Closed at once: the kernel has the line even if the process is SIGKILLed next.
         with Path(path).open("a") as log:
             log.write(line + "\n")
-            log.flush()
-            os.fsync(log.fileno())
 
 
 @receiver(post_save, sender=Order, durable=True, dispatch_uid="tests.outbox.record_order")
@@ -66,6 +67,13 @@ async def record_order(sender: type[Order], payload: PostSave[Order]) -> None:
     item = payload.instance.item
     if item in BROKEN:
         raise RuntimeError(f"cannot handle {item}")
+    if item == "cancelled":
+        # Not a cancellation of the relay: the receiver's own (buggy) raise.
+        raise asyncio.CancelledError
+    if item == os.environ.get("AIOSIGNALS_TEST_KILL_ITEM"):
+        # The receiver takes its whole process down, as a segfaulting C extension would.
+        _log(f"killing {delivery.id} {delivery.attempt} {item}")
+        os.kill(os.getpid(), signal.SIGKILL)
     if FLAKY.get(item, 0) > 0:
         FLAKY[item] -= 1
         raise RuntimeError(f"flaky {item}")
@@ -95,6 +103,7 @@ def _job_receiver(uid: str) -> Any:
         await anyio.lowlevel.checkpoint()
         IN_FLIGHT.discard(delivery.id)
         JOBS.append((delivery.id, uid))
+        _log(f"job {delivery.id} {delivery.attempt} {uid}")
 
     job_done.connect(deliver, durable=True, dispatch_uid=uid)
     return deliver
