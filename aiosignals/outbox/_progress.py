@@ -5,10 +5,11 @@ Rows are marked as started before their receivers run, and outcomes written as r
 finish. A row's ``attempts`` counts the times a relay started its receiver and ``failures`` the
 times it failed; a row that is neither finished nor leased any more, with more attempts than
 failures, was in the hands of a relay that died (or lost its lease) while delivering it.
-Marking and recording go together, a few rows at a time (at most :data:`GROUP_ROWS`, or what
-was finished in :data:`GROUP_SECONDS`), in one transaction: the cost of a commit per row
-would cap a relay at a few hundred rows a second, and a relay killed mid-batch redoes at
-most one group.
+Marking and recording go together, a group of rows at a time, in one transaction: a
+commit per row would cap a relay at a few hundred rows a second. A relay killed mid-batch
+redoes at most one group: the group grows (up to :data:`MAX_GROUP_ROWS`) while receivers
+are fast, and shrinks to a row at a time when they are slow, so what is redone is at most
+about :data:`GROUP_SECONDS` of work, or one row.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from ._table import DEAD, outbox
 if TYPE_CHECKING:
     from ..repository.sqlalchemy import Database
 
-__all__ = ["GROUP_ROWS", "GROUP_SECONDS", "BatchProgress"]
+__all__ = ["GROUP_SECONDS", "MAX_GROUP_ROWS", "BatchProgress"]
 
-GROUP_ROWS = 16
-"""Rows marked as started together: a relay killed mid-batch redoes at most this many."""
+MAX_GROUP_ROWS = 256
+"""The most rows marked as started together: a relay killed mid-batch redoes at most this many."""
 
 GROUP_SECONDS = 0.05
 """Finished rows wait at most this long (and until the next row starts) to be recorded."""
@@ -38,12 +39,18 @@ class BatchProgress:
 
     :param db: the database holding the outbox
     :param relay_name: the name the batch's rows are leased under
+    :param group_rows: how many rows to mark together at first
+    :param marked: the rows marked as started when the batch was claimed
     """
 
-    def __init__(self, db: Database, relay_name: str) -> None:
+    def __init__(
+        self, db: Database, relay_name: str, group_rows: int, marked: Collection[int]
+    ) -> None:
         self._db = db
+        self.group_rows = group_rows
+        """How many rows to mark as started together now (adapted to the receivers' pace)."""
         self._mine = outbox.c.locked_by == relay_name
-        self.marked: set[int] = set()
+        self.marked: set[int] = set(marked)
         """Rows whose ``attempts`` were raised for this batch and that are not finished yet."""
         self.counts: Counter[str] = Counter()
         """How many rows were delivered, retrying, dead and given back."""
@@ -143,7 +150,13 @@ class BatchProgress:
                 )
                 marked_all = result.rowcount == len(mark)
         self.marked.update(mark)
+        now = time.monotonic()
+        finished = len(self._done) + len(self._failed) + len(self._dead)
+        if now - self.written_at > GROUP_SECONDS:
+            self.group_rows = max(1, self.group_rows // 2)
+        elif finished >= self.group_rows:
+            self.group_rows = min(MAX_GROUP_ROWS, self.group_rows * 2)
         for pending in (self._done, self._failed, self._dead, self._released, self._unmarked):
             pending.clear()
-        self.written_at = time.monotonic()
+        self.written_at = now
         return marked_all

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._signal import registry
 from ..models import load_payload, resolve_path
-from ._progress import GROUP_ROWS, BatchProgress
+from ._progress import BatchProgress
 from ._table import PENDING, outbox, outbox_metadata
 
 if TYPE_CHECKING:
@@ -179,6 +179,7 @@ class OutboxRelay:
         # The row in hand and when its delivery_timeout is up (the heartbeat stops
         # renewing the batch's leases past it).
         self._in_hand: tuple[int, float] | None = None
+        self._group_rows = 64  # rows marked as started together; adapts to the receivers
         # Receivers this process does not have (uid -> signal name): their rows are left
         # to other relays, and not claimed again until the receiver is connected here.
         self._missing: dict[str, str] = {}
@@ -248,11 +249,11 @@ class OutboxRelay:
         for uid, signal_name in list(self._missing.items()):
             if _receiver(signal_name, uid) is not None:
                 del self._missing[uid]  # connected since
-        rows = await self._claim()
+        rows, marked = await self._claim()
         if not rows:
             return 0
         started_at = time.monotonic()
-        progress = BatchProgress(self.db, self.name)
+        progress = BatchProgress(self.db, self.name, self._group_rows, marked)
         self._lease_until = started_at + self.lease
         try:
             async with anyio.create_task_group() as group:
@@ -269,6 +270,7 @@ class OutboxRelay:
             # cancelled, or it would all be delivered again.
             with anyio.CancelScope(shield=True):
                 await progress.write()
+            self._group_rows = progress.group_rows
         counts = progress.counts
         logger.info(
             "outbox relay %s: %d rows for %d receivers in %.3f s: %d delivered,"
@@ -314,19 +316,20 @@ class OutboxRelay:
             else:
                 self._lease_until = renewed_at + self.lease
 
-    def _group(self, rows: list[Any], start: int, held_back: set[str]) -> list[int]:
+    def _group(self, rows: list[Any], start: int, size: int, held_back: set[str]) -> list[int]:
         """Return the rows from *start* on to mark as started together (not yet marked)."""
         group: list[int] = []
-        for index in range(start, min(len(rows), start + GROUP_ROWS)):
+        for index in range(start, min(len(rows), start + size)):
             row = rows[index]
-            if row.dispatch_uid in held_back:
-                continue
-            if row.attempts > row.failures and index > start:
-                # A row some relay died holding goes alone: if it kills this relay too,
-                # only it is counted.
+            deaths = row.attempts - row.failures
+            if row.dispatch_uid in held_back or deaths >= self.max_attempts:
+                continue  # not delivered in this batch
+            if deaths and group:
                 break
             group.append(row.id)
-            if row.attempts > row.failures:
+            if deaths:
+                # A row some relay died holding goes alone: if it kills this relay too,
+                # only it is counted.
                 break
         return group
 
@@ -357,7 +360,7 @@ class OutboxRelay:
                 progress.release(row.id)
                 continue
             if row.id not in progress.marked or progress.due():
-                group = self._group(rows, index, held_back)
+                group = self._group(rows, index, progress.group_rows, held_back)
                 if not await progress.write([i for i in group if i not in progress.marked]):
                     for rest in rows[index:]:
                         progress.release(rest.id)
@@ -461,7 +464,8 @@ class OutboxRelay:
             hint,
         )
 
-    async def _claim(self) -> list[Any]:
+    async def _claim(self) -> tuple[list[Any], list[int]]:
+        """Lease the rows due now and mark the first group as started, in one transaction."""
         now = time.time()
         due = sa.and_(
             outbox.c.status == PENDING,
@@ -500,30 +504,42 @@ class OutboxRelay:
             if self.db.is_sqlite:
                 ids = list((await connection.scalars(query)).all())
                 if not ids:
-                    return []
+                    return [], []
                 await connection.execute(outbox.update().where(outbox.c.id.in_(ids)).values(lease))
                 result = await connection.execute(
                     sa.select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id)
                 )
-                return list(result.all())
-            # Claims take turns (deliveries do not): the next claimer then sees these
-            # leases and skips the rows behind them. SKIP LOCKED covers anything else
-            # holding a row, such as `outbox retry`.
-            await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_CLAIM_LOCK)))
-            # One round trip: the rows are chosen, locked, leased and returned together.
-            # MATERIALIZED: the LIMIT is applied once, never re-evaluated per updated row.
-            claimed = (
-                query.with_for_update(skip_locked=True)
-                .cte("claimed")
-                .prefix_with("MATERIALIZED", dialect="postgresql")
-            )
-            result = await connection.execute(
-                outbox.update()
-                .where(outbox.c.id == claimed.c.id)
-                .values(lease)
-                .returning(*outbox.c)
-            )
-            return sorted(result.all(), key=lambda row: row.id)
+                rows = list(result.all())
+            else:
+                # Claims take turns (deliveries do not): the next claimer then sees these
+                # leases and skips the rows behind them. SKIP LOCKED covers anything else
+                # holding a row, such as `outbox retry`.
+                await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_CLAIM_LOCK)))
+                # One round trip: the rows are chosen, locked, leased and returned together.
+                # MATERIALIZED: the LIMIT is applied once, never re-evaluated per updated row.
+                claimed = (
+                    query.with_for_update(skip_locked=True)
+                    .cte("claimed")
+                    .prefix_with("MATERIALIZED", dialect="postgresql")
+                )
+                result = await connection.execute(
+                    outbox.update()
+                    .where(outbox.c.id == claimed.c.id)
+                    .values(lease)
+                    .returning(*outbox.c)
+                )
+                rows = sorted(result.all(), key=lambda row: row.id)
+                if not rows:
+                    return [], []
+            # The rows keep the attempts they had when claimed: a delivery's is one more.
+            group = self._group(rows, 0, self._group_rows, set())
+            if group:
+                await connection.execute(
+                    outbox.update()
+                    .where(outbox.c.id.in_(group))
+                    .values(attempts=outbox.c.attempts + 1)
+                )
+            return rows, group
 
     def _retry_at(self, attempts: int) -> float:
         delay = min(self.max_backoff, self.backoff * 2.0 ** (attempts - 1))
