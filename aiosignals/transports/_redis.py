@@ -223,7 +223,7 @@ _outbox_missing = False
 
 
 def _delivery_key() -> str | None:
-    """Return ``outbox:<row id>`` when the outbox relay is calling us, else ``None``."""
+    """Return ``outbox:<database>:<row id>`` when the outbox relay is calling us, else ``None``."""
     global _outbox_missing  # Set once: a failed import is not cached by Python.
     if _outbox_missing:
         return None
@@ -235,7 +235,7 @@ def _delivery_key() -> str | None:
         _outbox_missing = True
         return None
     delivery = current_delivery()
-    return None if delivery is None else f"outbox:{delivery.id}"
+    return None if delivery is None else delivery.key
 
 
 class RedisStreamTransport:
@@ -360,8 +360,9 @@ class RedisStreamTransport:
         The receiver is connected with ``durable=True`` and ``dispatch_uid`` from
         :meth:`forward_uid`. Inside a transaction with the durable outbox, the send is
         written to the outbox with the entity and the outbox relay publishes it after commit,
-        at least once, with ``outbox:<row id>`` (the relay's delivery id) as the entry's
-        idempotency ``key``, the same when the relay publishes a row twice;
+        at least once, with ``outbox:<database name>:<row id>`` (the relay's
+        :attr:`Delivery.key <aiosignals.outbox.Delivery.key>`) as the entry's idempotency
+        ``key``, the same when the relay publishes a row twice;
         outside a transaction it is published during the send.
 
         Sends dispatched by a :class:`Subscriber` reading this very stream are not published

@@ -1100,3 +1100,86 @@ def test_load_signals_takes_a_signal_a_list_or_a_module() -> None:
 
 
 SIGNALS = [_app.ping, _app.ping]
+
+
+# -- payload data (#11) ------------------------------------------------------------------
+
+
+class Measured(Event):
+    value: float
+    series: tuple[float, ...]
+    raw: bytes
+
+
+@dataclasses.dataclass
+class Sample:
+    id: int
+    value: float
+    data: bytes
+
+
+@pytest.mark.asyncio
+async def test_floats_nan_and_infinities_and_binary_bytes_round_trip_through_the_stream(
+    transport: RedisStreamTransport,
+) -> None:
+    """NaN, infinities and non-UTF-8 bytes, in an event and in an entity, arrive exactly."""
+    import math
+
+    measured = Signal(Measured, name="measured")
+    received: list[Any] = []
+
+    async def on_measured(sender: Any, payload: Measured) -> None:
+        received.append(payload)
+
+    async def on_saved(sender: type[Sample], payload: PostSave[Sample]) -> None:
+        received.append(payload.instance)
+
+    with (
+        measured.connected_to(on_measured),
+        post_save.connected_to(on_saved, sender=Sample),
+    ):
+        await transport.publish(
+            measured,
+            None,
+            Measured(value=math.nan, series=(math.inf, -math.inf), raw=b"\xff\x00\xfe"),
+        )
+        sample = Sample(1, -math.inf, bytes(range(256))[::-1])
+        await transport.publish(post_save, Sample, PostSave(instance=sample, created=True))
+        subscriber = transport.consumer([measured, post_save], consumer="c1", block=0.2)
+        async with running(subscriber):
+
+            async def handled() -> bool:
+                return subscriber.handled == 2
+
+            await eventually(handled)
+    event, entity = sorted(received, key=lambda item: isinstance(item, Sample))
+    assert isinstance(event, Measured)
+    assert math.isnan(event.value)
+    assert event.series == (math.inf, -math.inf)
+    assert event.raw == b"\xff\x00\xfe"
+    assert entity == sample
+    assert await transport.dead_letters() == []
+
+
+@pytest.mark.asyncio
+async def test_forwarding_through_the_outbox_keys_entries_by_database_and_delivery(
+    transport: RedisStreamTransport, tmp_path: Path
+) -> None:
+    """An entry forwarded by the outbox relay has the key ``outbox:<database name>:<row id>``."""
+    from aiosignals.outbox import OutboxRelay
+    from aiosignals.repository.sqlalchemy import Database
+
+    greeting = Signal(Greeting, name="greeting")
+    transport.forward(greeting)
+    try:
+        async with Database(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}", name="shop") as db:
+            await OutboxRelay.create_table(db)
+            async with db.transaction():
+                await greeting.send(Service, text="stored first")
+            assert await entries(transport.client, transport.stream_name(greeting)) == []
+            assert await OutboxRelay(db).run_once() == 1
+    finally:
+        transport.unforward(greeting)
+    [(_, fields)] = await entries(transport.client, transport.stream_name(greeting))
+    assert fields["key"].startswith("outbox:shop:")
+    assert int(fields["key"].rpartition(":")[2]) >= 1
