@@ -13,11 +13,13 @@ entity class as the sender, so receivers read as the Django code they replace::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
-import json
+import typing
 from typing import Any, Generic
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, field_serializer
+from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, field_serializer
+from pydantic_core import from_json, to_json
 
 from ._event import Event
 from ._signal import Signal
@@ -36,63 +38,127 @@ __all__ = [
 ]
 
 
+def dump_payload(payload: Event) -> str:
+    """
+    Return the JSON a payload travels as, through the outbox or a stream.
+
+    :class:`~aiosignals.Event`'s config makes it exact: NaN and the infinities are
+    written as the tokens ``NaN``, ``Infinity`` and ``-Infinity`` (as Python's
+    :mod:`json` writes them) and bytes as base64, so :func:`load_payload` gives back
+    what was sent.
+
+    :raises TypeError: if a value has no JSON form (pydantic cannot serialise it)
+    """
+    try:
+        return payload.model_dump_json()
+    except (TypeError, ValueError) as exc:  # pydantic's PydanticSerializationError is a ValueError
+        raise TypeError(f"cannot serialise a {type(payload).__qualname__}: {exc}") from exc
+
+
 def dump_entity(entity: object) -> dict[str, Any]:
     """
-    Return the stored fields of *entity* as a JSON-ready dict, for the outbox and transports.
+    Return the stored fields of *entity*, for the outbox and transports.
 
-    Understands pydantic models, dataclasses and SQLAlchemy mapped instances (their column
-    attributes); anything else is refused with a clear error rather than half-serialised.
+    Understands SQLAlchemy mapped instances (their column attributes), pydantic models and
+    dataclasses; anything else is refused with a clear error rather than half-serialised.
+    Values stay Python values: the payload's JSON encoding (see :func:`dump_payload`)
+    writes them, and :func:`load_entity` reads them back by the fields' types.
     """
-    if isinstance(entity, BaseModel):
-        return entity.model_dump(mode="json")
-    if dataclasses.is_dataclass(entity) and not isinstance(entity, type):
-        return dataclasses.asdict(entity)
-    table = getattr(type(entity), "__table__", None)
     mapper = getattr(type(entity), "__mapper__", None)
-    if table is not None and mapper is not None:
+    if getattr(type(entity), "__table__", None) is not None and mapper is not None:
         return {
             attr.key: getattr(entity, attr.key)
             for attr in mapper.column_attrs
             if attr.key in entity.__dict__
         }
+    if isinstance(entity, BaseModel):
+        return entity.model_dump(round_trip=True)
+    if dataclasses.is_dataclass(entity) and not isinstance(entity, type):
+        return dataclasses.asdict(entity)
     raise TypeError(
         f"cannot serialise a {type(entity).__qualname__}: an entity must be a pydantic model,"
         " a dataclass or an SQLAlchemy mapped instance"
     )
 
 
+# How entity fields are read back: the same encoding as Event's, so bytes (base64) and
+# NaN or the infinities come back exactly.
+_FIELD_CONFIG = ConfigDict(val_json_bytes="base64", ser_json_bytes="base64")
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_adapter(annotation: Any) -> TypeAdapter[Any]:
+    try:
+        return TypeAdapter(annotation, config=_FIELD_CONFIG)
+    except PydanticUserError:
+        # A model or dataclass type keeps its own config: pydantic refuses another one.
+        return TypeAdapter(annotation)
+
+
+def _load_field(annotation: Any, value: Any) -> Any:
+    """Validate a field's JSON value as *annotation*, as it would be from the JSON text."""
+    if value is None or annotation is None or annotation is Any or annotation is object:
+        return value
+    try:
+        adapter = _field_adapter(annotation)
+    except TypeError:  # an unhashable annotation (Annotated metadata): not cached
+        adapter = TypeAdapter(annotation)
+    # From JSON, not from Python: a base64 string is decoded into bytes, not encoded.
+    return adapter.validate_json(to_json(value, inf_nan_mode="constants"))
+
+
+def _field_types(entity_type: type[Any]) -> dict[str, Any]:
+    if issubclass(entity_type, BaseModel):
+        return {name: field.annotation for name, field in entity_type.model_fields.items()}
+    if dataclasses.is_dataclass(entity_type):
+        try:
+            hints = typing.get_type_hints(entity_type)
+        except (NameError, TypeError):  # annotations that do not resolve: read as given
+            return {}
+        return {field.name: hints.get(field.name) for field in dataclasses.fields(entity_type)}
+    return {}
+
+
 def load_entity(entity_type: type[M], data: dict[str, Any]) -> M:
     """
-    Rebuild an entity of *entity_type* from what :func:`dump_entity` returned.
+    Rebuild an entity of *entity_type* from what :func:`dump_entity` returned, as JSON.
 
     Values are validated into the declared field types (a datetime comes back as a
-    datetime, not as the string JSON made of it).
+    datetime, not as the string JSON made of it; bytes from their base64 text).
 
     :raises pydantic.ValidationError: if *data* does not fit the entity's fields
     """
     mapper = getattr(entity_type, "__mapper__", None)
     if mapper is None:
-        return TypeAdapter(entity_type).validate_python(data)
+        types = _field_types(entity_type)
+        fields = {name: _load_field(types.get(name), value) for name, value in data.items()}
+        return TypeAdapter(entity_type).validate_python(fields)
     # Mapped classes may refuse some columns in __init__ (init=False keys): build the
     # instance the way the ORM loads rows, then set each column to its validated value.
     entity: M = mapper.class_manager.new_instance()
     for attr in mapper.column_attrs:
         if attr.key not in data:
             continue
-        value = data[attr.key]
-        try:
-            python_type = attr.columns[0].type.python_type
-        except NotImplementedError:
-            python_type = None
-        if python_type is not None and value is not None:
-            value = TypeAdapter(python_type).validate_python(value)
-        setattr(entity, attr.key, value)
+        setattr(entity, attr.key, _load_field(_column_type(attr.columns[0].type), data[attr.key]))
     return entity
+
+
+def _column_type(column_type: Any) -> Any:
+    # Only mapped entities get here, so SQLAlchemy is installed.
+    from sqlalchemy import JSON
+
+    # A JSON column holds whatever JSON holds, whatever python_type says (dict).
+    if isinstance(column_type, JSON):
+        return None
+    try:
+        return column_type.python_type
+    except NotImplementedError:
+        return None
 
 
 def load_payload(payload_type: type[Event], sender: Any, text: str) -> Event:
     """
-    Validate payload JSON (from the outbox or a stream) into *payload_type*.
+    Validate payload JSON (see :func:`dump_payload`) into *payload_type*.
 
     A model signal's instance travels as its fields (:func:`dump_entity`); when *sender* is
     the entity class it is rebuilt as an instance of it, so a receiver sees the same kind
@@ -104,9 +170,15 @@ def load_payload(payload_type: type[Event], sender: Any, text: str) -> Event:
     if not (isinstance(sender, type) and ModelEvent in payload_type.__mro__):
         return payload_type.model_validate_json(text)
     try:
-        data = json.loads(text)
-        data["instance"] = load_entity(sender, data["instance"])
-        return payload_type.model_validate(data)
+        data = from_json(text)
+        fields = {name: field.annotation for name, field in payload_type.model_fields.items()}
+        payload = {
+            name: _load_field(fields.get(name), value)
+            for name, value in data.items()
+            if name != "instance"
+        }
+        payload["instance"] = load_entity(sender, data["instance"])
+        return payload_type.model_validate(payload)
     except (TypeError, KeyError) as exc:
         raise ValueError(f"not a {payload_type.__qualname__} payload: {exc!r}") from exc
 

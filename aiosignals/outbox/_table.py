@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ..models import import_path
+from ..models import dump_payload, import_path
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -87,6 +87,14 @@ async def write_row(
     # Both are checked when a durable receiver connects.
     assert record.dispatch_uid is not None
     assert signal.name is not None
+    try:
+        text = dump_payload(payload)
+    except TypeError as exc:
+        # Raised from a save, far from the durable receiver that needs the row: say which.
+        raise TypeError(
+            f"cannot write the payload of signal {signal.name!r} to the outbox table"
+            f" {outbox.name!r} for the durable receiver {record.dispatch_uid!r}: {exc}"
+        ) from exc
     # One prebuilt statement with parameters: compiled once and cached by SQLAlchemy,
     # where .values(...) would build (and key) a new statement per row.
     await session.execute(
@@ -95,7 +103,7 @@ async def write_row(
             "dispatch_uid": record.dispatch_uid,
             "signal": signal.name,
             "sender": dump_sender(sender),
-            "payload": payload.model_dump_json(),
+            "payload": text,
             "status": PENDING,
             "attempts": 0,
             "created_at": now,

@@ -29,7 +29,7 @@ from redis import exceptions as redis_errors
 
 from .._receivers import ANY
 from .._signal import Signal, registry
-from ..models import load_payload
+from ..models import dump_payload, load_payload
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -334,12 +334,20 @@ class RedisStreamTransport:
             :attr:`StreamMessage.key`
         :raises ValueError: if the signal has no name
         :raises pydantic.ValidationError: if *payload* does not validate
+        :raises TypeError: if a value of *payload* has no JSON form
         """
         stream = self.stream_name(signal)
         if payload.__class__ is not signal.payload_type:
             payload = signal.payload_type.model_validate(payload)
+        try:
+            text = dump_payload(payload)
+        except TypeError as exc:
+            raise TypeError(
+                f"cannot publish the payload of signal {signal.name!r} to the stream"
+                f" {stream!r}: {exc}"
+            ) from exc
         fields: dict[FieldT, EncodableT] = {
-            "payload": payload.model_dump_json(),
+            "payload": text,
             "sender": sender_label(sender),
         }
         if key is not None:

@@ -20,6 +20,7 @@ import anyio
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 
 from aiosignals import Event, Signal
 from aiosignals._cli import main as cli_main
@@ -1118,6 +1119,12 @@ class Sample:
     data: bytes
 
 
+class ModelSample(BaseModel):
+    id: int
+    values: tuple[float, ...]
+    data: bytes
+
+
 @pytest.mark.asyncio
 async def test_floats_nan_and_infinities_and_binary_bytes_round_trip_through_the_stream(
     transport: RedisStreamTransport,
@@ -1131,12 +1138,13 @@ async def test_floats_nan_and_infinities_and_binary_bytes_round_trip_through_the
     async def on_measured(sender: Any, payload: Measured) -> None:
         received.append(payload)
 
-    async def on_saved(sender: type[Sample], payload: PostSave[Sample]) -> None:
+    async def on_saved(sender: type[Any], payload: PostSave[Any]) -> None:
         received.append(payload.instance)
 
     with (
         measured.connected_to(on_measured),
         post_save.connected_to(on_saved, sender=Sample),
+        post_save.connected_to(on_saved, sender=ModelSample),
     ):
         await transport.publish(
             measured,
@@ -1145,19 +1153,22 @@ async def test_floats_nan_and_infinities_and_binary_bytes_round_trip_through_the
         )
         sample = Sample(1, -math.inf, bytes(range(256))[::-1])
         await transport.publish(post_save, Sample, PostSave(instance=sample, created=True))
+        model = ModelSample(id=2, values=(math.inf, -math.inf), data=b"\x80\xff")
+        await transport.publish(post_save, ModelSample, PostSave(instance=model, created=True))
         subscriber = transport.consumer([measured, post_save], consumer="c1", block=0.2)
         async with running(subscriber):
 
             async def handled() -> bool:
-                return subscriber.handled == 2
+                return subscriber.handled == 3
 
             await eventually(handled)
-    event, entity = sorted(received, key=lambda item: isinstance(item, Sample))
-    assert isinstance(event, Measured)
+    assert len(received) == 3
+    event = next(item for item in received if isinstance(item, Measured))
     assert math.isnan(event.value)
     assert event.series == (math.inf, -math.inf)
     assert event.raw == b"\xff\x00\xfe"
-    assert entity == sample
+    assert sample in received
+    assert model in received
     assert await transport.dead_letters() == []
 
 
