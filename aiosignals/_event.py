@@ -22,9 +22,10 @@ class Event(BaseModel):
     Payloads travel (through the outbox and streams) as their JSON, and come back equal:
     NaN and the infinities are written as the tokens ``NaN``, ``Infinity`` and
     ``-Infinity`` (as Python's :mod:`json` writes them, where pydantic's default writes
-    ``null``), and ``bytes`` as base64. Nested models that are not events keep their own
-    config: derive them from :class:`Event` (or give them the same ``ser_json_inf_nan``,
-    ``ser_json_bytes`` and ``val_json_bytes``) to carry such values.
+    ``null``), and ``bytes`` as base64. A nested model that is not an event writes its
+    bytes as its own config says (pydantic's default, UTF-8, refuses other bytes with an
+    error at the send): derive it from :class:`Event`, or give it
+    ``ser_json_bytes="base64"`` and ``val_json_bytes="base64"``, to carry any bytes.
 
     .. versionadded:: 0.1
     """

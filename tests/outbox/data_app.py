@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import LargeBinary, PickleType
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, mapped_column
 
@@ -45,8 +46,15 @@ class Pickled(Base):
     thing: Mapped[Any] = mapped_column(PickleType)
 
 
+class Point(BaseModel):
+    """A nested model that is not an Event: pydantic's default config."""
+
+    x: float
+
+
 class Measured(Event):
     value: float
+    where: Point | None = None
     series: tuple[float, ...] = ()
     named: dict[str, float] = {}  # noqa: RUF012 -- pydantic copies field defaults
     raw: bytes = b""

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from aiosignals.outbox import OutboxRelay
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
 from tests.outbox import data_app
-from tests.outbox.data_app import Blob, Measured, Member, Pickled, Reading, measured
+from tests.outbox.data_app import Blob, Measured, Member, Pickled, Point, Reading, measured
 
 pytestmark = pytest.mark.anyio
 
@@ -135,6 +135,7 @@ async def test_floats_nan_and_infinities_round_trip_through_the_outbox(
             "sensor",
             Measured(
                 value=math.nan,
+                where=Point(x=math.inf),
                 series=(math.inf, -math.inf, 1.5),
                 named={"low": -math.inf, "none": math.nan},
             ),
@@ -144,6 +145,7 @@ async def test_floats_nan_and_infinities_round_trip_through_the_outbox(
     (_, event), (_, saved) = data_app.RECEIVED
     assert isinstance(event, Measured)
     assert math.isnan(event.value)
+    assert event.where == Point(x=math.inf)
     assert event.series == (math.inf, -math.inf, 1.5)
     assert event.named["low"] == -math.inf
     assert math.isnan(event.named["none"])

@@ -1113,10 +1113,16 @@ class Measured(Event):
 
 
 @dataclasses.dataclass
+class Part:
+    data: bytes
+
+
+@dataclasses.dataclass
 class Sample:
     id: int
     value: float
     data: bytes
+    parts: list[Part]
 
 
 class ModelSample(BaseModel):
@@ -1151,7 +1157,7 @@ async def test_floats_nan_and_infinities_and_binary_bytes_round_trip_through_the
             None,
             Measured(value=math.nan, series=(math.inf, -math.inf), raw=b"\xff\x00\xfe"),
         )
-        sample = Sample(1, -math.inf, bytes(range(256))[::-1])
+        sample = Sample(1, -math.inf, bytes(range(256))[::-1], [Part(b"\xfe\xff")])
         await transport.publish(post_save, Sample, PostSave(instance=sample, created=True))
         model = ModelSample(id=2, values=(math.inf, -math.inf), data=b"\x80\xff")
         await transport.publish(post_save, ModelSample, PostSave(instance=model, created=True))
@@ -1194,3 +1200,18 @@ async def test_forwarding_through_the_outbox_keys_entries_by_database_and_delive
     [(_, fields)] = await entries(transport.client, transport.stream_name(greeting))
     assert fields["key"].startswith("outbox:shop:")
     assert int(fields["key"].rpartition(":")[2]) >= 1
+
+
+class Anything(Event):
+    thing: Any
+
+
+@pytest.mark.asyncio
+async def test_a_payload_with_no_json_form_is_refused_at_publish_naming_signal_and_stream(
+    transport: RedisStreamTransport,
+) -> None:
+    """publish() of a value with no JSON form raises a TypeError naming signal and stream."""
+    anything = Signal(Anything, name="anything")
+    with pytest.raises(TypeError, match=r"signal 'anything' to the stream '.*anything'"):
+        await transport.publish(anything, None, Anything(thing=object()))
+    assert await entries(transport.client, transport.stream_name(anything)) == []
