@@ -18,7 +18,7 @@ import importlib
 import types
 import typing
 import weakref
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, field_serializer
 from pydantic_core import from_json, to_json
@@ -66,12 +66,16 @@ def dump_entity(entity: object) -> dict[str, Any]:
 
     Understands SQLAlchemy mapped instances (their loaded column attributes), pydantic
     models and dataclasses; anything else is refused with a clear error rather than
-    half-serialised. Each value is written by its declared type (a column's
-    ``python_type``, a field's annotation), as :func:`load_entity` reads it back: bytes
-    as base64, NaN and the infinities as floats.
+    half-serialised. A pydantic model is written as its own JSON (its config and
+    serialisers decide). The fields of the others are written by their declared types (a
+    column's ``python_type``, a dataclass field's annotation), as :func:`load_entity`
+    reads them back: bytes as base64. NaN and the infinities stay floats, which
+    :func:`dump_payload` writes as JSON tokens.
 
     :raises TypeError: for an entity of another kind
     """
+    if isinstance(entity, BaseModel):
+        return entity.model_dump(mode="json", round_trip=True, by_alias=True)
     entity_type = type(entity)
     fields = _entity_fields(entity_type)
     if fields is None:
@@ -80,16 +84,12 @@ def dump_entity(entity: object) -> dict[str, Any]:
             " model, a dataclass or an SQLAlchemy mapped instance"
         )
     mapped = _mapper(entity_type) is not None
-    data = {
+    return {
         name: _dump_field(annotation, getattr(entity, name))
         for name, annotation in fields.items()
         # A mapped instance travels with the columns it has loaded (as the row was read).
         if not mapped or name in entity.__dict__
     }
-    extra = getattr(entity, "__pydantic_extra__", None)
-    if extra:
-        data.update(extra)
-    return data
 
 
 def load_entity(entity_type: type[M], data: dict[str, Any]) -> M:
@@ -102,6 +102,9 @@ def load_entity(entity_type: type[M], data: dict[str, Any]) -> M:
     :raises pydantic.ValidationError: if *data* does not fit the entity's fields
     """
     kind: type[Any] = entity_type  # M is unbounded: say that the class is hashable
+    if issubclass(kind, BaseModel):
+        # Read as the model's own JSON (its config and validators), as it was written.
+        return cast("M", kind.model_validate_json(to_json(data, inf_nan_mode="constants")))
     fields = _entity_fields(kind) or {}
     values = {name: _load_field(fields.get(name), value) for name, value in data.items()}
     mapper = _mapper(kind)
@@ -139,8 +142,6 @@ def _find_fields(entity_type: type[Any]) -> dict[str, Any] | None:
     mapper = _mapper(entity_type)
     if mapper is not None:
         return {attr.key: _column_type(attr.columns[0].type) for attr in mapper.column_attrs}
-    if issubclass(entity_type, BaseModel):
-        return {name: field.annotation for name, field in entity_type.model_fields.items()}
     if dataclasses.is_dataclass(entity_type):
         try:
             hints = typing.get_type_hints(entity_type)

@@ -20,7 +20,7 @@ import anyio
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from aiosignals import Event, Signal
 from aiosignals._cli import main as cli_main
@@ -1126,6 +1126,10 @@ class Sample:
 
 
 class ModelSample(BaseModel):
+    """A pydantic entity travels as its own JSON: base64 bytes are its config's choice."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
     id: int
     values: tuple[float, ...]
     data: bytes
