@@ -145,9 +145,9 @@ class StreamMessage:
         """
         The key a receiver de-duplicates by: the publisher's key, else stream and entry id.
 
-        The publisher's key (the outbox delivery id when the outbox relay forwards) stays the
-        same when one send is published twice; the entry id stays the same when one entry
-        is delivered twice.
+        The publisher's key (``outbox:<database>:<row id>`` when the outbox relay forwards)
+        stays the same when one send is published twice; the entry id stays the same when
+        one entry is delivered twice.
         """
         return self.key if self.key is not None else f"{self.stream}/{self.id}"
 
