@@ -52,6 +52,12 @@ SLOW: dict[str, float] = {"slow": 1.0}
 """item -> seconds its delivery takes."""
 
 
+STUBBORN: dict[str, int] = {}
+"""item -> how many more of its deliveries ignore cancellation for ``STUBBORN_SECONDS``."""
+
+STUBBORN_SECONDS = 2.0
+
+
 def _log(line: str) -> None:
     path = os.environ.get("AIOSIGNALS_TEST_DELIVERY_LOG")
     if path:
@@ -80,6 +86,11 @@ async def record_order(sender: type[Order], payload: PostSave[Order]) -> None:
     if item == os.environ.get("AIOSIGNALS_TEST_BLOCK_ITEM"):
         _log(f"started {delivery.id} {delivery.attempt} {item}")
         await anyio.sleep_forever()
+    if STUBBORN.get(item, 0) > 0:
+        STUBBORN[item] -= 1
+        # Deaf to cancellation, as a blocking call in a thread is: only the lease helps.
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(STUBBORN_SECONDS)
     if item in SLOW:
         _log(f"started {delivery.id} {delivery.attempt} {item}")
         await anyio.sleep(SLOW[item])

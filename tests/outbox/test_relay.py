@@ -610,6 +610,29 @@ async def test_a_receiver_past_the_delivery_timeout_fails_and_is_retried(db: Dat
     assert app.DELIVERED == []
 
 
+async def test_a_receiver_deaf_to_its_delivery_timeout_loses_its_lease(db: Database) -> None:
+    """
+    A receiver that ignores the cancellation at delivery_timeout no longer has its lease
+    renewed: another relay takes the row and delivers it meanwhile.
+    """
+    app.STUBBORN["deaf"] = 1
+    await SQLAlchemyRepository(Order, db).add(Order(item="deaf"))
+    stuck = OutboxRelay(db, lease=0.3, delivery_timeout=0.1, backoff=0.0, name="stuck")
+    other = OutboxRelay(db, lease=0.3, backoff=0.0, name="other")
+    async with anyio.create_task_group() as group:
+        group.start_soon(stuck.run_once)
+        with anyio.fail_after(5):
+            while [r.locked_by for r in await rows(db)] != ["stuck"]:
+                await anyio.sleep(0.01)
+        with anyio.fail_after(app.STUBBORN_SECONDS - 0.5):
+            while not app.DELIVERED:
+                await other.run_once()
+                await anyio.sleep(0.05)
+    # The second relay delivered it while the first was still stuck in the receiver.
+    assert next((attempt, item) for _, attempt, item in app.DELIVERED) == (2, "deaf")
+    assert await rows(db) == []
+
+
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "soon"])
 def test_the_relay_command_refuses_a_bad_delivery_timeout(
     bad: str, capsys: pytest.CaptureFixture[str]
