@@ -467,6 +467,18 @@ async def test_the_relay_command_finishes_the_row_in_hand_on_sigterm(
     assert [(r.status, r.attempts) for r in await rows(db)] == [("pending", 0)]
 
 
+def start_bare_relay(db_url: str, err: Path, *options: str) -> subprocess.Popen[str]:
+    """Start `aiosignals relay` with only *options*, its stderr to the file *err*."""
+    with err.open("w") as stderr_file:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "aiosignals", "relay", "--db", db_url,
+             "--poll-interval", "0.05", *options],
+            cwd=ROOT,
+            stderr=stderr_file,
+            text=True,
+        )  # fmt: skip
+
+
 def wait_for_more(log: Path) -> None:
     """Wait until *log* has more lines than now."""
     count = len(delivery_log(log))
@@ -719,29 +731,22 @@ async def test_a_relay_without_receivers_warns_at_start_and_leaves_the_rows_pend
     start, names each waiting uid and its module, and parks nothing.
     """
     await SQLAlchemyRepository(Order, db).add(Order(item="waiting"))
-    for apps in ([], ["--app", "json"]):
-        stderr_path = tmp_path / "relay.err"
-        with stderr_path.open("w") as stderr_file:
-            relay_process = subprocess.Popen(
-                [sys.executable, "-m", "aiosignals", "relay", "--db", db_url,
-                 "--poll-interval", "0.05", *apps],
-                cwd=ROOT,
-                stderr=stderr_file,
-                text=True,
-            )  # fmt: skip
-            try:
-                await anyio.to_thread.run_sync(
-                    wait_for,
-                    lambda path=stderr_path: "'tests.outbox.record_order'" in path.read_text(),
-                )
-            finally:
-                relay_log(relay_process)
-        stderr = stderr_path.read_text()
+    cases = {"no-app": [], "json": ["--app", "json"]}
+    logs = {name: tmp_path / f"{name}.err" for name in cases}
+    processes = {name: start_bare_relay(db_url, logs[name], *apps) for name, apps in cases.items()}
+    try:
+        for log in logs.values():
+            await anyio.to_thread.run_sync(
+                wait_for, lambda path=log: "'tests.outbox.record_order'" in path.read_text()
+            )
+    finally:
+        for relay_process in processes.values():
+            relay_log(relay_process)
+    for name, relay_process in processes.items():
+        stderr = logs[name].read_text()
         assert relay_process.returncode == 0, stderr
-        if apps:
-            assert "--app json connects no durable receiver" in stderr
-        else:
-            assert "no --app given" in stderr
         assert "--app tests.outbox.app" in stderr
+    assert "no --app given" in logs["no-app"].read_text()
+    assert "--app json connects no durable receiver" in logs["json"].read_text()
     (row,) = await rows(db)
     assert (row.status, row.attempts) == ("pending", 0)
