@@ -19,18 +19,30 @@ from collections import Counter
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+
 from ._table import DEAD, outbox
 
 if TYPE_CHECKING:
     from ..repository.sqlalchemy import Database
 
-__all__ = ["GROUP_SECONDS", "MAX_GROUP_ROWS", "BatchProgress"]
+__all__ = ["GROUP_SECONDS", "MAX_GROUP_ROWS", "BatchProgress", "ids_in"]
 
 MAX_GROUP_ROWS = 256
 """The most rows marked as started together: a relay killed mid-batch redoes at most this many."""
 
 GROUP_SECONDS = 0.05
 """Finished rows wait at most this long (and until the next row starts) to be recorded."""
+
+
+def ids_in(db: Database, ids: Collection[int]) -> sa.ColumnElement[bool]:
+    """Return "the row's id is one of *ids*", as one statement whatever their number."""
+    if db.is_sqlite:
+        return outbox.c.id.in_(ids)
+    # One array parameter: an IN list would be a new statement (compiled, and prepared by
+    # PostgreSQL) for each length.
+    return outbox.c.id == sa.any_(sa.literal(list(ids), ARRAY(sa.BigInteger())))
 
 
 class BatchProgress:
@@ -100,11 +112,13 @@ class BatchProgress:
         :return: whether every row of *mark* was still leased to this relay (if not, the
             lease was lost and another relay may own them: deliver none of them)
         """
+        # The pace of the receivers since the last write, not counting this one's own time.
+        elapsed = time.monotonic() - self.written_at
         mine = self._mine
         marked_all = True
         async with self._db.engine.begin() as connection:
             if self._done:
-                await connection.execute(outbox.delete().where(outbox.c.id.in_(self._done), mine))
+                await connection.execute(outbox.delete().where(ids_in(self._db, self._done), mine))
             for row_id, retry_at, error in self._failed:
                 await connection.execute(
                     outbox.update()
@@ -133,30 +147,29 @@ class BatchProgress:
                 # Marked but never started (or handed back by a cancellation): not an attempt.
                 await connection.execute(
                     outbox.update()
-                    .where(outbox.c.id.in_(self._unmarked), mine)
+                    .where(ids_in(self._db, self._unmarked), mine)
                     .values(attempts=outbox.c.attempts - 1, locked_until=None, locked_by=None)
                 )
             if self._released:
                 await connection.execute(
                     outbox.update()
-                    .where(outbox.c.id.in_(self._released), mine)
+                    .where(ids_in(self._db, self._released), mine)
                     .values(locked_until=None, locked_by=None)
                 )
             if mark:
                 result = await connection.execute(
                     outbox.update()
-                    .where(outbox.c.id.in_(mark), mine)
+                    .where(ids_in(self._db, mark), mine)
                     .values(attempts=outbox.c.attempts + 1)
                 )
                 marked_all = result.rowcount == len(mark)
         self.marked.update(mark)
-        now = time.monotonic()
         finished = len(self._done) + len(self._failed) + len(self._dead)
-        if now - self.written_at > GROUP_SECONDS:
+        if elapsed > GROUP_SECONDS:
             self.group_rows = max(1, self.group_rows // 2)
         elif finished >= self.group_rows:
             self.group_rows = min(MAX_GROUP_ROWS, self.group_rows * 2)
         for pending in (self._done, self._failed, self._dead, self._released, self._unmarked):
             pending.clear()
-        self.written_at = now
+        self.written_at = time.monotonic()
         return marked_all

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._signal import registry
 from ..models import load_payload, resolve_path
-from ._progress import BatchProgress
+from ._progress import BatchProgress, ids_in
 from ._table import PENDING, outbox, outbox_metadata
 
 if TYPE_CHECKING:
@@ -326,7 +326,7 @@ class OutboxRelay:
                 async with self.db.engine.begin() as connection:
                     await connection.execute(
                         outbox.update()
-                        .where(outbox.c.id.in_(ids), outbox.c.locked_by == self.name)
+                        .where(ids_in(self.db, ids), outbox.c.locked_by == self.name)
                         .values(locked_until=time.time() + self.lease)
                     )
             except (OSError, SQLAlchemyError) as exc:
@@ -554,7 +554,7 @@ class OutboxRelay:
             if group:
                 await connection.execute(
                     outbox.update()
-                    .where(outbox.c.id.in_(group))
+                    .where(ids_in(self.db, group))
                     .values(attempts=outbox.c.attempts + 1)
                 )
             return rows, group
