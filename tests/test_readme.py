@@ -48,3 +48,20 @@ def test_readme_block_runs(index: int, tmp_path: Path, request: pytest.FixtureRe
         check=False,
     )
     assert result.returncode == 0, f"block {index}:\n{block}\n{result.stdout}\n{result.stderr}"
+
+
+def test_every_block_passes_mypy_strict(tmp_path: Path) -> None:
+    """The README claims strict typing: each block, as a user would copy it, passes mypy."""
+    # mypy is in the typing and dev groups, not in the tests one: the typing session runs this.
+    mypy_api = pytest.importorskip("mypy.api")
+    for index, block in enumerate(BLOCKS):
+        (tmp_path / f"readme_block_{index}.py").write_text(block)
+    root = README.parent
+    stdout, stderr, status = mypy_api.run(
+        [
+            "--config-file", str(root / "pyproject.toml"),
+            "--cache-dir", str(root / ".mypy_cache"),
+            str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert status == 0, stdout + stderr
