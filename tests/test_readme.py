@@ -34,7 +34,8 @@ def test_readme_block_runs(index: int, tmp_path: Path, request: pytest.FixtureRe
         if is_test_module
         else [sys.executable, str(script)]
     )
-    env = dict(os.environ)
+    # Without a shell's DATABASE_URL / REDIS_URL (scripts/services.sh exports them).
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     if "REDIS_URL" in block:
         env["REDIS_URL"] = request.getfixturevalue("redis_server_url")
         env["STREAM_PREFIX"] = request.getfixturevalue("stream_prefix")
