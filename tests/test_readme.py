@@ -66,3 +66,14 @@ def test_every_block_passes_mypy_strict(tmp_path: Path) -> None:
         ]
     )  # fmt: skip
     assert status == 0, stdout + stderr
+
+
+@pytest.mark.parametrize(
+    "script",
+    sorted(p.name for p in (README.parent / "examples").glob("*.py")),
+)
+def test_the_readme_says_how_to_run_every_example(script: str) -> None:
+    """Each example has a command line in the README, and the extra it needs is named."""
+    text = README.read_text()
+    assert f"python examples/{script}" in text
+    assert '".[examples]"' in text
