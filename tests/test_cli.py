@@ -155,6 +155,7 @@ SQLITE = "sqlite+aiosqlite://"
         (["relay", "--db", SQLITE, "--max-attempts", "-1"], "--max-attempts: must be at least 1"),
         (["relay", "--db", SQLITE, "--lease", "0"], "--lease: must be more than 0 seconds"),
         (["relay", "--db", SQLITE, "--lease", "nan"], "--lease: must be a finite number"),
+        (["relay", "--db", SQLITE, "--lease", "soon"], "--lease: expected a number of seconds"),
         (["relay", "--db", SQLITE, "--poll-interval", "-1"], "--poll-interval: must be more"),
         (["relay", "--db", SQLITE, "--poll-interval", "inf"], "--poll-interval: must be a finite"),
         (["relay", "--db", SQLITE, "--backoff", "-1"], "--backoff: must be 0 seconds or more"),
