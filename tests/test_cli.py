@@ -249,3 +249,34 @@ def test_a_database_error_shows_the_statement_but_never_its_parameters(tmp_path:
     message = anyio.run(fail)
     assert "INSERT INTO missing" in message
     assert "ada@personal.example" not in message
+
+
+@pytest.mark.postgres
+def test_a_running_relay_never_logs_the_password_of_its_database(postgres_url: str) -> None:
+    """The relay names its database in its log without the password (trust auth ignores it)."""
+    url = postgres_url.replace(
+        "postgresql+asyncpg://postgres@", "postgresql+asyncpg://postgres:s3cr3t-pw@"
+    )
+    assert "s3cr3t-pw" in url
+    relay = subprocess.Popen(
+        [str(Path(sys.executable).parent / "aiosignals"), "relay", "--db", url],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert relay.stderr is not None
+        seen = []
+        for line in relay.stderr:
+            seen.append(line)
+            if "delivering from" in line:
+                break
+        relay.send_signal(signal.SIGTERM)
+        _, rest = relay.communicate(timeout=20)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.communicate()
+    output = "".join(seen) + rest
+    assert relay.returncode == 0, output
+    assert "postgres:***@" in output
+    assert "s3cr3t-pw" not in output
