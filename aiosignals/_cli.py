@@ -28,7 +28,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "deliver durable receivers' outbox rows until SIGINT/SIGTERM",
         "aiosignals.outbox._cli",
     ),
-    "outbox": ("list, retry or purge outbox rows", "aiosignals.outbox._cli_rows"),
+    "outbox": ("list, show, retry or purge outbox rows", "aiosignals.outbox._cli_rows"),
     "consume": (
         "consume signals from Redis Streams until SIGINT/SIGTERM",
         "aiosignals.transports._cli",
