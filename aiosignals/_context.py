@@ -8,16 +8,20 @@ count first, so a program that never uses them pays one integer test per send.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import contextvars
+import types
+from collections.abc import Coroutine, Generator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ._receivers import ReceiverRecord
 
-__all__ = ["Override", "active", "lookup", "override"]
+__all__ = ["Override", "active", "in_copy", "lookup", "override"]
+
+_T = TypeVar("_T")
 
 active: int = 0
 """How many override blocks are open in any task; zero lets sends skip the lookup."""
@@ -66,3 +70,34 @@ def override(
     finally:
         active -= 1
         _overrides.reset(token)
+
+
+@types.coroutine
+def in_copy(coroutine: Coroutine[Any, Any, _T]) -> Generator[Any, Any, _T]:
+    """
+    Await *coroutine* in a copy of the current context, without a task of its own.
+
+    A concurrent receiver runs in a copy of the sender's context, as a task would, also when
+    the send awaits it directly (a stage of one receiver, a worker of a limited send):
+    its ``ContextVar.set`` is seen neither by the sender nor by the next receiver. Each step
+    of the coroutine runs inside the copy; what it yields (asyncio futures, trio traps) goes
+    to the event loop unchanged, and what the loop sends or throws back goes to it.
+    """
+    context = contextvars.copy_context()
+    send: Any = None
+    throw: BaseException | None = None
+    while True:
+        try:
+            if throw is None:
+                yielded = context.run(coroutine.send, send)
+            else:
+                yielded = context.run(coroutine.throw, throw)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        try:
+            send = yield yielded
+        except BaseException as exc:  # noqa: BLE001 -- handed on to the coroutine
+            send, throw = None, exc
+        else:
+            throw = None

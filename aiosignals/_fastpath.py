@@ -15,14 +15,35 @@ from asyncio import TaskGroup
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+# anyio asks sniffio which library runs, when it is installed (trio depends on it).
+_thread_local: Any
+_library_cvar: Any
+try:
+    from sniffio import current_async_library_cvar as _library_cvar
+    from sniffio import thread_local as _thread_local
+except ModuleNotFoundError:  # pragma: no cover -- no sniffio, no trio: asyncio or nothing
+    _thread_local = _library_cvar = None
+
 __all__ = ["on_asyncio", "run_group"]
 
 
 def on_asyncio() -> bool:
-    """Return whether the calling code runs on an asyncio event loop."""
+    """
+    Return whether the calling code runs on asyncio, as anyio decides it (through sniffio).
+
+    An asyncio event loop running in this thread is not enough: trio in guest mode runs on
+    top of one, and its tasks are trio's. sniffio's answer is the thread's library if one
+    is set, then the context's, then asyncio if an asyncio task is running; the same tests
+    are made here without sniffio's function call.
+    """
+    if _thread_local is not None:
+        name = _thread_local.name or _library_cvar.get()
+        if name is not None:
+            return bool(name == "asyncio")
     # The private getter is what asyncio's own get_running_loop() wraps; it returns None
-    # instead of raising, which keeps the check to one C call on the hot path.
-    return asyncio._get_running_loop() is not None
+    # instead of raising, which keeps the check to C calls on the hot path.
+    loop = asyncio._get_running_loop()  # pyright: ignore[reportPrivateUsage]
+    return loop is not None and asyncio.current_task(loop) is not None
 
 
 async def run_group(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
