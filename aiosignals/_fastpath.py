@@ -31,19 +31,20 @@ def on_asyncio() -> bool:
     """
     Return whether the calling code runs on asyncio, as anyio decides it (through sniffio).
 
-    An asyncio event loop running in this thread is not enough: trio in guest mode runs on
-    top of one, and its tasks are trio's. sniffio's answer is the thread's library if one
-    is set, then the context's, then asyncio if an asyncio task is running; the same tests
-    are made here without sniffio's function call.
+    A running asyncio event loop is not enough: trio in guest mode runs on top of one, its
+    tasks in the loop's callbacks rather than in asyncio tasks. So an asyncio task must be
+    running too, and sniffio (which anyio asks) must not name another library. The cheap
+    tests come first; a "no" only costs the anyio path, which works everywhere.
     """
-    if _thread_local is not None:
-        name = _thread_local.name or _library_cvar.get()
-        if name is not None:
-            return bool(name == "asyncio")
     # The private getter is what asyncio's own get_running_loop() wraps; it returns None
-    # instead of raising, which keeps the check to C calls on the hot path.
+    # instead of raising.
     loop = asyncio._get_running_loop()  # pyright: ignore[reportPrivateUsage]
-    return loop is not None and asyncio.current_task(loop) is not None
+    if loop is None or asyncio.current_task(loop) is None:
+        return False
+    if _thread_local is None:
+        return True
+    name = _thread_local.name or _library_cvar.get()
+    return name is None or name == "asyncio"
 
 
 async def run_group(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import types
 import weakref
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from ._signal import Signal
     from ._types import ErrorPolicy, P, R
 
-__all__ = ["ANY", "Connection", "ReceiverRecord", "receiver"]
+__all__ = ["ANY", "EMPTY_PLAN", "Connection", "Plan", "ReceiverRecord", "receiver"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -247,6 +248,50 @@ class ReceiverRecord:
             f"<receiver {self.resolve()!r} sender={self.sender!r} priority={self.priority}"
             f" phase={self.phase.name}>"
         )
+
+
+class Plan:
+    """The ordered receivers one send walks; built once per sender and cached."""
+
+    __slots__ = ("_fn_stages", "_stages", "fns", "nones", "plain", "records", "single")
+
+    def __init__(self, records: tuple[ReceiverRecord, ...]) -> None:
+        self.records = records
+        # Every record is a strongly held coroutine function with no options: the send
+        # loop can call them without per-receiver checks.
+        self.plain = all(record.plain for record in records)
+        self.fns: tuple[Callable[..., Any], ...] | None = (
+            tuple(record.fn for record in records if record.fn is not None) if self.plain else None
+        )
+        # The results of a send whose receivers all return None (most do), ready to copy.
+        self.nones: list[tuple[Callable[..., Any], None]] = [(fn, None) for fn in self.fns or ()]
+        self._stages: tuple[tuple[ReceiverRecord, ...], ...] | None = None
+        # Whether no two receivers share a priority: a concurrent send then starts no task.
+        self.single = len({record.priority for record in records}) == len(records)
+        self._fn_stages: tuple[tuple[Callable[..., Any], ...], ...] | None = None
+
+    @property
+    def fn_stages(self) -> tuple[tuple[Callable[..., Any], ...], ...]:
+        """The receivers of a plain plan grouped by priority, for the concurrent fast path."""
+        if self._fn_stages is None:
+            self._fn_stages = tuple(
+                tuple(r.fn for r in stage if r.fn is not None) for stage in self.stages
+            )
+        return self._fn_stages
+
+    @property
+    def stages(self) -> tuple[tuple[ReceiverRecord, ...], ...]:
+        """The records grouped by priority, highest first: the stages of a concurrent send."""
+        if self._stages is None:
+            self._stages = tuple(
+                tuple(group)
+                for _, group in itertools.groupby(self.records, key=lambda r: r.priority)
+            )
+        return self._stages
+
+
+EMPTY_PLAN = Plan(())
+"""The plan of a send that reaches no receiver."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,7 @@ from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
 from operator import length_hint
-from typing import TYPE_CHECKING, Any, Generic, cast, overload
-
-import anyio
+from typing import TYPE_CHECKING, Any, Generic, overload
 
 from . import _context, _fastpath, _recursion, _tracing  # pyright: ignore[reportPrivateUsage] -- a module, not a name re-exported by __init__
 from ._event import Event
@@ -23,17 +21,22 @@ from ._policies import (
     check_max_depth,
     check_mode,
     check_timeout,
+    grouped,
+    guarded,
+    invoke,
     report,
+    run_limited,
 )
 from ._receivers import (
     ANY,
+    EMPTY_PLAN,
     Connection,
+    Plan,
     ReceiverRecord,
     check_receiver,
     is_async_callable,
     receiver_key,
 )
-from ._threads import run_in_thread
 from ._types import P, R
 from .exceptions import RecursionDepthError
 
@@ -50,55 +53,6 @@ _SKIPPED: Any = object()
 
 registry: weakref.WeakValueDictionary[str, Signal[Any]] = weakref.WeakValueDictionary()
 """Named signals of this process by name (the last one created wins); used by transports."""
-
-
-class _Plan:
-    """The ordered receivers one send walks; built once per sender and cached."""
-
-    __slots__ = ("_fn_stages", "_stages", "fns", "nones", "plain", "records")
-
-    def __init__(self, records: tuple[ReceiverRecord, ...]) -> None:
-        self.records = records
-        # Every record is a strongly held coroutine function with no options: the send
-        # loop can call them without per-receiver checks.
-        self.plain = all(record.plain for record in records)
-        self.fns: tuple[Callable[..., Any], ...] | None = (
-            tuple(record.fn for record in records if record.fn is not None) if self.plain else None
-        )
-        # The results of a send whose receivers all return None (most do), ready to copy.
-        self.nones: list[tuple[Callable[..., Any], None]] = [(fn, None) for fn in self.fns or ()]
-        self._stages: tuple[tuple[ReceiverRecord, ...], ...] | None = None
-        self._fn_stages: tuple[tuple[Callable[..., Any], ...], ...] | None = None
-
-    @property
-    def fn_stages(self) -> tuple[tuple[Callable[..., Any], ...], ...]:
-        """The receivers of a plain plan grouped by priority, for the concurrent fast path."""
-        if self._fn_stages is None:
-            self._fn_stages = tuple(
-                tuple(r.fn for r in stage if r.fn is not None) for stage in self.stages
-            )
-        return self._fn_stages
-
-    @property
-    def stages(self) -> tuple[tuple[ReceiverRecord, ...], ...]:
-        """The records grouped by priority, highest first: the stages of a concurrent send."""
-        if self._stages is None:
-            self._stages = tuple(
-                tuple(group)
-                for _, group in itertools.groupby(self.records, key=lambda r: r.priority)
-            )
-        return self._stages
-
-
-_EMPTY_PLAN = _Plan(())
-
-
-def _min_timeout(first: float | None, second: float | None) -> float | None:
-    if first is None:
-        return second
-    if second is None:
-        return first
-    return min(first, second)
 
 
 def _is_parametrisation(cls: type[Event], base: type[Event]) -> bool:
@@ -159,8 +113,8 @@ class Signal(Generic[P]):
         self._errors: ErrorPolicy = errors
         self._timeout = timeout
         self._fast = False
-        self._fast_plan: _Plan | None = None
-        self._any_plan: _Plan | None = _EMPTY_PLAN
+        self._fast_plan: Plan | None = None
+        self._any_plan: Plan | None = EMPTY_PLAN
         self._sender_counts: dict[int, int] = {}
         self._update_fast()
         self.max_depth = max_depth
@@ -172,7 +126,7 @@ class Signal(Generic[P]):
         self._by_key: dict[tuple[object, int | None], ReceiverRecord] = {}
         # Every connection made under each dispatch_uid, in connection order.
         self._by_uid: dict[str, list[ReceiverRecord]] = {}
-        self._plans: dict[int, _Plan] = {}
+        self._plans: dict[int, Plan] = {}
         self._seq = itertools.count()
         self._active = 0
         self._depth: ContextVar[int] = ContextVar(f"aiosignals_depth_{name}", default=0)
@@ -510,12 +464,12 @@ class Signal(Generic[P]):
         self._fast_plan = None
         self._plans.clear()
 
-    def _plan_for(self, sender: Any) -> _Plan:
+    def _plan_for(self, sender: Any) -> Plan:
         sender_id = id(sender)
         if sender_id in self._sender_counts:
             plan = self._plans.get(sender_id)
             if plan is None:
-                plan = _Plan(
+                plan = Plan(
                     tuple(
                         r for r in self._records if r.sender_id is None or r.sender_id == sender_id
                     )
@@ -524,26 +478,26 @@ class Signal(Generic[P]):
             return plan
         plan = self._any_plan
         if plan is None:
-            plan = _Plan(tuple(r for r in self._records if r.sender_id is None))
+            plan = Plan(tuple(r for r in self._records if r.sender_id is None))
             self._any_plan = plan
             self._update_fast_plan()
         return plan
 
-    def _overridden(self, plan: _Plan, sender: Any) -> _Plan:
+    def _overridden(self, plan: Plan, sender: Any) -> Plan:
         override = _context.lookup(id(self))
         if override is None:
             return plan
         if override.mute_all:
-            return _EMPTY_PLAN
+            return EMPTY_PLAN
         sender_id = id(sender)
         extra = [r for r in override.extra if r.sender_id is None or r.sender_id == sender_id]
         records = sorted(
             (r for r in (*plan.records, *extra) if r.key not in override.muted_keys),
             key=lambda r: r.sort_key,
         )
-        return _Plan(tuple(records))
+        return Plan(tuple(records))
 
-    def _current_plan(self, sender: Any) -> _Plan:
+    def _current_plan(self, sender: Any) -> Plan:
         plan = self._plan_for(sender)
         return self._overridden(plan, sender) if _context.active else plan
 
@@ -768,7 +722,7 @@ class Signal(Generic[P]):
 
     async def _send_observed(
         self,
-        plan: _Plan,
+        plan: Plan,
         sender: Any,
         payload: P,
         mode: Mode | None,
@@ -779,7 +733,7 @@ class Signal(Generic[P]):
         # receiver too, and a test may have muted this signal in every task.
         observers = _tracing.observers
         if any(observer.mutes(self) for observer in observers):
-            plan = _EMPTY_PLAN
+            plan = EMPTY_PLAN
         with ExitStack() as stack:
             for observer in observers:
                 stack.enter_context(observer.sending(self, sender, payload, len(plan.records)))
@@ -789,7 +743,7 @@ class Signal(Generic[P]):
 
     async def _send_general(
         self,
-        plan: _Plan,
+        plan: Plan,
         sender: Any,
         payload: P,
         mode: Mode | None,
@@ -903,48 +857,9 @@ class Signal(Generic[P]):
         payload: Event,
         timeout: float | None,
     ) -> Any:
-        limit = _min_timeout(record.timeout, timeout)
-        if _tracing.wraps_receivers:
-            with _tracing.calling(self, fn), anyio.fail_after(limit):
-                return await self._call(record, fn, sender, payload)
-        if limit is None:
-            return await self._call(record, fn, sender, payload)
-        with anyio.fail_after(limit):
-            return await self._call(record, fn, sender, payload)
-
-    @staticmethod
-    async def _call(
-        record: ReceiverRecord, fn: Callable[..., Any], sender: Any, payload: Event
-    ) -> Any:
-        if record.is_async:
-            return await fn(sender, payload)
-        if record.thread:
-            return await run_in_thread(fn, sender, payload)
-        result = fn(sender, payload)
-        # A plain function may still hand back an awaitable (a lambda around a coroutine
-        # function, say): the send owns it and must await it.
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    async def _guarded(
-        self,
-        record: ReceiverRecord,
-        fn: Callable[..., Any],
-        sender: Any,
-        payload: Event,
-        errors: ErrorPolicy,
-        timeout: float | None,
-    ) -> Any:
-        try:
-            return await self._invoke(record, fn, sender, payload, timeout)
-        except Exception as exc:
-            if record.errors is not None:
-                errors = record.errors
-            if errors == "raise":
-                raise
-            report(self, fn, exc, errors)
-            return exc
+        # The outbox relay delivers a stored row through here: the receiver's own and
+        # the given timeout apply, and its thread setting, as in a live send.
+        return await invoke(self, record, fn, sender, payload, timeout)
 
     async def _send_sequential(
         self,
@@ -963,12 +878,12 @@ class Signal(Generic[P]):
             )
             if fn is None:
                 continue
-            results.append((fn, await self._guarded(record, fn, sender, payload, errors, timeout)))
+            results.append((fn, await guarded(self, record, fn, sender, payload, errors, timeout)))
         return results
 
     async def _send_concurrent(
         self,
-        plan: _Plan,
+        plan: Plan,
         sender: Any,
         payload: Event,
         errors: ErrorPolicy,
@@ -982,7 +897,8 @@ class Signal(Generic[P]):
             and timeout is None
             and limit is None
             and not _tracing.wraps_receivers
-            and _fastpath.on_asyncio()
+            # A plan of single-receiver stages starts no task: any backend will do.
+            and (plan.single or _fastpath.on_asyncio())
         ):
             # Plain receivers on asyncio: their coroutines go straight into the task group.
             for fns in plan.fn_stages:
@@ -992,7 +908,7 @@ class Signal(Generic[P]):
                     else:
                         outcomes = await _fastpath.run_group([fn(sender, payload) for fn in fns])
                 except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
-                    raise self._grouped(exc) from None
+                    raise grouped(self, exc) from None
                 results.extend(zip(fns, outcomes, strict=True))
             return results
         for stage in plan.stages:
@@ -1017,7 +933,7 @@ class Signal(Generic[P]):
                 else:
                     outcomes = await self._run_stage(calls, sender, payload, errors, timeout, limit)
             except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
-                raise self._grouped(exc) from None
+                raise grouped(self, exc) from None
             results.extend(
                 (fn, outcome)
                 for (_, fn), outcome in zip(calls, outcomes, strict=True)
@@ -1037,16 +953,7 @@ class Signal(Generic[P]):
         """Run one receiver of a concurrent stage, spending it first if it is a once one."""
         if record.once and self._spend(record, fn) is None:
             return _SKIPPED  # Another send delivered it since this one admitted it.
-        return await self._guarded(record, fn, sender, payload, errors, timeout)
-
-    def _grouped(self, exc: Exception) -> ExceptionGroup[Exception]:
-        """Return the failures of a concurrent stage as one group, the same on every backend."""
-        failures: list[Exception] = (
-            list(cast("ExceptionGroup[Exception]", exc).exceptions)
-            if isinstance(exc, ExceptionGroup)
-            else [exc]
-        )
-        return ExceptionGroup(f"{len(failures)} receiver(s) of {self!r} failed", failures)
+        return await guarded(self, record, fn, sender, payload, errors, timeout)
 
     async def _run_stage(
         self,
@@ -1071,34 +978,13 @@ class Signal(Generic[P]):
                 )
             limit = len(calls)
 
-        # Workers share one iterator: at most *limit* receivers run at once, and no
-        # semaphore is needed since next() never awaits.
-        outcomes: list[Any] = [None] * len(calls)
-        pending = iter(enumerate(calls))
-        cancelled = anyio.get_cancelled_exc_class()
-        escaped: list[BaseException] = []
-
-        async def worker() -> None:
-            for index, (record, fn) in pending:
-                try:
-                    # Each receiver in a copy of the context, as if it had a task of its own.
-                    outcomes[index] = await _context.in_copy(
-                        self._start(record, fn, sender, payload, errors, timeout)
-                    )
-                except cancelled as exc:
-                    # A receiver may raise the cancellation exception itself: asyncio's
-                    # task group then ends the worker quietly, and the receivers it would
-                    # have run would be reported as returning None. Re-raised below.
-                    escaped.append(exc)
-                    raise
-
-        async with anyio.create_task_group() as group:
-            for _ in range(limit):
-                group.start_soon(worker)
-        if escaped:
-            # The group was not cancelled (it would have raised): a receiver raised it.
-            raise escaped[0]
-        return outcomes
+        return await run_limited(
+            [
+                functools.partial(self._start, r, fn, sender, payload, errors, timeout)
+                for r, fn in calls
+            ],
+            limit,
+        )
 
     async def _deliver_deferred(
         self,
@@ -1126,7 +1012,7 @@ class Signal(Generic[P]):
         if fn is None:
             return None
         try:
-            await self._invoke(record, fn, sender, payload, timeout)
+            await invoke(self, record, fn, sender, payload, timeout)
         except Exception as exc:  # noqa: BLE001 -- handed back or logged
             if veto or (record.errors or errors) == "raise":
                 return exc
