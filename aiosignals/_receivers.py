@@ -224,6 +224,46 @@ class ReceiverRecord:
         assert self.ref is not None
         return self.ref()
 
+    def hold(
+        self,
+        receiver: Callable[..., Any],
+        sender: Any,
+        *,
+        weak: bool,
+        on_death: Callable[[ReceiverRecord], None],
+    ) -> None:
+        """
+        Hold *receiver* weakly if *weak*, and *sender* weakly when it can be.
+
+        *on_death* gets this record when either is collected.
+
+        :raises TypeError: if *receiver* cannot be held weakly
+        """
+        record_ref = weakref.ref(self)
+
+        def prune(_: object) -> None:
+            # Called by the garbage collector when the receiver or its sender dies.
+            dead = record_ref()
+            if dead is not None:
+                on_death(dead)
+
+        if weak:
+            try:
+                self.ref = (
+                    weakref.WeakMethod(receiver, prune)
+                    if isinstance(receiver, types.MethodType)
+                    else weakref.ref(receiver, prune)
+                )
+            except TypeError:
+                raise TypeError(
+                    f"{receiver!r} cannot be held weakly; connect it with weak=False"
+                ) from None
+        if self.sender_id is not None:
+            try:
+                self.sender_ref = weakref.ref(sender, prune)
+            except TypeError:
+                self.sender_ref = sender  # Not weakly referenceable (an int, a str...).
+
     def view(self) -> Connection | None:
         """Return the public view of this connection, or ``None`` if its receiver died."""
         fn = self.resolve()

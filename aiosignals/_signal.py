@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import bisect
 import functools
 import inspect
 import itertools
@@ -13,8 +12,10 @@ from operator import length_hint
 from typing import TYPE_CHECKING, Any, Generic, overload
 
 from . import _context, _fastpath, _recursion, _tracing  # pyright: ignore[reportPrivateUsage] -- a module, not a name re-exported by __init__
+from ._connections import ConnectionTable
 from ._event import Event
 from ._modes import Concurrent, Mode, Sequential
+from ._payloads import coerce, no_sender
 from ._phases import Phase, current_scope
 from ._policies import (
     check_errors,
@@ -53,12 +54,6 @@ _SKIPPED: Any = object()
 
 registry: weakref.WeakValueDictionary[str, Signal[Any]] = weakref.WeakValueDictionary()
 """Named signals of this process by name (the last one created wins); used by transports."""
-
-
-def _is_parametrisation(cls: type[Event], base: type[Event]) -> bool:
-    """Return whether *cls* is *base* parametrised (``PostSave[User]`` of ``PostSave``)."""
-    metadata: dict[str, Any] = getattr(cls, "__pydantic_generic_metadata__", None) or {}
-    return metadata.get("origin") is base and not cls.model_fields.keys() - base.model_fields.keys()
 
 
 class Signal(Generic[P]):
@@ -115,17 +110,13 @@ class Signal(Generic[P]):
         self._fast = False
         self._fast_plan: Plan | None = None
         self._any_plan: Plan | None = EMPTY_PLAN
-        self._sender_counts: dict[int, int] = {}
+        self._table = ConnectionTable()
+        # The table's own dict, read directly by sends: no connection for a sender means
+        # every send walks the any-sender plan.
+        self._sender_counts = self._table.sender_counts
         self._update_fast()
         self.max_depth = max_depth
         """How deeply its sends may nest in its own receivers."""
-        self._records: list[ReceiverRecord] = []
-        # Connections by their key, as in Django: (dispatch_uid, sender) when a uid was
-        # given, (receiver, sender) otherwise. A uid is stored as ("dispatch_uid", uid),
-        # which no receiver key (an int or a pair of ints) can equal.
-        self._by_key: dict[tuple[object, int | None], ReceiverRecord] = {}
-        # Every connection made under each dispatch_uid, in connection order.
-        self._by_uid: dict[str, list[ReceiverRecord]] = {}
         self._plans: dict[int, Plan] = {}
         self._seq = itertools.count()
         self._active = 0
@@ -182,7 +173,8 @@ class Signal(Generic[P]):
 
     def __repr__(self) -> str:
         label = self.name or self.payload_type.__qualname__
-        return f"<Signal {label}[{self.payload_type.__qualname__}] receivers={len(self._records)}>"
+        receivers = len(self._table.records)
+        return f"<Signal {label}[{self.payload_type.__qualname__}] receivers={receivers}>"
 
     # -- connecting ----------------------------------------------------------------------
 
@@ -317,10 +309,10 @@ class Signal(Generic[P]):
         errors = None if errors is None else check_errors(errors)
         key = receiver_key(receiver)
         sender_id = None if sender is ANY else id(sender)
-        if (self._connection_key(key, dispatch_uid), sender_id) in self._by_key:
+        if self._table.find(key, dispatch_uid, sender_id) is not None:
             return receiver  # Its key is connected: nothing new, whatever the receiver.
         if dispatch_uid is not None:
-            self._check_durable_uid(receiver, key, dispatch_uid, durable=durable)
+            self._table.check_durable_uid(self, receiver, key, dispatch_uid, durable=durable)
         if weak is None:
             weak = isinstance(receiver, types.MethodType)
         record = ReceiverRecord(
@@ -341,59 +333,17 @@ class Signal(Generic[P]):
             errors=errors,
         )
         self_ref = weakref.ref(self)
-        record_ref = weakref.ref(record)
 
-        def prune(_: object) -> None:
-            # Called by the garbage collector when the receiver or its sender dies.
-            signal, dead = self_ref(), record_ref()
-            if signal is not None and dead is not None:
+        def forget(dead: ReceiverRecord) -> None:
+            # The receiver or its sender was collected; the signal may be gone as well.
+            signal = self_ref()
+            if signal is not None:
                 signal._remove(dead)
 
-        if weak:
-            try:
-                record.ref = (
-                    weakref.WeakMethod(receiver, prune)
-                    if isinstance(receiver, types.MethodType)
-                    else weakref.ref(receiver, prune)
-                )
-            except TypeError:
-                raise TypeError(
-                    f"{receiver!r} cannot be held weakly; connect it with weak=False"
-                ) from None
-        if sender_id is not None:
-            try:
-                record.sender_ref = weakref.ref(sender, prune)
-            except TypeError:
-                record.sender_ref = sender  # Not weakly referenceable (an int, a str...).
-            self._sender_counts[sender_id] = self._sender_counts.get(sender_id, 0) + 1
-        bisect.insort(self._records, record, key=lambda r: r.sort_key)
-        self._by_key[self._connection_key(key, dispatch_uid), sender_id] = record
-        if dispatch_uid is not None:
-            self._by_uid.setdefault(dispatch_uid, []).append(record)
+        record.hold(receiver, sender, weak=weak, on_death=forget)
+        self._table.add(record)
         self._invalidate()
         return receiver
-
-    @staticmethod
-    def _connection_key(key: object, dispatch_uid: str | None) -> object:
-        return key if dispatch_uid is None else ("dispatch_uid", dispatch_uid)
-
-    def _check_durable_uid(
-        self, receiver: Callable[..., Any], key: object, dispatch_uid: str, *, durable: bool
-    ) -> None:
-        # The outbox finds a durable receiver by its uid alone: two receivers under one
-        # durable uid would make a stored row deliverable to either.
-        others = [
-            r
-            for r in self._by_uid.get(dispatch_uid, ())
-            if r.key != key and r.resolve() is not None
-        ]
-        if others and (durable or any(r.durable for r in self._by_uid[dispatch_uid])):
-            raise ValueError(
-                f"dispatch_uid {dispatch_uid!r} of {self!r} already names the durable receiver"
-                f" {others[0].resolve()!r}; {receiver!r} cannot be connected under it: a"
-                " durable receiver's uid names that receiver only (the outbox delivers stored"
-                " rows by it). Pick another dispatch_uid."
-            )
 
     def disconnect(
         self,
@@ -421,42 +371,27 @@ class Signal(Generic[P]):
         if receiver is None and dispatch_uid is None:
             raise TypeError("disconnect() needs a receiver or a dispatch_uid")
         if all_senders:
-            if dispatch_uid is not None:
-                doomed = list(self._by_uid.get(dispatch_uid, ()))
-            else:
-                key = receiver_key(receiver)
-                doomed = [r for r in self._records if r.key == key]
+            doomed = (
+                self._table.with_uid(dispatch_uid)
+                if dispatch_uid is not None
+                else self._table.of_receiver(receiver_key(receiver))
+            )
             for record in doomed:
                 self._remove(record)
             return bool(doomed)
-        connection = self._connection_key(
-            None if receiver is None else receiver_key(receiver), dispatch_uid
+        found = self._table.find(
+            None if receiver is None else receiver_key(receiver),
+            dispatch_uid,
+            None if sender is ANY else id(sender),
         )
-        found = self._by_key.get((connection, None if sender is ANY else id(sender)))
         if found is None:
             return False
         self._remove(found)
         return True
 
     def _remove(self, record: ReceiverRecord) -> None:
-        key = (self._connection_key(record.key, record.dispatch_uid), record.sender_id)
-        if self._by_key.get(key) is not record:
-            return  # Already gone: a once receiver and a collected weak one can race here.
-        del self._by_key[key]
-        if record.dispatch_uid is not None:
-            same_uid = self._by_uid[record.dispatch_uid]
-            same_uid.remove(record)
-            if not same_uid:
-                del self._by_uid[record.dispatch_uid]
-        if record.sender_id is not None:
-            left = self._sender_counts[record.sender_id] - 1
-            if left:
-                self._sender_counts[record.sender_id] = left
-            else:
-                del self._sender_counts[record.sender_id]
-        index = bisect.bisect_left(self._records, record.sort_key, key=lambda r: r.sort_key)
-        del self._records[index]
-        self._invalidate()
+        if self._table.remove(record):
+            self._invalidate()
 
     def _invalidate(self) -> None:
         # Plans are immutable tuples: a send under way keeps the one it started with.
@@ -469,16 +404,12 @@ class Signal(Generic[P]):
         if sender_id in self._sender_counts:
             plan = self._plans.get(sender_id)
             if plan is None:
-                plan = Plan(
-                    tuple(
-                        r for r in self._records if r.sender_id is None or r.sender_id == sender_id
-                    )
-                )
+                plan = Plan(self._table.for_sender(sender_id))
                 self._plans[sender_id] = plan
             return plan
         plan = self._any_plan
         if plan is None:
-            plan = Plan(tuple(r for r in self._records if r.sender_id is None))
+            plan = Plan(self._table.for_sender(None))
             self._any_plan = plan
             self._update_fast_plan()
         return plan
@@ -525,16 +456,13 @@ class Signal(Generic[P]):
 
         .. versionadded:: 0.1
         """
-        views = (record.view() for record in self._records)
+        views = (record.view() for record in self._table.records)
         return tuple(view for view in views if view is not None)
 
     def _record_for_uid(self, dispatch_uid: str) -> ReceiverRecord | None:
         # The outbox relay's lookup: the durable receiver named by the uid (it names one
         # receiver only), else the first one connected under it.
-        records = self._by_uid.get(dispatch_uid)
-        if not records:
-            return None
-        return next((r for r in records if r.durable), records[0])
+        return self._table.named(dispatch_uid)
 
     # -- task-scoped overrides -----------------------------------------------------------
 
@@ -647,10 +575,10 @@ class Signal(Generic[P]):
         payload_type = self.payload_type
         if payload is None:
             if sender is _NO_SENDER:
-                raise self._no_sender(fields)
+                raise no_sender(self, fields)
             payload = payload_type(**fields)
         elif type(payload) is not payload_type or fields:
-            payload = self._coerce(payload, fields)
+            payload = coerce(payload_type, payload, fields)
 
         plan = self._fast_plan
         if (
@@ -711,14 +639,6 @@ class Signal(Generic[P]):
             return results
         finally:
             self._active -= 1
-
-    def _no_sender(self, fields: dict[str, Any]) -> TypeError:
-        given = ", ".join(f"{name}=..." for name in fields if name != "sender")
-        return TypeError(
-            f"{self!r}.send() takes the sender as its first positional argument:"
-            f" send(Sender, {given or 'payload'}) rather than Django's"
-            f" send(sender=Sender, {given or '...'})"
-        )
 
     async def _send_observed(
         self,
@@ -791,21 +711,6 @@ class Signal(Generic[P]):
             self._active -= 1
             if token is not None:
                 self._depth.reset(token)
-
-    def _coerce(self, payload: object, fields: dict[str, Any]) -> P:
-        if fields:
-            raise TypeError(f"send() takes a payload or its fields, not both: {sorted(fields)}")
-        payload_type = self.payload_type
-        if isinstance(payload, payload_type):
-            if _is_parametrisation(type(payload), payload_type):
-                return payload
-            # A subclass: receivers typed for the payload type get that type, and the
-            # outbox stores only its fields. Values are handed over as they are (an
-            # entity stays the very object), then validated as the payload type.
-            values = {name: getattr(payload, name) for name in payload_type.model_fields}
-            return payload_type.model_validate(values)
-        # Raises pydantic's ValidationError, with the expected type named in it.
-        return payload_type.model_validate(payload)
 
     async def _admit(
         self,
