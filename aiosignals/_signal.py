@@ -267,7 +267,9 @@ class Signal(Generic[P]):
             thread, so a receiver still running never keeps the process from exiting. At
             most 40 receiver threads run at once per event loop, counting those whose send
             timed out or was cancelled and which still run (a send waits for a free one
-            within its timeout).
+            within its timeout). It is not an anyio worker thread: to call back into the
+            event loop, pass ``anyio.from_thread.run`` a ``token`` taken with
+            ``anyio.lowlevel.current_token()``.
         :param durable: deliver through the outbox, at least once (needs *dispatch_uid*,
             which then names this receiver only)
         :param errors: this receiver's own error policy (``"raise"``, ``"collect"`` or

@@ -7,6 +7,8 @@ import threading
 import time
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import pytest
 
 from aiosignals import Concurrent, Event, Signal
@@ -110,3 +112,16 @@ def test_a_process_exits_promptly_with_a_timed_out_thread_receiver_running(backe
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "TimeoutError"
     assert time.monotonic() - started < 10
+
+
+async def test_a_thread_receiver_calls_back_into_the_event_loop_with_a_token() -> None:
+    """A thread=True receiver reaches the event loop through anyio.from_thread and a token."""
+    token = anyio.lowlevel.current_token()
+    loop_thread = threading.get_ident()
+
+    def back(sender: object, payload: Job) -> int:
+        return anyio.from_thread.run_sync(threading.get_ident, token=token)
+
+    signal = Signal(Job)
+    signal.connect(back, thread=True)
+    assert await signal.send(None) == [(back, loop_thread)]
