@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 
 from aiosignals.outbox import OutboxRelay
 from aiosignals.outbox._table import outbox
-from aiosignals.repository.sqlalchemy import Database
 from tests.outbox import app
 from tests.outbox.app import Job, job_done
+
+if TYPE_CHECKING:
+    from aiosignals.repository.sqlalchemy import Database
 
 pytestmark = pytest.mark.anyio
 
