@@ -100,7 +100,8 @@ def _shape_message(
     lines = [
         f"receiver {fn!r} cannot be called as receiver(sender, payload): {exc}.",
         "Receivers take the sender and one payload model, positionally:",
-        f"    async def {name}(sender, payload: {type_name}) -> None: ...",
+        f"    {'async def' if is_async_callable(fn) else 'def'} {name}(sender,"
+        f" payload: {type_name}) -> None: ...",
     ]
     params = list(signature.parameters.values())
     positional = [
@@ -114,10 +115,7 @@ def _shape_message(
         # fields of the payload here.
         named = [n for n in django_style if n in fields] or fields
         where = ", ".join(f"payload.{n}" for n in named) or "fields of the payload"
-        lines.append(
-            "Django's keyword arguments (instance, created, ...) are fields of the payload"
-            f" here: {where}."
-        )
+        lines.append(f"Django-style keyword arguments are fields of the payload here: {where}.")
     elif len(positional) == 1:
         lines.append(
             f"{name} takes one argument: the payload comes second, after the sender"

@@ -373,7 +373,7 @@ def test_a_django_post_save_receiver_is_told_instance_and_created_are_payload_fi
     with pytest.raises(TypeError) as info:
         post_save.connect(create_profile)  # type: ignore[arg-type]
     message = str(info.value)
-    assert "async def create_profile(sender, payload: PostSave)" in message
+    assert "    def create_profile(sender, payload: PostSave) -> None" in message
     assert "payload.instance, payload.created" in message
 
 
