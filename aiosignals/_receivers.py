@@ -97,11 +97,11 @@ def _shape_message(
     name = getattr(fn, "__name__", None) or repr(fn)
     type_name = payload_type.__name__ if payload_type is not None else "Payload"
     fields = list(payload_type.model_fields) if payload_type is not None else []
+    define = "async def" if is_async_callable(fn) else "def"
     lines = [
         f"receiver {fn!r} cannot be called as receiver(sender, payload): {exc}.",
         "Receivers take the sender and one payload model, positionally:",
-        f"    {'async def' if is_async_callable(fn) else 'def'} {name}(sender,"
-        f" payload: {type_name}) -> None: ...",
+        f"    {define} {name}(sender, payload: {type_name}) -> None: ...",
     ]
     params = list(signature.parameters.values())
     positional = [
