@@ -9,6 +9,7 @@ count first, so a program that never uses them pays one integer test per send.
 from __future__ import annotations
 
 import contextvars
+import functools
 import types
 from collections.abc import Coroutine, Generator
 from contextlib import contextmanager
@@ -72,8 +73,7 @@ def override(
         _overrides.reset(token)
 
 
-@types.coroutine
-def in_copy(coroutine: Coroutine[Any, Any, _T]) -> Generator[Any, Any, _T]:
+async def in_copy(coroutine: Coroutine[Any, Any, _T]) -> _T:
     """
     Await *coroutine* in a copy of the current context, without a task of its own.
 
@@ -81,23 +81,33 @@ def in_copy(coroutine: Coroutine[Any, Any, _T]) -> Generator[Any, Any, _T]:
     the send awaits it directly (a stage of one receiver, a worker of a limited send):
     its ``ContextVar.set`` is seen neither by the sender nor by the next receiver. Each step
     of the coroutine runs inside the copy; what it yields (asyncio futures, trio traps) goes
-    to the event loop unchanged, and what the loop sends or throws back goes to it.
+    to the event loop unchanged, and what the loop sends or throws back goes to it. Most
+    receivers finish without suspending: their one step is taken here, and the stepping
+    generator is only built for those that do suspend.
     """
     context = contextvars.copy_context()
-    send: Any = None
-    throw: BaseException | None = None
+    try:
+        yielded = context.run(coroutine.send, None)
+    except StopIteration as stop:
+        result: _T = stop.value
+        return result
+    return await _resume(context, coroutine, yielded)
+
+
+@types.coroutine
+def _resume(
+    context: contextvars.Context, coroutine: Coroutine[Any, Any, _T], yielded: Any
+) -> Generator[Any, Any, _T]:
+    """Go on stepping *coroutine* inside *context* from what its last step *yielded*."""
     while True:
         try:
-            if throw is None:
-                yielded = context.run(coroutine.send, send)
-            else:
-                yielded = context.run(coroutine.throw, throw)
+            sent = yield yielded
+        except BaseException as exc:  # noqa: BLE001 -- handed on to the coroutine
+            step: Any = functools.partial(coroutine.throw, exc)
+        else:
+            step = functools.partial(coroutine.send, sent)
+        try:
+            yielded = context.run(step)
         except StopIteration as stop:
             result: _T = stop.value
             return result
-        try:
-            send = yield yielded
-        except BaseException as exc:  # noqa: BLE001 -- handed on to the coroutine
-            send, throw = None, exc
-        else:
-            throw = None

@@ -244,9 +244,8 @@ class Signal(Generic[P]):
         Context: a receiver run by a sequential send runs in the sender's context, so a
         ``ContextVar.set`` in it is seen by the next receiver and by the sender. Receivers
         run by a concurrent send, and ``thread=True`` receivers, each run in a copy of the
-        sender's context (as tasks and threads do): what they set is not seen outside. A
-        stage of a concurrent send that has a single receiver is awaited by the send itself
-        without a task, in the sender's context, as a sequential receiver is.
+        sender's context (as tasks and threads do): what they set is not seen outside, also
+        when a stage of a concurrent send has a single receiver and so starts no task.
 
         :param receiver: a coroutine function or plain callable taking ``(sender, payload)``
         :param sender: receive only the sends of this object (by identity), or :data:`ANY`
@@ -547,8 +546,8 @@ class Signal(Generic[P]):
 
         Context: sequential receivers run in the sender's context (a ``ContextVar.set`` in
         one is seen by the next and by the sender); concurrent and ``thread=True``
-        receivers each run in a copy, as tasks and threads do (a concurrent stage of one
-        receiver excepted: see :meth:`connect`). A receiver connected for :data:`ANY` and
+        receivers each run in a copy, as tasks and threads do, a concurrent stage of one
+        receiver too. A receiver connected for :data:`ANY` and
         for *sender* runs twice, as in Django.
 
         A receiver runs at most the smallest of the send's, its own and the signal's
@@ -811,7 +810,7 @@ class Signal(Generic[P]):
             for fns in plan.fn_stages:
                 try:
                     if len(fns) == 1:
-                        outcomes = [await fns[0](sender, payload)]
+                        outcomes = [await _context.in_copy(fns[0](sender, payload))]
                     else:
                         outcomes = await _fastpath.run_group([fn(sender, payload) for fn in fns])
                 except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
@@ -836,7 +835,11 @@ class Signal(Generic[P]):
                 if len(calls) == 1:
                     # One receiver needs no task: await it here, same semantics.
                     record, fn = calls[0]
-                    outcomes = [await self._start(record, fn, sender, payload, errors, timeout)]
+                    outcomes = [
+                        await _context.in_copy(
+                            self._start(record, fn, sender, payload, errors, timeout)
+                        )
+                    ]
                 else:
                     outcomes = await self._run_stage(calls, sender, payload, errors, timeout, limit)
             except Exception as exc:  # noqa: BLE001 -- re-raised, grouped

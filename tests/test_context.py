@@ -3,10 +3,10 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-import anyio
+import anyio.lowlevel
 import pytest
 
-from aiosignals import Concurrent, Event, RecursionDepthError, Signal
+from aiosignals import Concurrent, ErrorPolicy, Event, RecursionDepthError, Signal
 
 pytestmark = pytest.mark.anyio
 
@@ -226,6 +226,27 @@ async def test_concurrent_receivers_each_run_in_a_copy_of_the_context(mode: Conc
     _seen.set("sender")
     await signal.send(None)
     assert log == ["sender", "sender", "sender"]
+    assert _seen.get() == "sender"
+
+
+@pytest.mark.parametrize("errors", ["raise", "collect"])
+async def test_a_concurrent_stage_of_one_receiver_runs_in_a_copy_too(errors: ErrorPolicy) -> None:
+    """A lone receiver of a concurrent stage, suspending or not, sets nothing the sender sees."""
+    signal = Signal(Saved, mode=Concurrent(), errors=errors)
+    log: list[str] = []
+
+    async def suspending(sender: object, payload: Saved) -> str:
+        _seen.set("suspending")
+        await anyio.lowlevel.checkpoint()
+        return _seen.get()
+
+    signal.connect(_setter("high", log), priority=10)
+    signal.connect(suspending, priority=5)
+    signal.connect(_setter("low", log), priority=1)
+    _seen.set("sender")
+    results = await signal.send(None)
+    assert log == ["sender", "sender"]
+    assert results[1][1] == "suspending"
     assert _seen.get() == "sender"
 
 
