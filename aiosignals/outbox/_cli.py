@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import math
 import signal
 import sys
+
+from .._cli_args import (
+    existing_database_url,
+    non_empty,
+    non_negative_seconds,
+    positive_int,
+    positive_seconds,
+)
 
 __all__ = ["add_arguments", "run"]
 
@@ -16,48 +23,60 @@ logger = logging.getLogger("aiosignals.outbox")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``relay`` options to *parser*."""
-    parser.add_argument("--db", required=True, metavar="URL", help="the SQLAlchemy database URL")
+    parser.add_argument(
+        "--db",
+        required=True,
+        type=existing_database_url,
+        metavar="URL",
+        help="the SQLAlchemy database URL (a SQLite file must exist)",
+    )
     parser.add_argument(
         "--app",
         action="append",
+        type=non_empty,
         default=[],
         metavar="MODULE",
         help="import MODULE first, so its durable receivers are connected (repeatable)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=100, help="rows claimed per round trip (default 100)"
+        "--batch-size",
+        type=positive_int,
+        default=100,
+        help="rows claimed per round trip (default 100)",
     )
     parser.add_argument(
         "--max-attempts",
-        type=int,
+        type=positive_int,
         default=10,
-        help="tries before a row is parked as dead (default 10)",
+        help="failures (or deaths of the relay delivering it) before a row is parked as dead"
+        " (default 10)",
     )
-    parser.add_argument("--lease", type=float, default=30.0, help="seconds (default 30)")
-    parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds (default 0.5)")
+    parser.add_argument(
+        "--lease",
+        type=positive_seconds,
+        default=30.0,
+        help="how long a claimed row stays this relay's, renewed while delivering;"
+        " seconds (default 30)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=positive_seconds,
+        default=0.5,
+        help="wait between polls of an empty outbox, seconds (default 0.5)",
+    )
     parser.add_argument(
         "--delivery-timeout",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=60.0,
         metavar="SECONDS",
         help="a receiver call running longer fails and is retried (default 60)",
     )
     parser.add_argument(
         "--backoff",
-        type=float,
+        type=non_negative_seconds,
         default=1.0,
         help="first retry delay, doubled at each attempt, seconds (default 1)",
     )
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return seconds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _warn_without_receivers(apps: list[str]) -> None:
-    from .._receivers import durable_receivers_connected
+    from .._signal import registry
 
-    if durable_receivers_connected():
+    if any(c.durable for signal in list(registry.values()) for c in signal.connections):
         return
     if apps:
         missing = "--app " + " --app ".join(apps) + " connects no durable receiver"

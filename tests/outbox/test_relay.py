@@ -655,7 +655,9 @@ def test_the_relay_command_refuses_a_bad_delivery_timeout(
     with pytest.raises(SystemExit) as exit_info:
         cli(["relay", "--db", "sqlite+aiosqlite://", f"--delivery-timeout={bad}"])
     assert exit_info.value.code == 2
-    assert "--delivery-timeout: expected a positive number of seconds" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "argument --delivery-timeout:" in error
+    assert "seconds" in error
 
 
 def test_a_delivery_timeout_must_be_positive_and_finite() -> None:
