@@ -198,12 +198,13 @@ class _Nats(BrokerAdapter):
         self._prepared = True
 
     async def publish(self, stream: str, body: bytes, headers: dict[str, str]) -> None:
-        # Nats-Msg-Id: JetStream drops a duplicate published again within its window.
+        # Nats-Msg-Id: JetStream drops a duplicate published again within its window. A
+        # dead letter keeps the message's id, so it needs one of its own.
+        msg_id = headers["aiosignals-id"]
+        if stream == self.dead_letter_stream:
+            msg_id = f"{msg_id}:dead"
         await self.broker.publish(
-            body,
-            stream,
-            headers={**headers, "Nats-Msg-Id": headers["aiosignals-id"]},
-            stream=self.stream,
+            body, stream, headers={**headers, "Nats-Msg-Id": msg_id}, stream=self.stream
         )
 
     def subscribe(
