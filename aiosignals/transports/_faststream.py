@@ -279,7 +279,8 @@ class FastStreamConsumer:
     Consumes the messages of some signals through a :class:`FastStreamTransport`.
 
     ``await consumer.run()`` starts one FastStream subscriber per signal on the transport's
-    broker (connecting it if needed) and returns after :meth:`stop`. For each message it
+    broker (connecting it if needed; starting it, and so its other subscribers, if it is not
+    running yet) and returns after :meth:`stop`. For each message it
     resolves the signal (an explicitly given signal wins over the registry), validates the
     payload, sends it with the signal's own mode and error policy, and acknowledges the
     message only after that send returned. A send that raises is redelivered after
@@ -345,9 +346,15 @@ class FastStreamConsumer:
         self._stopped: anyio.Event | None = None
         self._stopping = False
         self._fatal: BaseException | None = None
+        self._subscribed = False
 
     def __repr__(self) -> str:
         return f"<FastStreamConsumer {self.name!r} group={self.group!r}>"
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether :meth:`run` has started its subscribers: messages flow from now on."""
+        return self._subscribed
 
     def stop(self) -> None:
         """
@@ -381,13 +388,22 @@ class FastStreamConsumer:
             await self.transport.broker.connect()
             for name, stream in self._streams.items():
                 await adapter.prepare(stream, self.group)
-                subscriber = adapter.subscribe(
-                    stream, self.group, self.name, self._handler(name, stream), options
+                subscribers.append(
+                    adapter.subscribe(
+                        stream, self.group, self.name, self._handler(name, stream), options
+                    )
                 )
-                subscribers.append(subscriber)
-                await subscriber.start()
+            if self.transport.broker.running:
+                for subscriber in subscribers:
+                    await subscriber.start()
+            else:
+                # Starts every subscriber of the broker, ours included; FastStream's test
+                # brokers (TestKafkaBroker...) fake exactly this.
+                await self.transport.broker.start()
+            self._subscribed = True
             await self._stopped.wait()
         finally:
+            self._subscribed = False
             with anyio.CancelScope(shield=True):
                 for subscriber in subscribers:
                     await subscriber.stop()

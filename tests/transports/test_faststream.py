@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import pytest
 import pytest_asyncio
@@ -553,3 +553,83 @@ def test_cli_consume_refuses_a_bad_broker_url_and_batch_ack(
     with pytest.raises(SystemExit):
         cli_main(["consume", "--app", "tests.transports._app:ping"])
     assert "one of the arguments --redis --broker is required" in capsys.readouterr().err
+
+
+# -- Kafka (FastStream's in-memory test broker) and Redis ---------------------------------
+
+
+@pytest.mark.asyncio
+async def test_kafka_acknowledges_after_receivers_and_refuses_to_drop_a_failed_message() -> None:
+    """
+    On Kafka (TestKafkaBroker: no Kafka server here) a send is handled and committed; a
+    failed one makes run() raise UnsupportedByBroker, since Kafka has no per-message retry.
+    """
+    from faststream.kafka import KafkaBroker, TestKafkaBroker
+
+    from aiosignals.exceptions import UnsupportedByBroker
+
+    greeting = Signal(Greeting, name="greeting")
+    seen: list[tuple[str, str | None]] = []
+
+    @greeting.connect
+    async def note(sender: Any, payload: Greeting) -> None:
+        message = current_message()
+        assert message is not None
+        seen.append((payload.text, message.key))
+        if payload.text == "bad":
+            raise RuntimeError("bad")
+
+    broker = KafkaBroker("127.0.0.1:9092")
+    transport = FastStreamTransport(broker)
+    consumer = transport.consumer([greeting], consumer="k")
+    async with TestKafkaBroker(broker):
+        task = asyncio.create_task(consumer.run())
+
+        async def subscribed() -> bool:
+            return consumer.subscribed
+
+        await eventually(subscribed)
+        await transport.publish(greeting, None, Greeting(text="hi"), key="k-1")
+        assert (consumer.handled, seen) == (1, [("hi", "k-1")])
+        await transport.publish(greeting, None, Greeting(text="bad"))
+        with pytest.raises(UnsupportedByBroker, match="Kafka has no per-message"):
+            await asyncio.wait_for(task, 10)
+    assert (consumer.handled, consumer.failed, consumer.dead) == (1, 1, 0)
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_redis_through_faststream_redelivers_then_dead_letters(
+    redis_server_url: str, prefix: str
+) -> None:
+    """On Redis, a failing send is delivered again with its count, then dead-lettered."""
+    greeting = Signal(Greeting, name="greeting")
+    deliveries: list[tuple[str, int]] = []
+
+    @greeting.connect
+    async def poison(sender: Any, payload: Greeting) -> None:
+        message = current_message()
+        assert message is not None
+        deliveries.append((message.idempotency_key, message.deliveries))
+        raise RuntimeError("poison")
+
+    client = aioredis.Redis.from_url(redis_server_url)
+    try:
+        async with FastStreamTransport.from_url(redis_server_url, prefix=prefix) as transport:
+            await transport.publish(greeting, None, Greeting(text="x"), key="k")
+            consumer = transport.consumer([greeting], max_deliveries=3, retry_delay=0.01)
+            async with running(consumer):
+
+                async def buried() -> bool:
+                    return consumer.dead == 1
+
+                await eventually(buried)
+        assert deliveries == [("k", 1), ("k", 2), ("k", 3)]
+        rows = cast("list[tuple[bytes, dict[bytes, bytes]]]", await client.xrange(f"{prefix}dead"))
+        [(_, fields)] = rows
+        assert b"RuntimeError: poison (after 3 deliveries)" in b"".join(fields.values())
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
