@@ -347,6 +347,7 @@ class FastStreamConsumer:
         self._stopping = False
         self._fatal: BaseException | None = None
         self._subscribed = False
+        self._in_hand: set[Any] = set()  # FastStream messages whose receivers run.
 
     def __repr__(self) -> str:
         return f"<FastStreamConsumer {self.name!r} group={self.group!r}>"
@@ -401,7 +402,11 @@ class FastStreamConsumer:
                 # brokers (TestKafkaBroker...) fake exactly this.
                 await self.transport.broker.start()
             self._subscribed = True
-            await self._stopped.wait()
+            async with anyio.create_task_group() as tasks:
+                if adapter.keeps_alive:
+                    tasks.start_soon(self._heartbeat)
+                await self._stopped.wait()
+                tasks.cancel_scope.cancel()
         finally:
             self._subscribed = False
             with anyio.CancelScope(shield=True):
@@ -437,38 +442,31 @@ class FastStreamConsumer:
         except UnicodeDecodeError:
             payload = None
         sender = str(headers.get("aiosignals-sender", ""))
-        verdict = await self._dispatch(raw, message, payload, sender)
+        self._in_hand.add(raw)
         try:
+            verdict = await dispatch(self._signals, message, payload, sender, self.max_deliveries)
             await self._settle(raw, message, verdict)
         except UnsupportedByBroker as exc:
             # Not acknowledged: the broker delivers it again once the consumer restarts.
             self._fatal = exc
             self.stop()
+        finally:
+            self._in_hand.discard(raw)
 
-    async def _dispatch(
-        self, raw: Any, message: StreamMessage, payload: str | None, sender: str
-    ) -> Verdict:
-        adapter = self.transport.adapter
-        if not adapter.keeps_alive:
-            return await dispatch(self._signals, message, payload, sender, self.max_deliveries)
-        verdict = Verdict(Outcome.RETRY, "cancelled")
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._keep_alive, raw)
-            try:
-                verdict = await dispatch(
-                    self._signals, message, payload, sender, self.max_deliveries
-                )
-            finally:
-                tasks.cancel_scope.cancel()
-        return verdict
+    async def _heartbeat(self) -> None:
+        """
+        Keep the messages in hand from timing out, however long their receivers take.
 
-    async def _keep_alive(self, raw: Any) -> None:
+        Every third of *claim_idle* the broker is told that each of them is still being
+        handled (NATS ``in_progress``), so only a consumer that died loses them to another.
+        """
         while True:
             await anyio.sleep(self.claim_idle / 3)
-            try:
-                await self.transport.adapter.keep_alive(raw)
-            except Exception as exc:  # noqa: BLE001 -- the broker redelivers at worst
-                logger.warning("%r: could not keep message %s alive: %s", self, raw, exc)
+            for raw in list(self._in_hand):
+                try:
+                    await self.transport.adapter.keep_alive(raw)
+                except Exception as exc:  # noqa: BLE001 -- the broker redelivers at worst
+                    logger.warning("%r: could not keep a message alive: %s", self, exc)
 
     async def _settle(self, raw: Any, message: StreamMessage, verdict: Verdict) -> None:
         adapter = self.transport.adapter

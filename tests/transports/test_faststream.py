@@ -284,6 +284,33 @@ async def test_a_payload_that_does_not_validate_is_dead_lettered_at_once(
 
 
 @pytest.mark.asyncio
+async def test_a_live_consumer_keeps_its_message_however_long_its_receivers_take(
+    transport: FastStreamTransport,
+) -> None:
+    """A receiver running past claim_idle is not redelivered: the consumer keeps it alive."""
+    greeting = Signal(Greeting, name="greeting")
+    deliveries: list[int] = []
+
+    @greeting.connect
+    async def slow(sender: Any, payload: Greeting) -> None:
+        message = current_message()
+        assert message is not None
+        deliveries.append(message.deliveries)
+        await asyncio.sleep(1.5)
+
+    await transport.publish(greeting, None, Greeting(text="slow"))
+    consumer = transport.consumer([greeting], claim_idle=0.6)
+    async with running(consumer):
+
+        async def handled() -> bool:
+            return consumer.handled == 1
+
+        await eventually(handled)
+        await asyncio.sleep(0.7)  # A redelivery after the ack_wait would show up now.
+    assert deliveries == [1]
+
+
+@pytest.mark.asyncio
 async def test_each_group_gets_every_message(transport: FastStreamTransport) -> None:
     """Two groups consume the same signal: each handles every message once."""
     greeting = Signal(Greeting, name="greeting")
