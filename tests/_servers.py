@@ -193,6 +193,30 @@ def nats_url() -> str:
     return _broker_url("AIOSIGNALS_TEST_NATS_URL", "nats://127.0.0.1:4222", "NATS")
 
 
+@pytest.fixture
+def nats_prefix(nats_url: str) -> Iterator[str]:
+    """A subject prefix of one test's own; its JetStream stream is deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    yield prefix
+
+    async def delete() -> None:
+        # Imported here: this module must stay importable without the faststream extra.
+        import nats
+        from nats.js.errors import NotFoundError
+
+        connection = await nats.connect(nats_url)
+        try:
+            await connection.jetstream().delete_stream(prefix.rstrip("."))
+        except NotFoundError:
+            pass  # The test created none.
+        finally:
+            await connection.close()
+
+    import asyncio
+
+    asyncio.run(delete())
+
+
 @dataclass
 class NatsProcess:
     """A nats-server with JetStream of one test's own, that the test may stop and restart."""

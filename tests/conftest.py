@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests._servers import (
+    nats_prefix,
     nats_process,
     nats_url,
     postgres_server_url,
@@ -14,6 +15,7 @@ from tests._servers import (
 )
 
 __all__ = [
+    "nats_prefix",
     "nats_process",
     "nats_url",
     "postgres_server_url",
