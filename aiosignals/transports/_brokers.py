@@ -45,8 +45,8 @@ class BrokerAdapter:
 
     def __init__(self, broker: Any, prefix: str) -> None:
         self.broker = broker
-        self.prefix = prefix
-        self.dead_letter_stream = f"{prefix}dead"
+        self.prefix: str = prefix
+        self.dead_letter_stream: str = f"{prefix}dead"
 
     async def prepare(self, stream: str, group: str) -> None:
         """Create what *stream* needs so that *group* gets what is published from now on."""
@@ -87,8 +87,8 @@ class _Options:
     """The consumer options an adapter needs to subscribe."""
 
     def __init__(self, *, count: int, claim_idle: float) -> None:
-        self.count = count
-        self.claim_idle = claim_idle
+        self.count: int = count
+        self.claim_idle: float = claim_idle
 
 
 class _Rabbit(BrokerAdapter):
@@ -181,7 +181,7 @@ class _Nats(BrokerAdapter):
         super().__init__(broker, prefix)
         if not prefix.endswith("."):
             raise ValueError(f"on NATS the prefix must end with '.', got {prefix!r}")
-        self.stream = re.sub(r"[^A-Za-z0-9_-]", "_", prefix.rstrip(".")) or "aiosignals"
+        self.stream: str = re.sub(r"[^A-Za-z0-9_-]", "_", prefix.rstrip(".")) or "aiosignals"
         self._prepared = False
 
     async def prepare(self, stream: str, group: str) -> None:

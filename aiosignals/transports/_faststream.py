@@ -22,7 +22,7 @@ import anyio
 
 from .._receivers import ANY
 from ..exceptions import UnsupportedByBroker
-from ._brokers import MessageArg, adapter_for, subscribe_options
+from ._brokers import BrokerAdapter, MessageArg, adapter_for, subscribe_options
 from ._dispatch import Outcome, Verdict, connect_forward, dispatch, signal_map
 from ._message import StreamMessage, require_name, sender_label
 
@@ -132,13 +132,13 @@ class FastStreamTransport:
     ) -> None:
         self.broker: Any = broker
         """The FastStream broker it uses."""
-        self.prefix = prefix
+        self.prefix: str = prefix
         """Prepended to signal names to name where their messages go."""
-        self.group = group
+        self.group: str = group
         """The default consumer group."""
-        self.adapter = adapter_for(broker, prefix)
+        self.adapter: BrokerAdapter = adapter_for(broker, prefix)
         """What is specific to the broker."""
-        self.dead_letter_stream = self.adapter.dead_letter_stream
+        self.dead_letter_stream: str = self.adapter.dead_letter_stream
         """Where messages that could not be handled go, with the error."""
         self._owns_broker = False
 
@@ -322,23 +322,25 @@ class FastStreamConsumer:
             raise ValueError("retry_delay must not be negative, claim_idle must be positive")
         self.transport = transport
         """The transport it reads through."""
-        self.group = group
+        self.group: str = group
         """Its consumer group."""
-        self.name = consumer if consumer is not None else f"{socket.gethostname()}:{os.getpid()}"
+        self.name: str = (
+            consumer if consumer is not None else f"{socket.gethostname()}:{os.getpid()}"
+        )
         """Its name, as receivers see it."""
-        self.max_deliveries = max_deliveries
+        self.max_deliveries: int = max_deliveries
         """Deliveries of a message before it is dead-lettered."""
-        self.retry_delay = retry_delay
+        self.retry_delay: float = retry_delay
         """Seconds before the first redelivery of a failed send."""
-        self.claim_idle = claim_idle
+        self.claim_idle: float = claim_idle
         """Seconds after which the message of a silent consumer goes to another (NATS)."""
-        self.count = count
+        self.count: int = count
         """Messages fetched ahead."""
-        self.handled = 0
+        self.handled: int = 0
         """Messages whose send succeeded."""
-        self.failed = 0
+        self.failed: int = 0
         """Sends that raised (each failed delivery counts)."""
-        self.dead = 0
+        self.dead: int = 0
         """Messages it dead-lettered."""
         self._signals = signal_map(signals)
         self._streams = {name: transport.stream_name(name) for name in self._signals}

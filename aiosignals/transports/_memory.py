@@ -95,7 +95,7 @@ class MemoryTransport:
     """
 
     def __init__(self, *, group: str = "aiosignals") -> None:
-        self.group = group
+        self.group: str = group
         """The default consumer group."""
         self._store = _Store()
         self._ids = itertools.count(1)
@@ -245,17 +245,17 @@ class MemoryConsumer:
             raise ValueError(f"max_deliveries must be at least 1, got {max_deliveries}")
         self.transport = transport
         """The transport it reads from."""
-        self.group = group
+        self.group: str = group
         """Its consumer group."""
-        self.name = name
+        self.name: str = name
         """Its name in the group."""
-        self.max_deliveries = max_deliveries
+        self.max_deliveries: int = max_deliveries
         """Deliveries of a message before it is dead-lettered."""
-        self.handled = 0
+        self.handled: int = 0
         """Messages whose send succeeded."""
-        self.failed = 0
+        self.failed: int = 0
         """Sends that raised (each failed delivery counts)."""
-        self.dead = 0
+        self.dead: int = 0
         """Messages it dead-lettered."""
         self._store = store
         self._signals = signal_map(signals)
