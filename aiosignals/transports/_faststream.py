@@ -22,6 +22,7 @@ import anyio
 
 from .._receivers import ANY
 from ..exceptions import UnsupportedByBroker
+from ..models import dump_payload
 from ._brokers import BrokerAdapter, MessageArg, adapter_for, subscribe_options
 from ._dispatch import Outcome, Verdict, connect_forward, dispatch, signal_map
 from ._message import StreamMessage, require_name, sender_label
@@ -196,6 +197,7 @@ class FastStreamTransport:
         :param key: an idempotency key, handed to receivers as :attr:`StreamMessage.key`
         :raises ValueError: if the signal has no name
         :raises pydantic.ValidationError: if *payload* does not validate
+        :raises TypeError: if a value of *payload* has no JSON form
         """
         stream = self.stream_name(signal)
         if payload.__class__ is not signal.payload_type:
@@ -205,7 +207,7 @@ class FastStreamTransport:
         if key is not None:
             headers["aiosignals-key"] = key
         await self.adapter.prepare(stream, self.group)
-        await self.adapter.publish(stream, payload.model_dump_json().encode(), headers)
+        await self.adapter.publish(stream, dump_payload(payload).encode(), headers)
         return message_id
 
     def forward_uid(self, signal: Signal[Any]) -> str:
@@ -220,8 +222,8 @@ class FastStreamTransport:
 
         The receiver is durable: inside a transaction with the durable outbox, the send is
         written to the outbox with the entity and the relay publishes it after commit, at
-        least once, with ``outbox:<row id>`` as the message's idempotency key. Sends a
-        consumer of this transport read from the same stream are not published again.
+        least once, with ``outbox:<database>:<row id>`` as the message's idempotency key.
+        Sends a consumer of this transport read from the same stream are not published again.
 
         :raises ValueError: if the signal has no name
         """

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._receivers import ANY
+from ..models import dump_payload
 from ._dispatch import Outcome, connect_forward, dispatch, signal_map
 from ._message import StreamMessage, require_name, sender_label
 
@@ -133,12 +134,13 @@ class MemoryTransport:
         :param key: an idempotency key, handed to receivers as :attr:`StreamMessage.key`
         :raises ValueError: if the signal has no name
         :raises pydantic.ValidationError: if *payload* does not validate
+        :raises TypeError: if a value of *payload* has no JSON form
         """
         name = self.stream_name(signal)
         if payload.__class__ is not signal.payload_type:
             payload = signal.payload_type.model_validate(payload)
         message_id = str(next(self._ids))
-        text, label = payload.model_dump_json(), sender_label(sender)
+        text, label = dump_payload(payload), sender_label(sender)
         self._store.queue(name, self.group)
         for (queued, _), queue in self._store.queues.items():
             if queued == name:

@@ -56,9 +56,9 @@ class StreamMessage:
         """
         The key a receiver de-duplicates by: the publisher's key, else stream and message id.
 
-        The publisher's key (the outbox delivery id when the outbox relay forwards) stays the
-        same when one send is published twice; the message id stays the same when one
-        message is delivered twice.
+        The publisher's key (``outbox:<database>:<row id>`` when the outbox relay forwards)
+        stays the same when one send is published twice; the message id stays the same when
+        one message is delivered twice.
         """
         return self.key if self.key is not None else f"{self.stream}/{self.id}"
 
@@ -144,7 +144,7 @@ _outbox_missing = False
 
 
 def outbox_key() -> str | None:
-    """Return ``outbox:<row id>`` when the outbox relay is calling us, else ``None``."""
+    """Return ``outbox:<database>:<row id>`` when the outbox relay is calling us, else ``None``."""
     global _outbox_missing  # Set once: a failed import is not cached by Python.
     if _outbox_missing:
         return None
@@ -156,4 +156,4 @@ def outbox_key() -> str | None:
         _outbox_missing = True
         return None
     delivery = current_delivery()
-    return None if delivery is None else f"outbox:{delivery.id}"
+    return None if delivery is None else delivery.key

@@ -27,7 +27,7 @@ from redis import exceptions as redis_errors
 
 from .._receivers import ANY
 from .._signal import Signal, registry
-from ..models import load_payload
+from ..models import dump_payload, load_payload
 from ._message import StreamMessage as StreamMessage
 from ._message import current_message as current_message
 from ._message import (
@@ -226,12 +226,20 @@ class RedisStreamTransport:
             :attr:`StreamMessage.key`
         :raises ValueError: if the signal has no name
         :raises pydantic.ValidationError: if *payload* does not validate
+        :raises TypeError: if a value of *payload* has no JSON form
         """
         stream = self.stream_name(signal)
         if payload.__class__ is not signal.payload_type:
             payload = signal.payload_type.model_validate(payload)
+        try:
+            text = dump_payload(payload)
+        except TypeError as exc:
+            raise TypeError(
+                f"cannot publish the payload of signal {signal.name!r} to the stream"
+                f" {stream!r}: {exc}"
+            ) from exc
         fields: dict[FieldT, EncodableT] = {
-            "payload": payload.model_dump_json(),
+            "payload": text,
             "sender": sender_label(sender),
         }
         if key is not None:
@@ -252,8 +260,9 @@ class RedisStreamTransport:
         The receiver is connected with ``durable=True`` and ``dispatch_uid`` from
         :meth:`forward_uid`. Inside a transaction with the durable outbox, the send is
         written to the outbox with the entity and the outbox relay publishes it after commit,
-        at least once, with ``outbox:<row id>`` (the relay's delivery id) as the entry's
-        idempotency ``key``, the same when the relay publishes a row twice;
+        at least once, with ``outbox:<database name>:<row id>`` (the relay's
+        :attr:`Delivery.key <aiosignals.outbox.Delivery.key>`) as the entry's idempotency
+        ``key``, the same when the relay publishes a row twice;
         outside a transaction it is published during the send.
 
         Sends dispatched by a :class:`Subscriber` reading this very stream are not published

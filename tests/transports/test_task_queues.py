@@ -107,7 +107,7 @@ async def test_a_job_is_enqueued_after_commit_never_on_rollback_and_runs_in_a_wo
         assert len(done) == 1
         order_id, task_id = done[0].split("|")
         assert order_id == "2"
-        assert task_id.startswith("orders-db:")
+        assert task_id.startswith("outbox:")
     finally:
         worker.send_signal(os_signal.SIGTERM)
         try:
