@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal as os_signal
 import sys
 import time
@@ -67,14 +68,10 @@ async def test_a_job_is_enqueued_after_commit_never_on_rollback_and_runs_in_a_wo
     async def enqueue_invoice(sender: object, payload: OrderPlaced) -> None:
         delivery = current_delivery()
         assert delivery is not None
-        await (
-            _jobs.make_invoice.kicker()
-            .with_task_id(f"orders-db:{delivery.id}")
-            .kiq(payload.order_id)
-        )
+        await _jobs.make_invoice.kicker().with_task_id(delivery.key).kiq(payload.order_id)
 
     client = aioredis.Redis.from_url(redis_server_url)
-    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}") as db:
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}", name="shop") as db:
         await OutboxRelay.create_table(db)
         with pytest.raises(LookupError):
             async with db.transaction():
@@ -107,7 +104,8 @@ async def test_a_job_is_enqueued_after_commit_never_on_rollback_and_runs_in_a_wo
         assert len(done) == 1
         order_id, task_id = done[0].split("|")
         assert order_id == "2"
-        assert task_id.startswith("outbox:")
+        # The delivery's key: the database's name and the row id.
+        assert re.fullmatch(r"outbox:shop:\d+", task_id), task_id
     finally:
         worker.send_signal(os_signal.SIGTERM)
         try:
