@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -276,6 +277,17 @@ class FastStreamTransport:
         )
 
 
+_start_locks: weakref.WeakKeyDictionary[Any, anyio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _start_lock(broker: Any) -> anyio.Lock:
+    """Return the lock under which consumers of *broker* register and start subscribers."""
+    lock = _start_locks.get(broker)
+    if lock is None:
+        lock = _start_locks[broker] = anyio.Lock()
+    return lock
+
+
 class FastStreamConsumer:
     """
     Consumes the messages of some signals through a :class:`FastStreamTransport`.
@@ -390,21 +402,25 @@ class FastStreamConsumer:
         options = subscribe_options(count=self.count, claim_idle=self.claim_idle)
         subscribers: list[Any] = []
         try:
-            await self.transport.broker.connect()
-            for name, stream in self._streams.items():
+            broker = self.transport.broker
+            await broker.connect()
+            for stream in self._streams.values():
                 await adapter.prepare(stream, self.group)
-                subscribers.append(
-                    adapter.subscribe(
-                        stream, self.group, self.name, self._handler(name, stream), options
+            # Registering and starting in one turn per broker: a broker.start() of another
+            # consumer must not start (a second time) subscribers we start ourselves.
+            async with _start_lock(broker):
+                for name, stream in self._streams.items():
+                    handler = self._handler(name, stream)
+                    subscribers.append(
+                        adapter.subscribe(stream, self.group, self.name, handler, options)
                     )
-                )
-            if self.transport.broker.running:
-                for subscriber in subscribers:
-                    await subscriber.start()
-            else:
-                # Starts every subscriber of the broker, ours included; FastStream's test
-                # brokers (TestKafkaBroker...) fake exactly this.
-                await self.transport.broker.start()
+                if broker.running:
+                    for subscriber in subscribers:
+                        await subscriber.start()
+                else:
+                    # Starts every subscriber of the broker, ours included; FastStream's
+                    # test brokers (TestKafkaBroker...) fake exactly this.
+                    await broker.start()
             self._subscribed = True
             async with anyio.create_task_group() as tasks:
                 if adapter.keeps_alive:

@@ -338,6 +338,31 @@ async def test_each_group_gets_every_message(transport: FastStreamTransport) -> 
 
 
 @pytest.mark.asyncio
+async def test_consumers_started_together_leave_nothing_consuming_once_stopped(
+    transport: FastStreamTransport,
+) -> None:
+    """Two consumers started at once on one broker: once stopped, neither takes messages."""
+    greeting = Signal(Greeting, name="greeting")
+    first, second = transport.consumer([greeting]), transport.consumer([greeting])
+    async with running(first), running(second):
+
+        async def both_subscribed() -> bool:
+            return first.subscribed and second.subscribed
+
+        await eventually(both_subscribed)
+    for n in range(3):
+        await transport.publish(greeting, None, Greeting(text=str(n)))
+    third = transport.consumer([greeting])
+    async with running(third):
+
+        async def handled() -> bool:
+            return third.handled == 3
+
+        await eventually(handled)
+    assert (first.handled, second.handled) == (0, 0)
+
+
+@pytest.mark.asyncio
 async def test_forward_publishes_through_the_outbox_with_the_delivery_id_as_key(
     transport: FastStreamTransport, tmp_path: Path
 ) -> None:
