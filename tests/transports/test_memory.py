@@ -13,6 +13,7 @@ import pytest
 from aiosignals import Event, Signal
 from aiosignals.transports import (
     Consumer,
+    FastStreamTransport,
     MemoryConsumer,
     MemoryTransport,
     RedisStreamTransport,
@@ -66,13 +67,19 @@ async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 def test_every_transport_satisfies_the_protocol() -> None:
-    """MemoryTransport and RedisStreamTransport are Transports, their consumers Consumers."""
+    """Memory, Redis and FastStream transports are Transports, their consumers Consumers."""
+    from faststream.nats import NatsBroker
+
     signal = Signal(Greeting, name="greeting")
     with MemoryTransport() as memory:
-        # Never connects: consumer() only builds the Subscriber.
-        transports: list[Transport] = [memory, RedisStreamTransport("redis://127.0.0.1:1/0")]
+        # Nothing connects: consumer() only builds the consumer.
+        transports: list[Transport] = [
+            memory,
+            RedisStreamTransport("redis://127.0.0.1:1/0"),
+            FastStreamTransport(NatsBroker("nats://127.0.0.1:1")),
+        ]
         consumers: list[Consumer] = [t.consumer(signal, max_deliveries=2) for t in transports]
-    assert [consumer.handled for consumer in consumers] == [0, 0]
+    assert [consumer.handled for consumer in consumers] == [0, 0, 0]
 
 
 async def test_roundtrip_with_typed_payload_sender_and_message() -> None:
