@@ -371,24 +371,34 @@ async def test_a_row_backing_off_holds_back_its_receivers_later_rows_across_runs
 
 
 async def test_a_batch_longer_than_the_lease_keeps_its_rows(db: Database) -> None:
-    app.SLOW["slow"] = 1.5
+    """A relay renews its lease while a batch outlasts it: a second relay never takes its rows."""
+    # Two leases long, with the renewal (every third of a lease) given a full lease of slack:
+    # a loaded machine may delay a renewal, but not by a whole lease.
+    app.SLOW["slow"] = 2.5
     orders = SQLAlchemyRepository(Order, db)
     await orders.add(Order(item="slow"))
     await orders.add(Order(item="after"))
-    first = OutboxRelay(db, lease=0.6, backoff=0.0, name="first")
-    second = OutboxRelay(db, lease=0.6, backoff=0.0, name="second")
+    first = OutboxRelay(db, lease=1.2, backoff=0.0, name="first")
+    second = OutboxRelay(db, lease=1.2, backoff=0.0, name="second")
     claimed_by_second: list[int] = []
+    first_done = anyio.Event()
+
+    async def run_the_first() -> None:
+        await first.run_once()
+        first_done.set()
 
     async def poll_with_the_second() -> None:
-        for _ in range(20):
+        while not first_done.is_set():
             claimed_by_second.append(await second.run_once())
-            await anyio.sleep(0.1)
+            with anyio.move_on_after(0.1):
+                await first_done.wait()
 
     async with anyio.create_task_group() as group:
-        group.start_soon(first.run_once)
+        group.start_soon(run_the_first)
         group.start_soon(poll_with_the_second)
     # The first relay renewed its lease while "slow" ran: the second never took its rows.
     assert [item for _, _, item in app.DELIVERED] == ["slow", "after"]
+    assert len(claimed_by_second) > 5
     assert sum(claimed_by_second) == 0
     assert await rows(db) == []
 
