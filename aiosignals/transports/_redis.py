@@ -30,6 +30,7 @@ from redis import exceptions as redis_errors
 from .._receivers import ANY
 from .._signal import Signal, registry
 from ..models import dump_payload, load_payload
+from ._batcher import PublishBatcher
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -288,6 +289,7 @@ class RedisStreamTransport:
         """Approximate length each stream is trimmed to on publish, or ``None``."""
         self.dead_letter_stream = f"{stream_prefix}dead"
         """Where entries that could not be handled go, with the error."""
+        self._batcher = PublishBatcher(client)
 
     def __repr__(self) -> str:
         return f"<RedisStreamTransport prefix={self.stream_prefix!r} group={self.group!r}>"
@@ -304,7 +306,8 @@ class RedisStreamTransport:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client if the transport created it from a URL."""
+        """Wait for the publishes in flight, then close the client if it created it from a URL."""
+        await self._batcher.wait_sent()
         if self._owns_client:
             await self.client.aclose()
 
@@ -325,6 +328,9 @@ class RedisStreamTransport:
     ) -> str:
         """
         Append a send of *signal* to its stream and return the entry id.
+
+        Publishes issued concurrently share pipelined round trips, in the order issued; one
+        cancelled before its pipeline is sent writes nothing (see ``PublishBatcher``).
 
         :param signal: a named signal
         :param sender: who sends; it travels as a label (see the class)
@@ -352,8 +358,7 @@ class RedisStreamTransport:
         }
         if key is not None:
             fields["key"] = key
-        entry_id = await self.client.xadd(stream, fields, maxlen=self.maxlen, approximate=True)
-        return _text(entry_id)
+        return _text(await self._batcher.xadd(stream, fields, maxlen=self.maxlen))
 
     def forward_uid(self, signal: Signal[Any]) -> str:
         """Return the ``dispatch_uid`` of the receiver :meth:`forward` connects to *signal*."""
