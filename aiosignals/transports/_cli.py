@@ -46,12 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="deliveries before an entry goes to the dead-letter stream (%(default)s)",
     )
     parser.add_argument(
-        "--count", type=int, default=10, metavar="N", help="entries per read (%(default)s)"
+        "--count", type=int, default=100, metavar="N", help="entries per read (%(default)s)"
     )
     parser.add_argument(
         "--batch-ack",
-        action="store_true",
-        help="acknowledge each read batch at once: faster, more redelivered after a crash",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="acknowledge each read batch at once (default); --no-batch-ack: each entry,"
+        " slower, less redelivered after a crash",
     )
 
 

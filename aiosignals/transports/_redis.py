@@ -329,15 +329,13 @@ class RedisStreamTransport:
         """
         Append a send of *signal* to its stream and return the entry id.
 
-        Publishes issued concurrently share pipelined round trips, in the order issued; one
-        cancelled before its pipeline is sent writes nothing (see ``PublishBatcher``).
+        Concurrent publishes share pipelines, in issue order (see ``_batcher.PublishBatcher``).
 
         :param signal: a named signal
         :param sender: who sends; it travels as a label (see the class)
         :param payload: an instance of the signal's payload type (anything else is validated
             into it, as :meth:`Signal.send <aiosignals.Signal.send>` does)
-        :param key: an idempotency key, handed to receivers as
-            :attr:`StreamMessage.key`
+        :param key: an idempotency key, handed to receivers as :attr:`StreamMessage.key`
         :raises ValueError: if the signal has no name
         :raises pydantic.ValidationError: if *payload* does not validate
         :raises TypeError: if a value of *payload* has no JSON form
@@ -352,10 +350,7 @@ class RedisStreamTransport:
                 f"cannot publish the payload of signal {signal.name!r} to the stream"
                 f" {stream!r}: {exc}"
             ) from exc
-        fields: dict[FieldT, EncodableT] = {
-            "payload": text,
-            "sender": sender_label(sender),
-        }
+        fields: dict[FieldT, EncodableT] = {"payload": text, "sender": sender_label(sender)}
         if key is not None:
             fields["key"] = key
         return _text(await self._batcher.xadd(stream, fields, maxlen=self.maxlen))
@@ -520,9 +515,9 @@ class Subscriber:
     :param reconnect_delay: the first pause after a connection error, in seconds
     :param max_reconnect_delay: the longest pause between reconnection attempts
     :param batch_ack: acknowledge the entries of one read together, in one ``XACK`` once
-        the last one's receivers ran, instead of each as soon as its own did: fewer round
-        trips (several times the throughput), but a consumer killed mid-batch has its
-        already handled entries of that batch delivered again
+        the last one's receivers ran (the default), or each as soon as its own did
+        (``False``): a round trip per entry, but a consumer killed mid-batch has at most the
+        entry in hand delivered again, not the handled entries of its batch
     :raises ValueError: if a signal has no name, or a number is out of range
 
     .. versionadded:: 0.1
@@ -534,7 +529,7 @@ class Subscriber:
         signals: _Signals,
         *,
         consumer: str | None = None,
-        count: int = 10,
+        count: int = 100,
         block: float = 5.0,
         claim_idle: float = 30.0,
         retry_delay: float = 1.0,
@@ -542,7 +537,7 @@ class Subscriber:
         start_id: str = "0",
         reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 10.0,
-        batch_ack: bool = False,
+        batch_ack: bool = True,
     ) -> None:
         if count < 1 or max_deliveries < 1:
             raise ValueError("count and max_deliveries must be at least 1")
