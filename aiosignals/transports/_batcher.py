@@ -89,7 +89,10 @@ class PublishBatcher:
 
     async def wait_sent(self) -> None:
         """Wait until the XADDs issued so far have been sent and replied to (or failed)."""
+        loop = asyncio.get_running_loop()
         while self._flusher is not None and not self._flusher.done():
+            if self._flusher.get_loop() is not loop:
+                return  # Its loop is gone or elsewhere: nothing this one can wait for.
             await asyncio.wait([self._flusher])
 
     async def _flush(self) -> None:
