@@ -122,7 +122,7 @@ class PublishBatcher:
                     )
                 replies = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
-            # Sent or not, nobody will know: tell the callers it was not done.
+            # Written or not, nobody will know: the callers get no id, only the cancellation.
             for publish in batch:
                 publish.future.cancel()
             raise

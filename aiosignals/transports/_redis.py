@@ -329,7 +329,8 @@ class RedisStreamTransport:
         """
         Append a send of *signal* to its stream and return the entry id.
 
-        Concurrent publishes share pipelines, in issue order (see ``_batcher.PublishBatcher``).
+        Concurrent publishes share pipelines, in issue order; one cancelled before its
+        pipeline is sent writes nothing, one cancelled after is written and logged.
 
         :param signal: a named signal
         :param sender: who sends; it travels as a label (see the class)
@@ -514,10 +515,9 @@ class Subscriber:
         already holds, ``"$"`` only what comes after
     :param reconnect_delay: the first pause after a connection error, in seconds
     :param max_reconnect_delay: the longest pause between reconnection attempts
-    :param batch_ack: acknowledge the entries of one read together, in one ``XACK`` once
-        the last one's receivers ran (the default), or each as soon as its own did
-        (``False``): a round trip per entry, but a consumer killed mid-batch has at most the
-        entry in hand delivered again, not the handled entries of its batch
+    :param batch_ack: acknowledge the entries of one read in one ``XACK`` once the last
+        one's receivers ran (default), or each once its own did (``False``): more round
+        trips, but a consumer killed mid-batch has only the entry in hand delivered again
     :raises ValueError: if a signal has no name, or a number is out of range
 
     .. versionadded:: 0.1
