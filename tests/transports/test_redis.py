@@ -1050,12 +1050,18 @@ async def test_two_consumer_processes_share_events_none_lost_none_twice(
         await eventually(all_handled, timeout=20)
         await asyncio.sleep(0.2)  # A duplicate would show up now.
     finally:
-        outputs = [
-            await stop_consumer(process, signum)
-            for process, signum in zip(
-                processes, (os_signal.SIGTERM, os_signal.SIGINT), strict=True
-            )
-        ]
+        try:
+            outputs = [
+                await stop_consumer(process, signum)
+                for process, signum in zip(
+                    processes, (os_signal.SIGTERM, os_signal.SIGINT), strict=True
+                )
+            ]
+        finally:
+            for process in processes:  # One that failed to stop must not outlive the test.
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
     handled = await records(transport.client, stream_prefix)
     assert sorted(n for _, n, _ in handled) == list(range(1000))
     assert {consumer for consumer, _, _ in handled} == {"a", "b"}
