@@ -72,16 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--count",
         type=positive_int,
-        default=100,
+        default=None,
         metavar="N",
-        help="entries per read (%(default)s)",
+        help="entries per read (default: the consumer's, 100 with --redis)",
     )
     parser.add_argument(
         "--batch-ack",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="acknowledge each read batch at once (default); --no-batch-ack: each entry,"
-        " slower, less redelivered after a crash",
+        default=None,
+        help="acknowledge each read batch at once (default with --redis); --no-batch-ack:"
+        " each entry, slower, less redelivered after a crash",
     )
 
 
@@ -167,20 +167,21 @@ async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
     from urllib.parse import urlsplit
 
     from . import RedisStreamTransport
-    from ._redis import FATAL_ERRORS
+    from ._redis import FATAL_ERRORS, SubscriberOptions
 
     prefix = "aiosignals:" if args.prefix is None else args.prefix
     async with RedisStreamTransport(
         args.redis, stream_prefix=prefix, group=args.group
     ) as transport:
-        subscriber = transport.consumer(
-            signals,
-            consumer=args.consumer,
-            count=args.count,
-            claim_idle=args.claim_idle,
-            max_deliveries=args.max_deliveries,
-            batch_ack=args.batch_ack,
-        )
+        options: SubscriberOptions = {
+            "consumer": args.consumer,
+            "claim_idle": args.claim_idle,
+            "max_deliveries": args.max_deliveries,
+            "batch_ack": args.batch_ack is not False,  # None: not given, the default.
+        }
+        if args.count is not None:
+            options["count"] = args.count
+        subscriber = transport.consumer(signals, **options)
         loop = asyncio.get_running_loop()
         stops = (os_signal.SIGINT, os_signal.SIGTERM)
         for signum in stops:
