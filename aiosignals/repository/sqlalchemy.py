@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
@@ -55,8 +55,10 @@ class Database:
 
     SQLite is set up for what the repositories need: real savepoints, ``BEGIN IMMEDIATE``
     so that concurrent writers queue on the lock instead of failing, and foreign keys on.
-    An in-memory SQLite database (``sqlite+aiosqlite://``) is one shared connection, so
-    its transactions must not overlap; use a file for concurrent work.
+    An in-memory SQLite database (``sqlite+aiosqlite://``) is one shared connection: the
+    transactions and reads of different tasks take turns on it, one at a time (a task
+    that holds a transaction open while it waits for another task's read of the same
+    database waits forever); use a file for concurrent work.
 
     :param url: an SQLAlchemy URL, e.g. ``sqlite+aiosqlite:///app.db`` or
         ``postgresql+asyncpg://user@host/db``
@@ -85,8 +87,11 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._current: ContextVar[AsyncSession | None] = ContextVar(
-            f"aiosignals_db_{id(self)}", default=None
+        # An in-memory database is one connection (StaticPool): a transaction of one task
+        # and a read or a transaction of another would share it, and the first rollback
+        # or session close would end both. Everything on it takes turns on this lock.
+        self._one_connection: anyio.Lock | None = (
+            anyio.Lock() if self.is_sqlite and parsed.database in (None, "", ":memory:") else None
         )
 
     def __repr__(self) -> str:
@@ -107,7 +112,7 @@ class Database:
         """Create the tables of *metadata* that do not exist yet, and the outbox table."""
         from ..outbox._table import outbox_metadata
 
-        async with self.engine.begin() as connection:
+        async with self._alone(), self.engine.begin() as connection:
             for meta in (*metadata, outbox_metadata):
                 await connection.run_sync(meta.create_all)
 
@@ -117,7 +122,17 @@ class Database:
 
     def current_session(self) -> AsyncSession | None:
         """Return the session of this task's open transaction, or ``None``."""
-        return self._current.get()
+        current = _open_tx(self)
+        return None if current is None else current.session
+
+    @asynccontextmanager
+    async def _alone(self) -> AsyncGenerator[None]:
+        # A whole transaction or read on an in-memory database; nothing elsewhere.
+        if self._one_connection is None:
+            yield
+            return
+        async with self._one_connection:
+            yield
 
     @asynccontextmanager
     async def transaction(self) -> AsyncGenerator[AsyncSession]:
@@ -128,51 +143,76 @@ class Database:
         back), then the commit, then the AFTER_COMMIT receivers in save order; on an
         exception everything rolls back and AFTER_ROLLBACK receivers run.
         """
-        session = self._current.get()
-        if session is not None:
-            savepoint = await session.begin_nested()
-            async with PhaseScope.run(
-                commit=savepoint.commit, rollback=savepoint.rollback, owner=self
-            ):
+        current = _open_tx(self)
+        if current is not None:
+            async with self._savepoint(current) as session:
                 yield session
             return
-        async with self._sessions() as session:
-            await session.begin()
-            # fast_acquire: an uncontended write (the usual case) does not yield to the loop.
-            session.info[_LOCK] = anyio.Lock(fast_acquire=True)
-            token = self._current.set(session)
+        if self._one_connection is not None:
+            # Released by leave(), before the phase receivers: theirs are new transactions.
+            await self._one_connection.acquire()
+        held = self._one_connection
+        try:
+            async with self._sessions() as session:
+                await session.begin()
+                tx = _Tx(session)
+                token = _enter(self, tx)
 
-            def leave() -> None:
-                # Before the after-commit (or after-rollback) receivers run: what they
-                # write goes into transactions of their own, not into this ended one.
-                if self._current.get() is session:
-                    self._current.reset(token)
+                def leave() -> None:
+                    # Before the after-commit (or after-rollback) receivers run: what they
+                    # write goes into transactions of their own, not into this ended one.
+                    nonlocal held
+                    if _open_tx(self) is tx:
+                        _open.reset(token)
+                    if held is not None:
+                        held.release()
+                        held = None
 
-            async def commit() -> None:
-                await session.commit()
-                leave()
+                async def commit() -> None:
+                    await session.commit()
+                    leave()
 
-            async def rollback() -> None:
-                await session.rollback()
-                leave()
+                async def rollback() -> None:
+                    await session.rollback()
+                    leave()
 
+                try:
+                    async with PhaseScope.run(
+                        commit=commit, rollback=rollback, durable_sink=self._outbox, owner=self
+                    ):
+                        yield session
+                finally:
+                    leave()
+        finally:
+            if held is not None:
+                held.release()
+
+    @asynccontextmanager
+    async def _savepoint(self, current: _Tx) -> AsyncGenerator[AsyncSession]:
+        # One session, one savepoint at a time: two child tasks each opening a savepoint
+        # would release or roll back each other's. The savepoint holds the enclosing
+        # level's lock for its whole block, so other tasks' savepoints and statements at
+        # that level wait for it; statements inside it take a lock of its own.
+        async with current.lock:
+            savepoint = await current.session.begin_nested()
+            token = _enter(self, _Tx(current.session))
             try:
                 async with PhaseScope.run(
-                    commit=commit, rollback=rollback, durable_sink=self._outbox, owner=self
+                    commit=savepoint.commit, rollback=savepoint.rollback, owner=self
                 ):
-                    yield session
+                    yield current.session
             finally:
-                leave()
+                _open.reset(token)
 
     @asynccontextmanager
     async def session(self) -> AsyncGenerator[AsyncSession]:
         """Yield the open transaction's session, or a short-lived one for reads."""
-        current = self._current.get()
+        current = _open_tx(self)
         if current is not None:
-            async with _lock(current):
-                yield current
+            async with current.lock:
+                yield current.session
             return
-        async with self._sessions() as session:
+        async with self._alone(), self._sessions() as session:
             yield session
 
     async def _outbox(
@@ -180,21 +220,67 @@ class Database:
     ) -> None:
         from ..outbox._table import write_row
 
-        session = self._current.get()
-        assert session is not None, "durable rows are written inside a transaction"
-        async with _lock(session):
-            await write_row(session, signal, record, sender, payload)
+        current = _open_tx(self)
+        assert current is not None, "durable rows are written inside a transaction"
+        async with current.lock:
+            await write_row(current.session, signal, record, sender, payload)
 
 
-_LOCK = "aiosignals_lock"
+_open: ContextVar[dict[Database, _Tx]] = ContextVar("aiosignals_open_transactions", default={})  # noqa: B039 -- never mutated, replaced
+"""The open transaction (or savepoint) of each database in this task."""
 
 
-def _lock(session: AsyncSession) -> anyio.Lock:
-    # One session is one connection, and SQLAlchemy forbids two operations on it at
-    # once: receivers running concurrently (Concurrent mode, task groups) that write in
-    # the same transaction take turns, statement by statement.
-    lock: anyio.Lock = session.info[_LOCK]
-    return lock
+def _open_tx(db: Database) -> _Tx | None:
+    return _open.get().get(db)
+
+
+def _enter(db: Database, tx: _Tx) -> Token[dict[Database, _Tx]]:
+    return _open.set({**_open.get(), db: tx})
+
+
+def _statements(db: Database) -> anyio.Lock:
+    """Return the lock the statements of this task's transaction of *db* take turns on."""
+    current = _open_tx(db)
+    assert current is not None, "statements of a repository run inside a transaction"
+    return current.lock
+
+
+class _Tx:
+    """A task's open transaction (or savepoint) of a :class:`Database`: its session and lock."""
+
+    __slots__ = ("lock", "session")
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        # One session is one connection, and SQLAlchemy forbids two operations on it at
+        # once: receivers running concurrently (Concurrent mode, task groups) that write
+        # in the same transaction take turns, statement by statement. fast_acquire: an
+        # uncontended write (the usual case) does not yield to the event loop.
+        self.lock = anyio.Lock(fast_acquire=True)
+
+
+class _Turn:
+    """A lock on one entity's writes, re-entrant for the task that holds it."""
+
+    __slots__ = ("depth", "lock", "owner")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.owner: object = None
+        self.depth = 0
+
+    async def __aenter__(self) -> None:
+        me = anyio.get_current_task().id
+        if self.owner != me:
+            await self.lock.acquire()
+            self.owner = me
+        self.depth += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        self.depth -= 1
+        if not self.depth:
+            self.owner = None
+            self.lock.release()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -254,6 +340,17 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
     def _open_transaction(self) -> AsyncSession | None:
         return self.db.current_session()
 
+    def _turn(self, entity: M) -> AbstractAsyncContextManager[None]:
+        # An object is in at most one session at a time: tasks saving the same object
+        # at once take turns (the first inserts, the next ones update), where SQLAlchemy
+        # would refuse them with "already attached to session". The turn is re-entrant
+        # for its task, so an AFTER_COMMIT receiver that saves the object again runs.
+        state = instance_state(entity)
+        turn: _Turn | None = state.info.get(_Turn)
+        if turn is None:
+            turn = state.info[_Turn] = _Turn()
+        return turn
+
     def _key(self, entity: M) -> Any:
         return getattr(entity, self._pk_attr, None)
 
@@ -261,7 +358,7 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
         return frozenset(self._columns)
 
     async def _exists(self, key: Any, tx: AsyncSession) -> bool:
-        async with _lock(tx):
+        async with _statements(self.db):
             found = await tx.scalar(sa.select(sa.literal(1)).where(self._pk == key))
         return found is not None
 
@@ -270,7 +367,7 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
             # A detached object whose row is gone (deleted since it was loaded): insert it
             # anew instead of letting the session mistake it for an update.
             make_transient(entity)
-        async with _lock(tx):
+        async with _statements(self.db):
             tx.add(entity)
             try:
                 await tx.flush()
@@ -289,7 +386,7 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
         if not values:
             return
         try:
-            async with _lock(tx):
+            async with _statements(self.db):
                 await tx.execute(
                     sa.update(self._table).where(self._pk == self._key(entity)).values(values)
                 )
@@ -299,7 +396,7 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
             ) from error
 
     async def _remove(self, key: Any, tx: AsyncSession) -> None:
-        async with _lock(tx):
+        async with _statements(self.db):
             await tx.execute(sa.delete(self._table).where(self._pk == key))
 
     async def get(self, key: Any) -> M | None:
