@@ -74,6 +74,10 @@ class SignalingRepository(abc.ABC, Generic[M]):
         """Return the key of *entity*, or ``None`` if it has none yet."""
 
     @abc.abstractmethod
+    def _key_field(self) -> str:
+        """Return the name of the key field."""
+
+    @abc.abstractmethod
     def _fields(self) -> frozenset[str]:
         """Return the names of the stored fields, key included."""
 
@@ -168,6 +172,13 @@ class SignalingRepository(abc.ABC, Generic[M]):
         if unknown:
             raise ValueError(
                 f"update_fields names no field of {self.model.__qualname__}: {sorted(unknown)}"
+            )
+        key = self._key_field()
+        if key in fields:
+            # As Django: the key says which row to update; it is never one of its values.
+            raise ValueError(
+                f"update_fields names the primary key {key!r} of {self.model.__qualname__}:"
+                " a save updates the row of that key and cannot change it"
             )
         return fields
 

@@ -307,7 +307,11 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
 
     Entities come back detached, with their columns loaded: plain objects to read, change
     and hand back to :meth:`save`. Writes are explicit statements, so ``update_fields``
-    writes exactly those columns, whatever else changed on the object.
+    writes exactly those columns, whatever else changed on the object. An update without
+    ``update_fields`` writes the columns the object holds (set, loaded, or given by its
+    constructor, as a mapped dataclass's defaults are): saving a fresh ``User(id=42,
+    name="x")`` over a stored row changes ``name`` and keeps every other column as it
+    was; an insert applies the column defaults to what the object does not hold.
 
     :param model: the mapped class, also the sender of the model signals
     :param db: the database; every repository of one database shares its transactions
@@ -354,6 +358,9 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
     def _key(self, entity: M) -> Any:
         return getattr(entity, self._pk_attr, None)
 
+    def _key_field(self) -> str:
+        return self._pk_attr
+
     def _fields(self) -> frozenset[str]:
         return frozenset(self._columns)
 
@@ -381,8 +388,14 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
             tx.expunge(entity)
 
     async def _update(self, entity: M, fields: frozenset[str] | None, tx: AsyncSession) -> None:
-        names = [name for name in (fields or self._columns) if name != self._pk_attr]
-        values = {self._columns[name]: getattr(entity, name) for name in names}
+        if fields is None:
+            # Only what the object holds (set, loaded or given by its constructor): a
+            # column it never set keeps its stored value instead of becoming NULL.
+            held = vars(entity)
+            fields = frozenset(name for name in self._columns if name in held)
+        values = {
+            self._columns[name]: getattr(entity, name) for name in fields if name != self._pk_attr
+        }
         if not values:
             return
         try:

@@ -250,3 +250,28 @@ async def test_twenty_tasks_saving_one_new_entity_insert_it_once(url: str) -> No
             assert [(i.id, i.name) for i in await items.list()] == [(item.id, "shared")]
     finally:
         post_save.disconnect(record, sender=Item)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    plan: Mapped[str] = mapped_column(default="free", server_default="free")
+
+
+async def test_saving_a_fresh_object_whose_key_exists_writes_only_what_it_holds(
+    url: str,
+) -> None:
+    """save(Account(id=42, name=...)) over a stored row keeps the columns it never set."""
+    async with Database(url) as db:
+        await db.create_all(Base.metadata)
+        accounts = SQLAlchemyRepository(Account, db)
+        await accounts.add(Account(id=42, name="Kay", plan="pro"))
+        await accounts.save(Account(id=42, name="Kai"))
+        stored = await accounts.get(42)
+        assert stored is not None
+        assert (stored.name, stored.plan) == ("Kai", "pro")
+        await accounts.save(Account(id=43, name="new"))  # an insert applies the defaults
+        inserted = await accounts.get(43)
+        assert inserted is not None
+        assert inserted.plan == "free"
