@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +125,45 @@ class PhaseScope:
         if failures:
             raise ExceptionGroup(f"{len(failures)} {phase.value} receivers failed", failures)
 
+    @contextmanager
+    def entered(self) -> Generator[None]:
+        """Make this scope the current task's for the block: sends in it defer here."""
+        token = _current.set(self)
+        try:
+            yield
+        finally:
+            _current.reset(token)
+
+    async def before_commit(self) -> None:
+        """
+        Run the BEFORE_COMMIT receivers (inside this scope, so their sends join it).
+
+        :raises Exception: the failure of a receiver, which vetoes the commit
+        """
+        if self.parent is None:
+            with self.entered():
+                await self._run_phase(Phase.BEFORE_COMMIT, veto=True)
+
+    async def committed(self) -> None:
+        """
+        Settle a commit.
+
+        A savepoint hands its receivers to its parent; a transaction runs its AFTER_COMMIT
+        receivers (shielded, each within its timeout).
+        """
+        if self.parent is not None:
+            self.parent._deferred.extend(self._deferred)
+        else:
+            await self._settle(Phase.AFTER_COMMIT)
+        self._deferred = []
+
+    async def rolled_back(self) -> None:
+        """Settle a rollback: run the AFTER_ROLLBACK receivers (shielded) and drop the rest."""
+        try:
+            await self._settle(Phase.AFTER_ROLLBACK)
+        finally:
+            self._deferred = []
+
     async def _settle(self, phase: Phase) -> None:
         # After the commit or the rollback the outcome is decided: its receivers run to
         # the end even in a cancelled task (each within its own timeout), so a cancelled
@@ -141,6 +180,7 @@ class PhaseScope:
         rollback: Callable[[], Awaitable[None]],
         durable_sink: DurableSink | None = None,
         owner: object = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[PhaseScope]:
         """
         Run the body as one transaction (or a savepoint, when a scope is already open).
@@ -154,6 +194,9 @@ class PhaseScope:
         :param rollback: rolls the transaction (or savepoint) back
         :param durable_sink: see :class:`PhaseScope`
         :param owner: what the transaction belongs to; scopes nest only within one owner
+        :param prepare: awaited inside the scope after the body and again after the
+            BEFORE_COMMIT receivers, before *commit* (a session flushes its pending objects
+            there, so that the signals of that flush join this transaction)
         """
         enclosing = _current.get()
         # Only a scope of the same owner makes this one a savepoint: a transaction of
@@ -174,9 +217,13 @@ class PhaseScope:
                         f" {scope.failure!r}; wrap a write that may fail in a nested"
                         " transaction() to carry on after it"
                     ) from scope.failure
+                if prepare is not None:
+                    await prepare()
                 if parent is None:
                     # Still inside the scope: what these receivers send joins the transaction.
                     await scope._run_phase(Phase.BEFORE_COMMIT, veto=True)
+                    if prepare is not None:
+                        await prepare()
             finally:
                 _current.reset(token)
             # Shielded: a COMMIT cut off in flight leaves no way to know whether the
