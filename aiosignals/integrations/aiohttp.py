@@ -223,12 +223,13 @@ def transaction_middleware(db: Database, *, methods: Collection[str] = WRITE_MET
     sends) joins the transaction; :func:`get_session` hands the handler its instrumented
     session, whose ``session.add()`` sends the model signals. It commits when the handler
     returns, before aiohttp sends the response: a client that reads the response sees the
-    data committed, and the ``AFTER_COMMIT`` receivers have run. If the handler raises, a ``web.HTTPException``
-    included, everything rolls back and ``AFTER_COMMIT`` receivers never run. A handler
-    that *returns* an error response commits: raise (``raise web.HTTPConflict()``) to roll
-    back. A handler that streams (``await response.prepare(request)``) sends its headers
-    before the commit. Other methods (``GET`` by default) run without a transaction, as
-    reads need none and SQLite would queue them behind writers.
+    data committed, and the ``AFTER_COMMIT`` receivers have run. If the handler raises, a
+    ``web.HTTPException`` included, everything rolls back and ``AFTER_COMMIT`` receivers
+    never run. A handler that *returns* an error response commits: raise
+    (``raise web.HTTPConflict()``) to roll back. A handler that streams
+    (``await response.prepare(request)``) sends its headers before the commit. Other
+    methods (``GET`` by default) run without a transaction, as reads need none and SQLite
+    would queue them behind writers.
 
     :param db: the database of the transaction
     :param methods: the HTTP methods to wrap
