@@ -367,3 +367,54 @@ async def test_repository_writes_are_signalled_once(db: Database, listen: Listen
         await users.add(User(email="repo@x"))
         session.add(User(email="session@x"))
     assert seen == [("repo@x", None), ("session@x", None)]
+
+
+async def test_a_pre_save_receiver_that_raises_vetoes_the_flush(
+    db: Database, listen: Listen
+) -> None:
+    """pre_save raising stops the flush before any SQL: the transaction writes nothing."""
+
+    async def veto(sender: type[User], payload: PreSave[User]) -> None:
+        raise PermissionError(f"no {payload.instance.email}")
+
+    listen(pre_save, veto, User)
+    with pytest.raises(PermissionError, match="no vetoed@x"):
+        async with db.transaction() as session:
+            session.add(User(email="vetoed@x"))
+    assert await _emails(db) == []
+
+
+async def test_previous_is_none_on_the_repository_path(db: Database, listen: Listen) -> None:
+    """A repository update reports previous=None: it writes a statement, not a history."""
+    payloads: list[PostSave[User]] = []
+
+    async def after(sender: type[User], payload: PostSave[User]) -> None:
+        payloads.append(payload)
+
+    users = SQLAlchemyRepository(User, db)
+    user = await users.add(User(email="a@x", name="Ann"))
+    listen(post_save, after, User)
+    user.name = "Anna"
+    await users.save(user)
+    assert [(p.created, p.update_fields, p.previous) for p in payloads] == [(False, None, None)]
+
+
+async def test_a_database_over_an_existing_engine_leaves_it_to_its_owner(tmp_path: Path) -> None:
+    """Database(engine) uses the app's engine as is, and dispose() does not close it."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'own.db'}")
+    try:
+        async with Database(engine, name="own") as db:
+            assert db.engine is engine
+            await db.create_all(Base.metadata)
+            async with db.transaction() as session:
+                session.add(User(email="own@x"))
+        # Not disposed by us: the pooled connection is still there.
+        assert "Connections in pool: 1" in engine.pool.status()
+        async with engine.connect() as connection:
+            assert (await connection.scalar(sa.select(User.email))) == "own@x"
+        with pytest.raises(TypeError, match="existing engine"):
+            Database(engine, pool_size=3)
+    finally:
+        await engine.dispose()
