@@ -157,6 +157,11 @@ class PhaseScope:
             await self._settle(Phase.AFTER_COMMIT)
         self._deferred = []
 
+    def adopt(self, savepoint: PhaseScope) -> None:
+        """Take over the deferred receivers of *savepoint*, released into this scope."""
+        self._deferred.extend(savepoint._deferred)
+        savepoint._deferred = []
+
     async def rolled_back(self) -> None:
         """Settle a rollback: run the AFTER_ROLLBACK receivers (shielded) and drop the rest."""
         try:
@@ -164,7 +169,15 @@ class PhaseScope:
         finally:
             self._deferred = []
 
+    @property
+    def pending(self) -> bool:
+        """Whether receivers are deferred to this scope (a commit or rollback has work to do)."""
+        return bool(self._deferred)
+
     async def _settle(self, phase: Phase) -> None:
+        if not self._deferred:
+            # Nothing to run: spare the cancel scope, on every commit of a busy service.
+            return
         # After the commit or the rollback the outcome is decided: its receivers run to
         # the end even in a cancelled task (each within its own timeout), so a cancelled
         # request still sends the mail of what it committed, or undoes what it began.

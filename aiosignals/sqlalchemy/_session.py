@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover -- SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
 from .._phases import PhaseScope
+from .._tracing import observed
 from ..exceptions import NestedFlushError, RecursionDepthError
 from ..models import (
     PostDelete,
@@ -146,6 +147,13 @@ def unsignalled(entity: object) -> None:
 # -- sending from inside the flush ------------------------------------------------------
 
 
+def _wanted(signal: Signal[Any], obj: object) -> bool:
+    # A flush with nobody listening sends nothing: no payload is built and no coroutine
+    # crosses the greenlet bridge (the instrumented session's cost with no receiver).
+    # Observers (tracing, aiosignals.testing.capture) see every send, as for repositories.
+    return signal.has_receivers_for(type(obj)) or observed()
+
+
 def _using(session: Session) -> str:
     using: str = session.info.get(_USING, "default")
     return using
@@ -249,7 +257,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             return
         for obj in todo:
             seen.add(id(obj))
-            if instance_state(obj).info.get(_QUIET):
+            if not _wanted(pre_save, obj) or instance_state(obj).info.get(_QUIET):
                 continue
             created = obj in session.new
             fields = None if created else _changes(session, obj)[0]
@@ -259,7 +267,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             _send(session, functools.partial(pre_save.send, type(obj), payload))
         for obj in deleted:
             seen.add(id(obj))
-            if instance_state(obj).info.get(_QUIET):
+            if not _wanted(pre_delete, obj) or instance_state(obj).info.get(_QUIET):
                 continue
             gone: PreDelete[Any] = PreDelete(instance=obj, using=using)
             _send(session, functools.partial(pre_delete.send, type(obj), gone))
@@ -272,7 +280,7 @@ def _after_flush(session: Session, flush_context: Any) -> None:
     sends: list[PostSave[Any] | PostDelete[Any]] = []
     for obj in session.new:
         state = instance_state(obj)
-        if state.info.pop(_QUIET, False):
+        if state.info.pop(_QUIET, False) or not _wanted(post_save, obj):
             continue
         sends.append(PostSave(instance=obj, created=True, using=using))
     for obj in session.dirty:
@@ -286,7 +294,7 @@ def _after_flush(session: Session, flush_context: Any) -> None:
             )
         )
     for obj in session.deleted:
-        if instance_state(obj).info.pop(_QUIET, False):
+        if instance_state(obj).info.pop(_QUIET, False) or not _wanted(post_delete, obj):
             continue
         sends.append(PostDelete(instance=obj, using=using))
     session.info.setdefault(_POST, []).extend(sends)
@@ -321,19 +329,24 @@ def _before_commit(session: Session) -> None:
     transaction = session.get_transaction()
     scopes: dict[SessionTransaction, PhaseScope] = session.info.get(_SCOPES, {})
     scope = scopes.get(transaction) if transaction is not None else None
-    if scope is not None:
+    if scope is not None and scope.pending:
         await_(scope.before_commit())
 
 
 def _after_commit(session: Session) -> None:
     # Fired for a transaction and for a savepoint's RELEASE alike, while it is still the
     # session's innermost one; its end (after_transaction_end) follows.
+    if not session.info.get(_SCOPES):
+        return  # no receiver deferred anything: nothing to settle at the end
     transaction = session.get_nested_transaction() or session.get_transaction()
     if transaction is not None:
         session.info.setdefault(_COMMITTED, set()).add(transaction)
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    info = session.info
+    if not (info.get(_SCOPES) or info.get(_POST) or info.get(_CHAIN)):
+        return  # the common case: nothing of ours is attached to this transaction
     committed_set: set[SessionTransaction] = session.info.get(_COMMITTED, set())
     committed = transaction in committed_set
     committed_set.discard(transaction)
@@ -346,4 +359,8 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     scope = scopes.pop(transaction, None)
     if scope is None:
         return
-    await_(scope.committed() if committed else scope.rolled_back())
+    if committed and scope.parent is not None:
+        # A savepoint's release: its receivers become its parent's, no await needed.
+        scope.parent.adopt(scope)
+    elif scope.pending:
+        await_(scope.committed() if committed else scope.rolled_back())

@@ -418,3 +418,13 @@ async def test_a_database_over_an_existing_engine_leaves_it_to_its_owner(tmp_pat
             Database(engine, pool_size=3)
     finally:
         await engine.dispose()
+
+
+async def test_capture_sees_a_sessions_saves_with_no_receiver_connected(db: Database) -> None:
+    """aiosignals.testing.capture() records a flush's post_save even when nobody receives it."""
+    from aiosignals.testing import capture
+
+    with capture(post_save, sender=User) as sent:
+        async with db.transaction() as session:
+            session.add(User(email="seen@x"))
+    assert [(p.instance.email, p.created) for p in sent.payloads] == [("seen@x", True)]
