@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .._receivers import ReceiverRecord
     from .._signal import Signal
 
-__all__ = ["Database", "statements_lock"]
+__all__ = ["Database", "TaskLock", "statements_lock"]
 
 
 class Database:
@@ -266,7 +266,7 @@ def _enter(db: Database, tx: _Tx) -> Token[dict[Database, _Tx]]:
     return _open.set({**_open.get(), db: tx})
 
 
-def statements_lock(db: Database) -> anyio.Lock:
+def statements_lock(db: Database) -> TaskLock:
     """Return the lock the statements of this task's transaction of *db* take turns on."""
     current = _open_tx(db)
     assert current is not None, "statements of a repository run inside a transaction"
@@ -280,6 +280,36 @@ async def _flush(tx: _Tx) -> None:
         await tx.session.flush()
 
 
+class TaskLock:
+    """
+    A lock that the task holding it may take again (nested ``async with``).
+
+    The receivers of a flush run inside the task that holds its transaction's lock; one
+    that writes through a repository takes it again and must not wait for itself.
+    """
+
+    __slots__ = ("_depth", "_lock", "_owner")
+
+    def __init__(self) -> None:
+        # fast_acquire: an uncontended write (the usual case) does not yield to the loop.
+        self._lock = anyio.Lock(fast_acquire=True)
+        self._owner: object = None
+        self._depth = 0
+
+    async def __aenter__(self) -> None:
+        me = anyio.get_current_task().id
+        if self._owner != me:
+            await self._lock.acquire()
+            self._owner = me
+        self._depth += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        self._depth -= 1
+        if not self._depth:
+            self._owner = None
+            self._lock.release()
+
+
 class _Tx:
     """A task's open transaction (or savepoint) of a :class:`Database`: its session and lock."""
 
@@ -289,9 +319,8 @@ class _Tx:
         self.session = session
         # One session is one connection, and SQLAlchemy forbids two operations on it at
         # once: receivers running concurrently (Concurrent mode, task groups) that write
-        # in the same transaction take turns, statement by statement. fast_acquire: an
-        # uncontended write (the usual case) does not yield to the event loop.
-        self.lock = anyio.Lock(fast_acquire=True)
+        # in the same transaction take turns, statement by statement.
+        self.lock = TaskLock()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-import anyio
 import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.orm import Mapper, make_transient
@@ -13,7 +12,7 @@ from sqlalchemy.orm.attributes import instance_state
 
 from ..repository._base import SignalingRepository
 from ..repository._protocol import IntegrityError
-from ._database import Database, statements_lock
+from ._database import Database, TaskLock, statements_lock
 from ._session import unsignalled
 
 if TYPE_CHECKING:
@@ -22,6 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["SQLAlchemyRepository"]
 
 M = TypeVar("M")
+
+_TURN = "aiosignals_turn"
+"""The key of an entity's write lock in its SQLAlchemy instance state's ``info``."""
 
 
 class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
@@ -73,9 +75,9 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
         # would refuse them with "already attached to session". The turn is re-entrant
         # for its task, so an AFTER_COMMIT receiver that saves the object again runs.
         state = instance_state(entity)
-        turn: _Turn | None = state.info.get(_Turn)
+        turn: TaskLock | None = state.info.get(_TURN)
         if turn is None:
-            turn = state.info[_Turn] = _Turn()
+            turn = state.info[_TURN] = TaskLock()
         return turn
 
     def _key(self, entity: M) -> Any:
@@ -159,27 +161,3 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
             for entity in found:
                 session.expunge(entity)
             return found
-
-
-class _Turn:
-    """A lock on one entity's writes, re-entrant for the task that holds it."""
-
-    __slots__ = ("depth", "lock", "owner")
-
-    def __init__(self) -> None:
-        self.lock = anyio.Lock()
-        self.owner: object = None
-        self.depth = 0
-
-    async def __aenter__(self) -> None:
-        me = anyio.get_current_task().id
-        if self.owner != me:
-            await self.lock.acquire()
-            self.owner = me
-        self.depth += 1
-
-    async def __aexit__(self, *_: object) -> None:
-        self.depth -= 1
-        if not self.depth:
-            self.owner = None
-            self.lock.release()

@@ -428,3 +428,21 @@ async def test_capture_sees_a_sessions_saves_with_no_receiver_connected(db: Data
         async with db.transaction() as session:
             session.add(User(email="seen@x"))
     assert [(p.instance.email, p.created) for p in sent.payloads] == [("seen@x", True)]
+
+
+async def test_a_repository_write_from_a_flush_receiver_is_a_clear_error_not_a_hang(
+    db: Database, listen: Listen
+) -> None:
+    """A flush's post_save receiver writing through a repository gets NestedFlushError."""
+    import anyio
+
+    profiles = SQLAlchemyRepository(Profile, db)
+
+    async def create_profile(sender: type[User], payload: PostSave[User]) -> None:
+        await profiles.add(Profile(user_id=payload.instance.id))
+
+    listen(post_save, create_profile, User)
+    with anyio.fail_after(10), pytest.raises(NestedFlushError, match=r"session\.add\(\)"):
+        async with db.transaction() as session:
+            session.add(User(email="a@x"))
+    assert await _emails(db) == []
