@@ -34,7 +34,8 @@ def test_readme_block_runs(index: int, tmp_path: Path, request: pytest.FixtureRe
         if is_test_module
         else [sys.executable, str(script)]
     )
-    env = dict(os.environ)
+    # Without a shell's DATABASE_URL / REDIS_URL (scripts/services.sh exports them).
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     if "REDIS_URL" in block:
         env["REDIS_URL"] = request.getfixturevalue("redis_server_url")
         env["STREAM_PREFIX"] = request.getfixturevalue("stream_prefix")
@@ -48,3 +49,31 @@ def test_readme_block_runs(index: int, tmp_path: Path, request: pytest.FixtureRe
         check=False,
     )
     assert result.returncode == 0, f"block {index}:\n{block}\n{result.stdout}\n{result.stderr}"
+
+
+def test_every_block_passes_mypy_strict(tmp_path: Path) -> None:
+    """The README claims strict typing: each block, as a user would copy it, passes mypy."""
+    # mypy is in the typing and dev groups, not in the tests one: the typing session runs this.
+    mypy_api = pytest.importorskip("mypy.api")
+    for index, block in enumerate(BLOCKS):
+        (tmp_path / f"readme_block_{index}.py").write_text(block)
+    root = README.parent
+    stdout, stderr, status = mypy_api.run(
+        [
+            "--config-file", str(root / "pyproject.toml"),
+            "--cache-dir", str(root / ".mypy_cache"),
+            str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert status == 0, stdout + stderr
+
+
+@pytest.mark.parametrize(
+    "script",
+    sorted(p.name for p in (README.parent / "examples").glob("*.py")),
+)
+def test_the_readme_says_how_to_run_every_example(script: str) -> None:
+    """Each example has a command line in the README, and the extra it needs is named."""
+    text = README.read_text()
+    assert f"python examples/{script}" in text
+    assert '".[examples]"' in text

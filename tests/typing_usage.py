@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, assert_type
 
-from aiosignals import ANY, Concurrent, Event, Phase, Sequential, Signal, receiver
+from aiosignals import ANY, Concurrent, Connection, Event, Phase, Sequential, Signal, receiver
 
 
 class UserRegistered(Event):
@@ -51,6 +51,16 @@ def accepts_base_event(sender: Any, payload: Event) -> None:
 
 
 user_registered.connect(accepts_base_event, sender=ANY, weak=False)
+
+
+@user_registered.connect(phase=Phase.AFTER_COMMIT, errors="log")
+async def mail_after_commit(sender: Any, payload: UserRegistered) -> None:
+    pass
+
+
+user_registered.connect(audit, errors="ignore")  # type: ignore[call-overload]
+assert_type(user_registered.connections, tuple[Connection, ...])
+assert_type(user_registered.disconnect(audit, all_senders=True), bool)
 
 
 async def wrong_payload(sender: Any, payload: OrderPlaced) -> None:
@@ -137,3 +147,4 @@ async def repositories() -> None:
     delivery = current_delivery()
     if delivery is not None:
         assert_type(delivery.id, int)
+        assert_type(delivery.key, str)

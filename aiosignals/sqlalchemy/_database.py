@@ -56,6 +56,7 @@ class Database:
         is (no SQLite set-up is added to it, and :meth:`dispose` leaves it to its owner)
     :param name: reported as ``using`` in the model signals' payloads
     :param engine_kwargs: passed to :func:`~sqlalchemy.ext.asyncio.create_async_engine`
+        (``hide_parameters`` is ``True`` unless given: errors show no statement values)
     :raises TypeError: if engine keyword arguments come with an existing engine
 
     .. versionadded:: 0.1
@@ -84,6 +85,9 @@ class Database:
         if is_sqlite and parsed.database in (None, "", ":memory:"):
             engine_kwargs.setdefault("poolclass", StaticPool)
             engine_kwargs.setdefault("connect_args", {"check_same_thread": False})
+        # Errors and logs show statements without their values: payloads may hold personal
+        # data, and a relay logs each database error it retries.
+        engine_kwargs.setdefault("hide_parameters", True)
         engine = create_async_engine(parsed, **engine_kwargs)
         if is_sqlite:
             _configure_sqlite(engine)

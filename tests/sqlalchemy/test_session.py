@@ -69,15 +69,19 @@ Listen = Callable[..., None]
 @pytest.fixture
 def listen() -> Iterator[Listen]:
     """Connect receivers for one test; disconnected at its end whatever happens."""
-    connected: list[tuple[Signal[Any], Callable[..., Any], Any]] = []
+    connected: list[tuple[Signal[Any], Callable[..., Any], Any, str | None]] = []
 
     def connect(signal: Signal[Any], fn: Callable[..., Any], sender: Any, **options: Any) -> None:
         signal.connect(fn, sender=sender, weak=False, **options)
-        connected.append((signal, fn, sender))
+        connected.append((signal, fn, sender, options.get("dispatch_uid")))
 
     yield connect
-    for signal, fn, sender in connected:
-        signal.disconnect(fn, sender=sender)
+    for signal, fn, sender, uid in connected:
+        # A connection made under a uid is keyed by it (as in Django), not by the receiver.
+        if uid is None:
+            signal.disconnect(fn, sender=sender)
+        else:
+            signal.disconnect(dispatch_uid=uid, sender=sender)
 
 
 async def _emails(db: Database) -> list[str]:
