@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 from .._phases import PhaseScope
-from ._session import govern, instrument
+from ._session import govern, instrument, using_info
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -100,7 +100,7 @@ class Database:
         self._owned = owned
         self.is_sqlite: bool = engine.url.get_backend_name() == "sqlite"
         self.sessionmaker: async_sessionmaker[AsyncSession] = instrument(
-            async_sessionmaker(engine, expire_on_commit=False)
+            async_sessionmaker(engine, expire_on_commit=False, info=using_info(name))
         )
         """
         Makes instrumented sessions of this database: each flush sends the model signals.

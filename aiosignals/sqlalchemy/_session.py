@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .._receivers import ReceiverRecord
     from .._signal import Signal
 
-__all__ = ["govern", "instrument", "is_instrumented", "unsignalled"]
+__all__ = ["govern", "instrument", "is_instrumented", "unsignalled", "using_info"]
 
 S = TypeVar("S", bound=AsyncSession)
 
@@ -137,6 +137,11 @@ def govern(session: AsyncSession, *, using: str) -> None:
     """
     session.sync_session.info[_GOVERNED] = True
     session.sync_session.info[_USING] = using
+
+
+def using_info(using: str) -> dict[str, Any]:
+    """Return the ``info`` of a sessionmaker whose sessions report *using* in the payloads."""
+    return {_USING: using}
 
 
 def unsignalled(entity: object) -> None:

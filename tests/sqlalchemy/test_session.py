@@ -108,6 +108,10 @@ async def test_session_add_sends_pre_save_before_and_post_save_after_the_insert(
     async with db.transaction() as session:
         session.add(User(email="a@x"))
     assert seen == [("pre", True, None), ("post", True, "main")]
+    async with db.sessionmaker() as session:  # outside db.transaction(), committed by hand
+        session.add(User(email="b@x"))
+        await session.commit()
+    assert seen[-1] == ("post", True, "main")
     async with db.sessionmaker() as session:
         stored = await session.scalar(sa.select(User))
         assert stored is not None
