@@ -102,7 +102,7 @@ class SQLAlchemyRepository(SignalingRepository[M], Generic[M]):
         async with statements_lock(self.db):
             # The repository sends this write's signals itself (with what it knows:
             # update_fields, vetoes before any SQL), not the session's flush.
-            unsignalled(entity)
+            unsignalled(tx, entity)
             tx.add(entity)
             try:
                 await tx.flush()

@@ -13,7 +13,7 @@ sessionmaker a subclass of its sync session class and listens on that subclass a
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Set
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -58,7 +58,7 @@ _SCOPES = "aiosignals_scopes"  # SessionTransaction -> PhaseScope, for app-drive
 _COMMITTED = "aiosignals_committed"  # SessionTransactions whose COMMIT (or RELEASE) happened
 _POST = "aiosignals_post"  # the post_save / post_delete sends of the flush under way
 _CHAIN = "aiosignals_chain"  # flushes in a row whose post_save receivers changed the session
-_QUIET = "aiosignals_quiet"  # an object whose write the repository signals itself
+_QUIET = "aiosignals_quiet"  # ids of objects whose write the repository signals itself
 
 
 class _Instrumented:
@@ -66,6 +66,8 @@ class _Instrumented:
 
 
 _classes: dict[type[Session], type[Session]] = {}
+
+_NONE: frozenset[int] = frozenset()
 
 
 def is_instrumented(maker: async_sessionmaker[Any]) -> bool:
@@ -144,9 +146,11 @@ def using_info(using: str) -> dict[str, Any]:
     return {_USING: using}
 
 
-def unsignalled(entity: object) -> None:
-    """Leave the next flush of *entity* to its caller, which sends its signals itself."""
-    instance_state(entity).info[_QUIET] = True
+def unsignalled(session: AsyncSession, entity: object) -> None:
+    """Leave the next flush of *entity* in *session* to its caller, which signals it itself."""
+    # Kept on the session, not the object: reading an object's state.info would allocate
+    # a dict per object on every flush.
+    session.sync_session.info.setdefault(_QUIET, set()).add(id(entity))
 
 
 # -- sending from inside the flush ------------------------------------------------------
@@ -247,6 +251,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             " that sends it again"
         )
     using = _using(session)
+    quiet: Set[int] = session.info.get(_QUIET, _NONE)
     seen: set[int] = set()
     # Receivers may add, change or delete objects: they are part of this flush, so the
     # new ones get their pre_ signals too, until nothing new turns up.
@@ -262,7 +267,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             return
         for obj in todo:
             seen.add(id(obj))
-            if not _wanted(pre_save, obj) or instance_state(obj).info.get(_QUIET):
+            if id(obj) in quiet or not _wanted(pre_save, obj):
                 continue
             created = obj in session.new
             fields = None if created else _changes(session, obj)[0]
@@ -272,7 +277,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             _send(session, functools.partial(pre_save.send, type(obj), payload))
         for obj in deleted:
             seen.add(id(obj))
-            if not _wanted(pre_delete, obj) or instance_state(obj).info.get(_QUIET):
+            if id(obj) in quiet or not _wanted(pre_delete, obj):
                 continue
             gone: PreDelete[Any] = PreDelete(instance=obj, using=using)
             _send(session, functools.partial(pre_delete.send, type(obj), gone))
@@ -282,15 +287,18 @@ def _after_flush(session: Session, flush_context: Any) -> None:
     # The history of each attribute is still there (it is reset after this event): what
     # each write changed is read now and sent once the flush is complete.
     using = _using(session)
+    quiet: Set[int] = session.info.pop(_QUIET, _NONE)
     sends: list[PostSave[Any] | PostDelete[Any]] = []
     for obj in session.new:
-        state = instance_state(obj)
-        if state.info.pop(_QUIET, False) or not _wanted(post_save, obj):
+        if id(obj) in quiet or not _wanted(post_save, obj):
             continue
         sends.append(PostSave(instance=obj, created=True, using=using))
     for obj in session.dirty:
-        state = instance_state(obj)
-        if state.info.pop(_QUIET, False) or not session.is_modified(obj, include_collections=False):
+        if (
+            id(obj) in quiet
+            or not _wanted(post_save, obj)
+            or not session.is_modified(obj, include_collections=False)
+        ):
             continue
         fields, previous = _changes(session, obj)
         sends.append(
@@ -299,7 +307,7 @@ def _after_flush(session: Session, flush_context: Any) -> None:
             )
         )
     for obj in session.deleted:
-        if instance_state(obj).info.pop(_QUIET, False) or not _wanted(post_delete, obj):
+        if id(obj) in quiet or not _wanted(post_delete, obj):
             continue
         sends.append(PostDelete(instance=obj, using=using))
     session.info.setdefault(_POST, []).extend(sends)
@@ -350,8 +358,10 @@ def _after_commit(session: Session) -> None:
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
     info = session.info
-    if not (info.get(_SCOPES) or info.get(_POST) or info.get(_CHAIN)):
+    if not (info.get(_SCOPES) or info.get(_POST) or info.get(_CHAIN) or info.get(_QUIET)):
         return  # the common case: nothing of ours is attached to this transaction
+    # A flush that failed never reached after_flush: forget the ids it was to skip.
+    info.pop(_QUIET, None)
     committed_set: set[SessionTransaction] = session.info.get(_COMMITTED, set())
     committed = transaction in committed_set
     committed_set.discard(transaction)
