@@ -228,7 +228,7 @@ def _outbox_sink(session: Session) -> Callable[..., Awaitable[None]]:
     return write
 
 
-def _changes(session: Session, obj: object) -> tuple[frozenset[str], dict[str, Any]]:
+def _changes(obj: object) -> tuple[frozenset[str], dict[str, Any]]:
     """Return the column attributes of *obj* that changed, and their values before."""
     state = instance_state(obj)
     fields: set[str] = set()
@@ -254,33 +254,45 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     quiet: Set[int] = session.info.get(_QUIET, _NONE)
     seen: set[int] = set()
     # Receivers may add, change or delete objects: they are part of this flush, so the
-    # new ones get their pre_ signals too, until nothing new turns up.
+    # new ones get their pre_ signals too, until a pass sends nothing.
     while True:
-        todo = [obj for obj in session.new if id(obj) not in seen]
-        todo += [
-            obj
-            for obj in session.dirty
-            if id(obj) not in seen and session.is_modified(obj, include_collections=False)
-        ]
-        deleted = [obj for obj in session.deleted if id(obj) not in seen]
-        if not todo and not deleted:
-            return
-        for obj in todo:
+        sent = False
+        new = session.new
+        for obj in new:
+            if id(obj) in seen:
+                continue
             seen.add(id(obj))
             if id(obj) in quiet or not _wanted(pre_save, obj):
                 continue
-            created = obj in session.new
-            fields = None if created else _changes(session, obj)[0]
-            payload: PreSave[Any] = PreSave(
-                instance=obj, created=created, update_fields=fields, using=using
+            payload: PreSave[Any] = PreSave(instance=obj, created=True, using=using)
+            _send(session, functools.partial(pre_save.send, type(obj), payload))
+            sent = True
+        for obj in session.dirty:
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if (
+                id(obj) in quiet
+                or not _wanted(pre_save, obj)
+                or not session.is_modified(obj, include_collections=False)
+            ):
+                continue
+            payload = PreSave(
+                instance=obj, created=False, update_fields=_changes(obj)[0], using=using
             )
             _send(session, functools.partial(pre_save.send, type(obj), payload))
-        for obj in deleted:
+            sent = True
+        for obj in session.deleted:
+            if id(obj) in seen:
+                continue
             seen.add(id(obj))
             if id(obj) in quiet or not _wanted(pre_delete, obj):
                 continue
             gone: PreDelete[Any] = PreDelete(instance=obj, using=using)
             _send(session, functools.partial(pre_delete.send, type(obj), gone))
+            sent = True
+        if not sent:
+            return
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:
@@ -300,7 +312,7 @@ def _after_flush(session: Session, flush_context: Any) -> None:
             or not session.is_modified(obj, include_collections=False)
         ):
             continue
-        fields, previous = _changes(session, obj)
+        fields, previous = _changes(obj)
         sends.append(
             PostSave(
                 instance=obj, created=False, update_fields=fields, previous=previous, using=using
@@ -310,7 +322,8 @@ def _after_flush(session: Session, flush_context: Any) -> None:
         if id(obj) in quiet or not _wanted(post_delete, obj):
             continue
         sends.append(PostDelete(instance=obj, using=using))
-    session.info.setdefault(_POST, []).extend(sends)
+    if sends:
+        session.info.setdefault(_POST, []).extend(sends)
 
 
 def _after_flush_postexec(session: Session, flush_context: Any) -> None:
