@@ -14,6 +14,7 @@ __all__ = [
     "NestedFlushError",
     "RecursionDepthError",
     "TransactionAborted",
+    "UnsupportedByBroker",
 ]
 
 
@@ -66,4 +67,16 @@ class NestedFlushError(AiosignalsError, RuntimeError):
     writes them and sends their signals) or write through another session.
 
     .. versionadded:: 0.2
+    """
+
+
+class UnsupportedByBroker(AiosignalsError, NotImplementedError):  # noqa: N818 -- reads as what happened
+    """
+    Raised when a transport is asked for what its broker cannot do.
+
+    Kafka, say, acknowledges by committing an offset: it has no per-message negative
+    acknowledgement and no dead letter, so a message whose send failed cannot be
+    redelivered alone or dead-lettered; the error says so instead of dropping it.
+
+    .. versionadded:: 0.1
     """

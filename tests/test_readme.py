@@ -39,6 +39,9 @@ def test_readme_block_runs(index: int, tmp_path: Path, request: pytest.FixtureRe
     if "REDIS_URL" in block:
         env["REDIS_URL"] = request.getfixturevalue("redis_server_url")
         env["STREAM_PREFIX"] = request.getfixturevalue("stream_prefix")
+    if "NATS_URL" in block:
+        env["NATS_URL"] = request.getfixturevalue("nats_url")
+        env["STREAM_PREFIX"] = request.getfixturevalue("nats_prefix")
     result = subprocess.run(
         command,
         env=env,
