@@ -12,6 +12,7 @@ is skipped with the reason, so a laptop without PostgreSQL still runs everything
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -267,6 +268,78 @@ class NatsProcess:
             self.process.terminate()
             self.process.wait(10)
         self.process = None
+
+
+# Debian's wrapper (/usr/sbin/rabbitmq-server) switches to the rabbitmq user; this script
+# runs the node as the current user, in the foreground, and stops it on SIGTERM.
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+
+@dataclass
+class RabbitMQProcess:
+    """A rabbitmq-server node of one test's own, that the test may stop and restart."""
+
+    port: int
+    directory: Path
+    name: str = dataclasses.field(default_factory=lambda: f"aiosignals-{uuid.uuid4().hex[:8]}")
+    dist_port: int = dataclasses.field(default_factory=lambda: free_port())
+    process: subprocess.Popen[bytes] | None = None
+    start_times: list[float] = dataclasses.field(default_factory=list[float])
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        plugins = self.directory / "enabled_plugins"
+        plugins.write_text("[].\n")  # No management plugin: no port of its own to clash.
+        env = {
+            **os.environ,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_NODENAME": f"{self.name}@localhost",
+            # The Erlang distribution port, else 25672 + the node port's offset: may be taken.
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.directory / "advanced.config"),
+            "RABBITMQ_PID_FILE": str(self.directory / "pid"),
+        }
+        began = time.monotonic()
+        self.process = subprocess.Popen(
+            [RABBITMQ_SERVER], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = began + 60
+        while not _reachable(self.url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"rabbitmq-server did not start (logs: {self.directory})")
+            time.sleep(0.1)
+        self.start_times.append(time.monotonic() - began)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def rabbitmq_process(tmp_path: Path) -> Iterator[RabbitMQProcess]:
+    """A private rabbitmq-server node (data and logs under tmp_path) the test controls."""
+    if not os.access(RABBITMQ_SERVER, os.X_OK):
+        unavailable("rabbitmq-server is not installed")
+    server = RabbitMQProcess(port=free_port(), directory=tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

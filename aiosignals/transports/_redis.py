@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import inspect
 import logging
 import os
 import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, TypeVar, Unpack, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, TypeVar, Unpack, cast, overload
 
 import anyio
 import redis.asyncio as aioredis
@@ -123,6 +124,27 @@ class SubscriberOptions(TypedDict, total=False):
     reconnect_delay: float
     max_reconnect_delay: float
     batch_ack: bool
+
+
+# Two overloads: mypy infers Never for "Awaitable[T] | T" given a bare Awaitable[X].
+@overload
+async def _reply(value: Awaitable[_T]) -> _T: ...
+@overload
+async def _reply(value: Awaitable[_T] | _T) -> _T: ...
+async def _reply(value: Awaitable[_T] | _T) -> _T:
+    """
+    Await a command of the asyncio client, whichever way the installed redis-py types it.
+
+    redis-py before 6 annotates some commands (``EVAL``) with the sync client's
+    ``Awaitable[T] | T``; later versions give the asyncio client ``Awaitable[T]``. The
+    ``redis`` extra allows both, so the package must type-check on both.
+
+    :param value: what the asyncio client's command returned.
+    :return: its reply.
+    """
+    if inspect.isawaitable(value):
+        return cast("_T", await value)
+    return value
 
 
 def _text(value: bytes | str | int) -> str:
@@ -610,7 +632,7 @@ class Subscriber:
                 if not ids:
                     continue
                 try:
-                    await client.eval(_TOUCH, 1, stream, group, self.name, *ids)
+                    await _reply(client.eval(_TOUCH, 1, stream, group, self.name, *ids))
                 except (*_CONNECTION_ERRORS, redis_errors.ResponseError) as exc:
                     # The run loop reports and handles connection trouble; try next time.
                     logger.debug("%r: could not refresh the entries in hand: %s", self, exc)
@@ -629,7 +651,7 @@ class Subscriber:
         with anyio.move_on_after(5.0):
             for stream in self._streams:
                 try:
-                    await client.eval(_LEAVE, 1, stream, group, self.name)
+                    await _reply(client.eval(_LEAVE, 1, stream, group, self.name))
                 except (*_CONNECTION_ERRORS, redis_errors.ResponseError) as exc:
                     logger.debug("%r: could not leave the group of %s: %s", self, stream, exc)
 

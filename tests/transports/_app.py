@@ -8,7 +8,10 @@ The receiver records ``consumer|n|deliveries`` for each entry in the Redis list 
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Awaitable
+from typing import TypeVar, cast, overload
 
 import anyio
 import redis.asyncio as aioredis
@@ -25,6 +28,25 @@ ping = Signal(Ping, name="ping")
 
 _clients: list[aioredis.Redis] = []
 
+T = TypeVar("T")
+
+
+# Two overloads: mypy infers Never for "Awaitable[T] | T" given a bare Awaitable[X].
+@overload
+async def reply(value: Awaitable[T]) -> T: ...
+@overload
+async def reply(value: Awaitable[T] | T) -> T: ...
+async def reply(value: Awaitable[T] | T) -> T:
+    """
+    Await a command of the asyncio client on redis-py 5 (typed ``Awaitable[T] | T``) and later.
+
+    :param value: what the command returned.
+    :return: its reply.
+    """
+    if inspect.isawaitable(value):
+        return cast("T", await value)
+    return value
+
 
 @ping.connect
 async def record(sender: object, payload: Ping) -> None:
@@ -35,7 +57,9 @@ async def record(sender: object, payload: Ping) -> None:
     assert message is not None
     if not _clients:
         _clients.append(aioredis.Redis.from_url(os.environ["AIOSIGNALS_TEST_RECORD_URL"]))  # pyright: ignore[reportUnknownMemberType]
-    await _clients[0].rpush(
-        os.environ["AIOSIGNALS_TEST_RECORD_KEY"],
-        f"{message.consumer}|{payload.n}|{message.deliveries}",
+    await reply(
+        _clients[0].rpush(
+            os.environ["AIOSIGNALS_TEST_RECORD_KEY"],
+            f"{message.consumer}|{payload.n}|{message.deliveries}",
+        )
     )

@@ -36,7 +36,7 @@ from aiosignals.transports import (
 from tests.transports import _app
 
 if TYPE_CHECKING:
-    from tests._servers import NatsProcess
+    from tests._servers import NatsProcess, RabbitMQProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -440,7 +440,7 @@ async def start_consumer(
 
 async def records(client: aioredis.Redis, prefix: str) -> list[tuple[str, int, int]]:
     """(consumer, n, deliveries) for each message the consumer processes handled."""
-    rows = await client.lrange(f"{prefix}processed", 0, -1)
+    rows = await _app.reply(client.lrange(f"{prefix}processed", 0, -1))
     result = []
     for row in rows:
         consumer, n, deliveries = (
@@ -548,6 +548,55 @@ async def test_a_nats_server_restart_loses_nothing(nats_process: NatsProcess) ->
             await eventually(first_half)
             nats_process.stop()
             nats_process.start()
+            for n in range(5):
+                await publish(f"after {n}")
+
+            async def all_handled() -> bool:
+                return len(seen) == 10
+
+            await eventually(all_handled, timeout=30)
+        await broker.stop()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_rabbitmq_restart_loses_nothing(rabbitmq_process: RabbitMQProcess) -> None:
+    """The consumer rides over a stop and restart of rabbitmq-server; nothing is lost."""
+    greeting = Signal(Greeting, name="greeting")
+    seen: set[str] = set()
+
+    @greeting.connect
+    async def note(sender: Any, payload: Greeting) -> None:
+        seen.add(payload.text)
+
+    async def publish(text: str) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await restartable.publish(greeting, None, Greeting(text=text))
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)  # Reconnecting: try again.
+            else:
+                return
+
+    from faststream.rabbit import RabbitBroker
+
+    broker = RabbitBroker(rabbitmq_process.url)
+    async with FastStreamTransport(broker) as restartable:
+        consumer = restartable.consumer([greeting])
+        async with running(consumer):
+            for n in range(5):
+                await publish(f"before {n}")
+
+            async def first_half() -> bool:
+                return len(seen) == 5
+
+            await eventually(first_half)
+            rabbitmq_process.stop()
+            rabbitmq_process.start()
             for n in range(5):
                 await publish(f"after {n}")
 

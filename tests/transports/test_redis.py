@@ -993,7 +993,7 @@ async def stop_consumer(
 
 async def records(client: aioredis.Redis, prefix: str) -> list[tuple[str, int, int]]:
     """(consumer, n, deliveries) for each entry the consumer processes handled."""
-    rows = await client.lrange(f"{prefix}processed", 0, -1)
+    rows = await _app.reply(client.lrange(f"{prefix}processed", 0, -1))
     result = []
     for row in rows:
         consumer, n, deliveries = text(row).split("|")
@@ -1045,7 +1045,7 @@ async def test_two_consumer_processes_share_events_none_lost_none_twice(
             await pipe.execute()
 
         async def all_handled() -> bool:
-            return await transport.client.llen(f"{stream_prefix}processed") >= 1000
+            return await _app.reply(transport.client.llen(f"{stream_prefix}processed")) >= 1000
 
         await eventually(all_handled, timeout=20)
         await asyncio.sleep(0.2)  # A duplicate would show up now.
@@ -1092,7 +1092,7 @@ async def test_entries_of_a_consumer_killed_mid_batch_are_claimed_by_another(
 
     async def mid_batch() -> bool:
         """It has handled a few entries and holds at least two more unacknowledged."""
-        handled = await transport.client.llen(f"{stream_prefix}processed")
+        handled = await _app.reply(transport.client.llen(f"{stream_prefix}processed"))
         held = await transport.client.xpending_range(stream, GROUP, "-", "+", 100, "slow")
         return handled >= 3 and len(held) >= 2
 
