@@ -1,8 +1,10 @@
 """
-Throughput of FastStreamTransport beside FastStream used directly, on RabbitMQ and NATS.
+Throughput of FastStreamTransport beside FastStream used directly, on RabbitMQ and NATS,
+and of the Redis transport, in one run.
 
-Run ``python benchmarks/brokers.py`` (brokers from ``AIOSIGNALS_TEST_RABBITMQ_URL`` and
-``AIOSIGNALS_TEST_NATS_URL``, by default on their loopback ports). For each broker and each
+Run ``python benchmarks/brokers.py`` (brokers from ``AIOSIGNALS_TEST_RABBITMQ_URL``,
+``AIOSIGNALS_TEST_NATS_URL`` and ``AIOSIGNALS_TEST_REDIS_URL``, by default on their loopback
+ports). For each broker and each
 side it starts one consumer process, waits until it is subscribed, publishes ``--events``
 sends from ``--publishers`` concurrent tasks in this process, and stops the clock when the
 consumer has handled the last one (it says so on its stdout): publish to handled, across
@@ -17,7 +19,11 @@ processes.
   payload into the same pydantic model, acknowledging after the handler
   (``AckPolicy.ACK``).
 
-Both sides use the same topology (durable quorum queues and persistent messages on
+- ``Redis Streams``: ``RedisStreamTransport.publish`` and ``aiosignals consume --redis``
+  (its defaults: reads of 100, batch acknowledgement) loading this module as its ``--app``,
+  whose receiver prints "done" after the last event.
+
+Both FastStream sides use the same topology (durable quorum queues and persistent messages on
 RabbitMQ, a JetStream stream with publish acknowledgements on NATS) and the same prefetch
 (``--count``). Each configuration runs ``--rounds`` times on fresh queues or streams,
 interleaved; the median and best rates are printed, with the ratio of the medians.
@@ -38,7 +44,7 @@ from typing import Annotated, Any
 from faststream import AckPolicy, Context
 
 from aiosignals import Event, Signal
-from aiosignals.transports import FastStreamTransport, broker_from_url
+from aiosignals.transports import FastStreamTransport, RedisStreamTransport, broker_from_url
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = "bench"
@@ -50,6 +56,15 @@ class Tick(Event):
 
 tick = Signal(Tick, name="tick")
 Message = Annotated[Any, Context("message")]
+
+if os.environ.get("AIOSIGNALS_BENCH_EVENTS"):  # Loaded by `aiosignals consume --app`.
+    _handled = [0]
+
+    @tick.connect
+    async def _count(sender: object, payload: Tick) -> None:
+        _handled[0] += 1
+        if _handled[0] == int(os.environ["AIOSIGNALS_BENCH_EVENTS"]):
+            print("done", flush=True)
 
 
 async def consume(args: argparse.Namespace) -> None:
@@ -158,6 +173,45 @@ async def one_round(args: argparse.Namespace, url: str, side: str) -> float:
     return args.events / (finished - started)
 
 
+async def redis_round(args: argparse.Namespace) -> float:
+    """Events per second from the first publish to the last handled by ``aiosignals consume``."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}:"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiosignals", "consume", "--redis", args.redis,
+        "--app", "benchmarks.brokers:tick", "--prefix", prefix, "--group", GROUP,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "AIOSIGNALS_BENCH_EVENTS": str(args.events)},
+    )  # fmt: skip
+    assert process.stdout is not None
+    async with RedisStreamTransport(args.redis, stream_prefix=prefix, group=GROUP) as transport:
+        stream = transport.stream_name(tick)
+        try:
+            # Ready once its group exists (it reads from the stream's start in any case).
+            while not await transport.client.exists(stream):
+                assert process.returncode is None, "aiosignals consume exited"
+                await asyncio.sleep(0.02)
+            payloads = [Tick(n=n) for n in range(args.events)]
+
+            async def publish(chunk: list[Tick]) -> None:
+                for payload in chunk:
+                    await transport.publish(tick, None, payload)
+
+            started = time.perf_counter()
+            async with asyncio.TaskGroup() as group:
+                for i in range(args.publishers):
+                    group.create_task(publish(payloads[i :: args.publishers]))
+            while (line := await process.stdout.readline()) != b"done\n":
+                assert line, "aiosignals consume exited before the last event"
+            finished = time.perf_counter()
+        finally:
+            if process.returncode is None:
+                process.terminate()
+                await process.wait()
+            if keys := await transport.client.keys(f"{prefix}*"):
+                await transport.client.delete(*keys)
+    return args.events / (finished - started)
+
+
 def _publisher(transport: FastStreamTransport, side: str, stream: str) -> Any:
     broker, adapter = transport.broker, transport.adapter
 
@@ -211,6 +265,12 @@ async def main(args: argparse.Namespace) -> None:
             )
         ratio = medians["faststream"] / medians["aiosignals"]
         print(f"{name:15} FastStream directly / aiosignals: {ratio:.2f}x")
+    redis_rates = [await redis_round(args) for _ in range(args.rounds)]
+    print(
+        f"{'Redis Streams':15} {'aiosignals':10}: publish -> handled median"
+        f" {statistics.median(redis_rates):7,.0f}/s, best {max(redis_rates):7,.0f}/s"
+        " (RedisStreamTransport, aiosignals consume --redis)"
+    )
 
 
 def parse() -> argparse.Namespace:
@@ -222,6 +282,10 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument(
         "--nats", default=os.environ.get("AIOSIGNALS_TEST_NATS_URL") or "nats://127.0.0.1:4222"
+    )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("AIOSIGNALS_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0",
     )
     parser.add_argument("--events", type=int, default=5_000)
     parser.add_argument("--publishers", type=int, default=8)
