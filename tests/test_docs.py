@@ -1,0 +1,43 @@
+"""The documentation site builds strictly, and the README is its landing page."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+PAGES = sorted(path.relative_to(ROOT / "docs").as_posix() for path in (ROOT / "docs").rglob("*.md"))
+
+
+def test_the_site_builds_strictly(tmp_path: Path) -> None:
+    """`mkdocs build --strict` succeeds: no broken link, anchor, reference or nav entry."""
+    pytest.importorskip("mkdocs", reason="the docs dependency group is not installed")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "site" / "reference" / "index.html").exists()
+
+
+def test_every_page_is_in_the_nav() -> None:
+    """Each page of docs/ is listed in mkdocs.yml's nav, and the nav names no missing page."""
+    config = (ROOT / "mkdocs.yml").read_text()
+    nav = config.split("\nnav:\n", 1)[1].split("\n\n", 1)[0]
+    listed = sorted(re.findall(r":\s*(\S+\.md)\s*$", nav, flags=re.M))
+    assert listed == PAGES
+
+
+def test_the_changelog_page_is_the_changelog() -> None:
+    """The site's changelog includes CHANGELOG.md rather than a copy that could drift."""
+    assert (ROOT / "docs" / "changelog.md").read_text().strip() == '--8<-- "CHANGELOG.md"'
