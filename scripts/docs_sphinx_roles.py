@@ -1,0 +1,75 @@
+"""
+A griffe extension for the docs site: Sphinx roles and directives in docstrings, as Markdown.
+
+The docstrings are written for Sphinx (``:class:`~aiosignals.Signal```, ``:meth:`send```,
+``.. versionadded:: 0.1``); mkdocstrings renders docstrings as Markdown, where those would
+show as raw text. This turns each role into a code span, linked to its API reference entry
+when the name resolves to an object of the package, and each ``versionadded`` into a line
+of text. mkdocs.yml loads it (``extensions:`` of the python handler).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import griffe
+
+ROLE = re.compile(r":(?:class|meth|func|data|attr|exc|mod|obj):`([^`]+)`")
+VERSION = re.compile(r"^(\s*)\.\. versionadded:: (\S+)\s*$", re.M)
+TITLED = re.compile(r"^(.*?)\s*<([^>]+)>$")
+
+
+def _target(scope: griffe.Object, name: str) -> str | None:
+    """The full path of *name* as seen from *scope*, if it is an object of the package."""
+    if name.startswith("aiosignals."):
+        return name
+    head, _, rest = name.partition(".")
+    # A method's or attribute's roles name its class's members first, then the module's.
+    scopes = [scope] if scope.is_class or scope.is_module else []
+    if scope.parent is not None:
+        scopes.append(scope.parent)
+    for candidate in scopes:
+        if head in candidate.members:
+            member = candidate.members[head]
+            if not member.is_public:
+                return None  # not on the site: shown as code, unlinked
+            path = f"{member.path}.{rest}" if rest else member.path
+            return path if path.startswith("aiosignals.") else None
+    return None
+
+
+def _convert(scope: griffe.Object, text: str) -> str:
+    def role(match: re.Match[str]) -> str:
+        content = match.group(1)
+        titled = TITLED.match(content)
+        if titled:
+            shown, name = titled.group(1), titled.group(2)
+        else:
+            name = content.lstrip("~")
+            shown = name.rsplit(".", 1)[-1] if content.startswith("~") else name
+        target = _target(scope, name)
+        return f"[`{shown}`][{target}]" if target else f"`{shown}`"
+
+    text = ROLE.sub(role, text)
+    return VERSION.sub(r"\1*Added in version \2.*", text)
+
+
+class SphinxRoles(griffe.Extension):
+    """Rewrite every docstring of the package once it is loaded."""
+
+    def _walk(self, obj: griffe.Object) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = _convert(obj, obj.docstring.value)
+        for member in obj.members.values():
+            # Aliases are re-exports: their target is rewritten where it is defined.
+            if not member.is_alias and isinstance(member, griffe.Object):
+                self._walk(member)
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """Griffe 2: the package and its submodules are loaded."""
+        self._walk(pkg)
+
+    def on_package_loaded(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """Griffe 1: the same hook under its earlier name."""
+        self._walk(pkg)
