@@ -18,6 +18,10 @@ import griffe
 ROLE = re.compile(r":(?:class|meth|func|data|attr|exc|mod|obj):`([^`]+)`")
 VERSION = re.compile(r"^(\s*)\.\. versionadded:: (\S+)\s*$", re.M)
 TITLED = re.compile(r"^(.*?)\s*<([^>]+)>$")
+# reST's "::" before a literal block: the indented block is a code block in Markdown already.
+LITERAL_ALONE = re.compile(r"^[ \t]*::[ \t]*\n", re.M)
+LITERAL_SPACED = re.compile(r"[ \t]+::[ \t]*$", re.M)
+LITERAL_AFTER = re.compile(r"(\S)::[ \t]*$", re.M)
 
 
 def _target(scope: griffe.Object, name: str) -> str | None:
@@ -52,6 +56,8 @@ def _convert(scope: griffe.Object, text: str) -> str:
         return f"[`{shown}`][{target}]" if target else f"`{shown}`"
 
     text = ROLE.sub(role, text)
+    text = LITERAL_ALONE.sub("", LITERAL_SPACED.sub("", text))
+    text = LITERAL_AFTER.sub(r"\1:", text)
     return VERSION.sub(r"\1*Added in version \2.*", text)
 
 
