@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_exports import PUBLIC_MODULES
+
 ROOT = Path(__file__).parent.parent
 PAGES = sorted(path.relative_to(ROOT / "docs").as_posix() for path in (ROOT / "docs").rglob("*.md"))
 
@@ -41,3 +43,10 @@ def test_every_page_is_in_the_nav() -> None:
 def test_the_changelog_page_is_the_changelog() -> None:
     """The site's changelog includes CHANGELOG.md rather than a copy that could drift."""
     assert (ROOT / "docs" / "changelog.md").read_text().strip() == '--8<-- "CHANGELOG.md"'
+
+
+def test_the_reference_documents_every_public_module() -> None:
+    """Each public module (as tests/test_exports.py lists them) has its API reference section."""
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    documented = re.findall(r"^::: (\S+)$", reference, flags=re.M)
+    assert sorted(documented) == sorted(PUBLIC_MODULES)
