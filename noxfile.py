@@ -54,10 +54,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    """mypy --strict and pyright on the package and the typed usage file."""
+    """mypy --strict and pyright on the package and the typed usage file; mypy on the docs' code."""
     session.install("-e", ".[all]", *_group("typing"))
     session.run("mypy")
     session.run("pyright")
+    # The code blocks of the README and docs/, as a reader copies them: strictly typed too.
+    blocks = f"{session.create_tmp()}/doc_blocks"
+    session.run("python", "scripts/doc_blocks.py", blocks)
+    session.run("mypy", blocks)
 
 
 @nox.session(reuse_venv=False)
