@@ -13,11 +13,15 @@ entity class as the sender, so receivers read as the Django code they replace::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
-import json
-from typing import Any, Generic
+import types
+import typing
+import weakref
+from typing import Any, Generic, cast
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, field_serializer
+from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, field_serializer
+from pydantic_core import from_json, to_json
 
 from ._event import Event
 from ._signal import Signal
@@ -36,63 +40,186 @@ __all__ = [
 ]
 
 
+def dump_payload(payload: Event) -> str:
+    """
+    Return the JSON a payload travels as, through the outbox or a stream.
+
+    It is exact, so :func:`load_payload` gives back what was sent: NaN and the infinities
+    are written as the tokens ``NaN``, ``Infinity`` and ``-Infinity`` (as Python's
+    :mod:`json` writes them; pydantic's own default is ``null``), also in nested models,
+    and bytes as base64 (:class:`~aiosignals.Event`'s config).
+
+    :raises TypeError: if a value has no JSON form (pydantic cannot serialise it)
+    """
+    try:
+        # In JSON mode pydantic keeps NaN and the infinities as floats (only its JSON
+        # writer turns them into null), whatever the nested models' config says.
+        data = payload.model_dump(mode="json", round_trip=True)
+        return to_json(data, inf_nan_mode="constants").decode()
+    except (TypeError, ValueError) as exc:  # pydantic's PydanticSerializationError is a ValueError
+        raise TypeError(f"cannot serialise a {type(payload).__qualname__}: {exc}") from exc
+
+
 def dump_entity(entity: object) -> dict[str, Any]:
     """
-    Return the stored fields of *entity* as a JSON-ready dict, for the outbox and transports.
+    Return the stored fields of *entity* as JSON values, for the outbox and transports.
 
-    Understands pydantic models, dataclasses and SQLAlchemy mapped instances (their column
-    attributes); anything else is refused with a clear error rather than half-serialised.
+    Understands SQLAlchemy mapped instances (their loaded column attributes), pydantic
+    models and dataclasses; anything else is refused with a clear error rather than
+    half-serialised. A pydantic model is written as its own JSON (its config and
+    serialisers decide). The fields of the others are written by their declared types (a
+    column's ``python_type``, a dataclass field's annotation), as :func:`load_entity`
+    reads them back: bytes as base64. NaN and the infinities stay floats, which
+    :func:`dump_payload` writes as JSON tokens.
+
+    :raises TypeError: for an entity of another kind
     """
     if isinstance(entity, BaseModel):
-        return entity.model_dump(mode="json")
-    if dataclasses.is_dataclass(entity) and not isinstance(entity, type):
-        return dataclasses.asdict(entity)
-    table = getattr(type(entity), "__table__", None)
-    mapper = getattr(type(entity), "__mapper__", None)
-    if table is not None and mapper is not None:
-        return {
-            attr.key: getattr(entity, attr.key)
-            for attr in mapper.column_attrs
-            if attr.key in entity.__dict__
-        }
-    raise TypeError(
-        f"cannot serialise a {type(entity).__qualname__}: an entity must be a pydantic model,"
-        " a dataclass or an SQLAlchemy mapped instance"
-    )
+        return entity.model_dump(mode="json", round_trip=True, by_alias=True)
+    entity_type = type(entity)
+    fields = _entity_fields(entity_type)
+    if fields is None:
+        raise TypeError(
+            f"cannot serialise a {entity_type.__qualname__}: an entity must be a pydantic"
+            " model, a dataclass or an SQLAlchemy mapped instance"
+        )
+    mapped = _mapper(entity_type) is not None
+    return {
+        name: _dump_field(annotation, getattr(entity, name))
+        for name, annotation in fields.items()
+        # A mapped instance travels with the columns it has loaded (as the row was read).
+        if not mapped or name in entity.__dict__
+    }
 
 
 def load_entity(entity_type: type[M], data: dict[str, Any]) -> M:
     """
-    Rebuild an entity of *entity_type* from what :func:`dump_entity` returned.
+    Rebuild an entity of *entity_type* from the JSON of what :func:`dump_entity` returned.
 
     Values are validated into the declared field types (a datetime comes back as a
-    datetime, not as the string JSON made of it).
+    datetime, not as the string JSON made of it; bytes from their base64 text).
 
     :raises pydantic.ValidationError: if *data* does not fit the entity's fields
     """
-    mapper = getattr(entity_type, "__mapper__", None)
+    kind: type[Any] = entity_type  # M is unbounded: say that the class is hashable
+    if issubclass(kind, BaseModel):
+        # Read as the model's own JSON (its config and validators), as it was written.
+        return cast("M", kind.model_validate_json(to_json(data, inf_nan_mode="constants")))
+    fields = _entity_fields(kind) or {}
+    values = {name: _load_field(fields.get(name), value) for name, value in data.items()}
+    mapper = _mapper(kind)
     if mapper is None:
-        return TypeAdapter(entity_type).validate_python(data)
+        entity_: M = _adapter_of(kind).validate_python(values)
+        return entity_
     # Mapped classes may refuse some columns in __init__ (init=False keys): build the
     # instance the way the ORM loads rows, then set each column to its validated value.
     entity: M = mapper.class_manager.new_instance()
-    for attr in mapper.column_attrs:
-        if attr.key not in data:
-            continue
-        value = data[attr.key]
-        try:
-            python_type = attr.columns[0].type.python_type
-        except NotImplementedError:
-            python_type = None
-        if python_type is not None and value is not None:
-            value = TypeAdapter(python_type).validate_python(value)
-        setattr(entity, attr.key, value)
+    for name in fields:
+        if name in values:
+            setattr(entity, name, values[name])
     return entity
+
+
+def _mapper(entity_type: type[Any]) -> Any:
+    if getattr(entity_type, "__table__", None) is None:
+        return None
+    return getattr(entity_type, "__mapper__", None)
+
+
+_FIELDS: weakref.WeakKeyDictionary[type[Any], dict[str, Any] | None] = weakref.WeakKeyDictionary()
+
+
+def _entity_fields(entity_type: type[Any]) -> dict[str, Any] | None:
+    """Return each stored field's declared type (``None``: any JSON), or ``None`` if unknown."""
+    try:
+        return _FIELDS[entity_type]
+    except KeyError:
+        fields = _FIELDS[entity_type] = _find_fields(entity_type)
+        return fields
+
+
+def _find_fields(entity_type: type[Any]) -> dict[str, Any] | None:
+    mapper = _mapper(entity_type)
+    if mapper is not None:
+        return {attr.key: _column_type(attr.columns[0].type) for attr in mapper.column_attrs}
+    if dataclasses.is_dataclass(entity_type):
+        try:
+            hints = typing.get_type_hints(entity_type)
+        except (NameError, TypeError):  # annotations that do not resolve: values as given
+            hints = {}
+        return {field.name: hints.get(field.name) for field in dataclasses.fields(entity_type)}
+    return None
+
+
+def _column_type(column_type: Any) -> Any:
+    # Only mapped entities get here, so SQLAlchemy is installed.
+    from sqlalchemy import JSON
+
+    # A JSON column holds whatever JSON holds, whatever python_type says (dict).
+    if isinstance(column_type, JSON):
+        return None
+    try:
+        python_type = column_type.python_type
+    except NotImplementedError:
+        return None
+    return None if python_type is object else python_type
+
+
+# An entity's fields are written and read with the same encoding as Event's: bytes as
+# base64 (UTF-8, pydantic's default, cannot hold every byte string).
+_FIELD_CONFIG = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+
+_ADAPTERS: weakref.WeakKeyDictionary[type[Any], TypeAdapter[Any]] = weakref.WeakKeyDictionary()
+
+
+def _adapter_of(entity_type: type[Any]) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(entity_type)
+    if adapter is None:
+        adapter = _ADAPTERS[entity_type] = TypeAdapter(entity_type)
+    return adapter
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_adapter(annotation: Any) -> TypeAdapter[Any] | None:
+    try:
+        # In a one-tuple: pydantic refuses a config for a dataclass type itself, and a
+        # dataclass (at any depth) takes the config of the adapter it is validated in.
+        # Models keep their own config, for writing and reading alike.
+        one_tuple: Any = types.GenericAlias(tuple, (annotation,))
+        return TypeAdapter(one_tuple, config=_FIELD_CONFIG)
+    except (PydanticUserError, NameError):  # an annotation pydantic cannot use: as given
+        return None
+
+
+def _adapter_for(annotation: Any) -> TypeAdapter[Any] | None:
+    if annotation is None or annotation is Any:
+        return None
+    try:
+        return _field_adapter(annotation)
+    except TypeError:  # an unhashable annotation (Annotated metadata) is not cached
+        return _field_adapter.__wrapped__(annotation)
+
+
+def _dump_field(annotation: Any, value: Any) -> Any:
+    adapter = None if value is None else _adapter_for(annotation)
+    if adapter is None:
+        return value  # written as pydantic infers it
+    # warnings=False: a value of another type than declared is written as inferred.
+    return adapter.dump_python((value,), mode="json", round_trip=True, warnings=False)[0]
+
+
+def _load_field(annotation: Any, value: Any) -> Any:
+    adapter = None if value is None else _adapter_for(annotation)
+    if adapter is None:
+        return value
+    # From JSON, not from Python: a base64 string is decoded into bytes, not encoded.
+    return adapter.validate_json(to_json((value,), inf_nan_mode="constants"))[0]
 
 
 def load_payload(payload_type: type[Event], sender: Any, text: str) -> Event:
     """
-    Validate payload JSON (from the outbox or a stream) into *payload_type*.
+    Validate payload JSON (see :func:`dump_payload`) into *payload_type*.
 
     A model signal's instance travels as its fields (:func:`dump_entity`); when *sender* is
     the entity class it is rebuilt as an instance of it, so a receiver sees the same kind
@@ -104,9 +231,17 @@ def load_payload(payload_type: type[Event], sender: Any, text: str) -> Event:
     if not (isinstance(sender, type) and ModelEvent in payload_type.__mro__):
         return payload_type.model_validate_json(text)
     try:
-        data = json.loads(text)
-        data["instance"] = load_entity(sender, data["instance"])
-        return payload_type.model_validate(data)
+        data = from_json(text)
+        fields = payload_type.model_fields
+        # The other fields were written by the payload's serialiser, so they are read as
+        # JSON (bytes from base64), field by field: the instance is not JSON's to validate.
+        payload = {
+            name: _load_field(fields[name].annotation if name in fields else None, value)
+            for name, value in data.items()
+            if name != "instance"
+        }
+        payload["instance"] = load_entity(sender, data["instance"])
+        return payload_type.model_validate(payload)
     except (TypeError, KeyError) as exc:
         raise ValueError(f"not a {payload_type.__qualname__} payload: {exc!r}") from exc
 

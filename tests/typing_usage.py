@@ -141,3 +141,4 @@ async def repositories() -> None:
     delivery = current_delivery()
     if delivery is not None:
         assert_type(delivery.id, int)
+        assert_type(delivery.key, str)

@@ -38,13 +38,31 @@ class Delivery:
     """
 
     id: int
-    """The row id: the same on every redelivery, so a receiver can de-duplicate by it."""
+    """
+    The row id: the same on every redelivery and never reused by the database, so a
+    receiver can de-duplicate by it.
+    """
 
     attempt: int
     """1 on the first try, 2 on the first retry, and so on."""
 
     dispatch_uid: str
     """The receiver's ``dispatch_uid``."""
+
+    database: str = "default"
+    """The ``name`` of the :class:`~aiosignals.repository.sqlalchemy.Database` of the row."""
+
+    @property
+    def key(self) -> str:
+        """
+        ``outbox:<database>:<id>``: an idempotency key to hand to another system.
+
+        Row ids are unique within one database only; the key also names the database, so
+        the rows of two databases (given different ``name`` s) never share a key.
+
+        .. versionadded:: 0.1
+        """
+        return f"outbox:{self.database}:{self.id}"
 
 
 _delivery: ContextVar[Delivery | None] = ContextVar("aiosignals_delivery", default=None)
@@ -288,7 +306,7 @@ class OutboxRelay:
         except ValueError as exc:
             # The stored payload no longer fits its model: no retry will make it fit.
             raise _Permanent(f"the stored payload does not validate: {exc}") from exc
-        token = _delivery.set(Delivery(row.id, row.attempts, row.dispatch_uid))
+        token = _delivery.set(Delivery(row.id, row.attempts, row.dispatch_uid, self.db.name))
         try:
             # The signal's own timeout and thread settings apply, as in a live send.
             await signal._invoke(record, fn, sender, payload, signal.timeout)  # pyright: ignore[reportPrivateUsage]

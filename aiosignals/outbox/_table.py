@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 
-from ..models import import_path
+from ..models import dump_payload, import_path
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from .._signal import Signal
 
 __all__ = ["dump_sender", "outbox", "outbox_metadata", "write_row"]
+
+logger = logging.getLogger("aiosignals.outbox")
 
 outbox_metadata = sa.MetaData()
 
@@ -41,6 +45,10 @@ outbox = sa.Table(
     sa.Column("locked_by", sa.String(255), nullable=True),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Index("aiosignals_outbox_due", "status", "dispatch_uid", "id"),
+    # Delivery ids are idempotency keys, so they are never handed out twice: without
+    # AUTOINCREMENT SQLite gives the next row max(id) + 1, which is 1 again once the
+    # delivered rows are deleted. (PostgreSQL's BIGSERIAL sequence never goes back.)
+    sqlite_autoincrement=True,
 )
 
 
@@ -79,6 +87,14 @@ async def write_row(
     # Both are checked when a durable receiver connects.
     assert record.dispatch_uid is not None
     assert signal.name is not None
+    try:
+        text = dump_payload(payload)
+    except TypeError as exc:
+        # Raised from a save, far from the durable receiver that needs the row: say which.
+        raise TypeError(
+            f"cannot write the payload of signal {signal.name!r} to the outbox table"
+            f" {outbox.name!r} for the durable receiver {record.dispatch_uid!r}: {exc}"
+        ) from exc
     # One prebuilt statement with parameters: compiled once and cached by SQLAlchemy,
     # where .values(...) would build (and key) a new statement per row.
     await session.execute(
@@ -87,10 +103,62 @@ async def write_row(
             "dispatch_uid": record.dispatch_uid,
             "signal": signal.name,
             "sender": dump_sender(sender),
-            "payload": payload.model_dump_json(),
+            "payload": text,
             "status": PENDING,
             "attempts": 0,
             "created_at": now,
             "available_at": now,
         },
     )
+
+
+_LEGACY = "aiosignals_outbox_pre_autoincrement"
+
+
+def _upgrade_sqlite_table(_metadata: sa.MetaData, connection: sa.Connection, **_: Any) -> None:
+    """
+    Rebuild an SQLite outbox table made by an earlier version, which lacks AUTOINCREMENT.
+
+    Runs whenever the outbox table is created (``db.create_all``,
+    ``OutboxRelay.create_table``, the ``aiosignals relay`` command): the rows are copied
+    into a table made as :data:`outbox` is, in one transaction, so nothing is lost and the
+    ids go on from the highest one left in the table.
+    """
+    if connection.dialect.name != "sqlite":
+        return
+    ddl = connection.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (outbox.name,)
+    ).scalar()
+    if ddl is None or "AUTOINCREMENT" in ddl.upper():
+        return
+    # A savepoint is a transaction of its own when none is open, whatever the driver's
+    # transaction mode: the table is rebuilt entirely or not at all.
+    connection.exec_driver_sql("SAVEPOINT aiosignals_outbox_upgrade")
+    try:
+        old_columns = {
+            row[1] for row in connection.exec_driver_sql(f"PRAGMA table_info({outbox.name})")
+        }
+        columns = ", ".join(c.name for c in outbox.columns if c.name in old_columns)
+        connection.exec_driver_sql(f"ALTER TABLE {outbox.name} RENAME TO {_LEGACY}")
+        for index in outbox.indexes:
+            connection.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+        outbox.create(connection)
+        copied = connection.exec_driver_sql(
+            f"INSERT INTO {outbox.name} ({columns}) SELECT {columns} FROM {_LEGACY}"  # noqa: S608 -- our own column names
+        ).rowcount
+        connection.exec_driver_sql(f"DROP TABLE {_LEGACY}")
+    except BaseException:
+        connection.exec_driver_sql("ROLLBACK TO aiosignals_outbox_upgrade")
+        connection.exec_driver_sql("RELEASE aiosignals_outbox_upgrade")
+        raise
+    connection.exec_driver_sql("RELEASE aiosignals_outbox_upgrade")
+    logger.warning(
+        "rebuilt the outbox table %s with AUTOINCREMENT (%d rows kept), so that delivery ids"
+        " are never reused; ids of rows delivered and deleted before may be handed out once"
+        " more if they were above the highest id left in the table",
+        outbox.name,
+        copied,
+    )
+
+
+event.listen(outbox_metadata, "before_create", _upgrade_sqlite_table)

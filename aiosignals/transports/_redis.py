@@ -29,7 +29,7 @@ from redis import exceptions as redis_errors
 
 from .._receivers import ANY
 from .._signal import Signal, registry
-from ..models import load_payload
+from ..models import dump_payload, load_payload
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -145,9 +145,9 @@ class StreamMessage:
         """
         The key a receiver de-duplicates by: the publisher's key, else stream and entry id.
 
-        The publisher's key (the outbox delivery id when the outbox relay forwards) stays the
-        same when one send is published twice; the entry id stays the same when one entry
-        is delivered twice.
+        The publisher's key (``outbox:<database>:<row id>`` when the outbox relay forwards)
+        stays the same when one send is published twice; the entry id stays the same when
+        one entry is delivered twice.
         """
         return self.key if self.key is not None else f"{self.stream}/{self.id}"
 
@@ -223,7 +223,7 @@ _outbox_missing = False
 
 
 def _delivery_key() -> str | None:
-    """Return ``outbox:<row id>`` when the outbox relay is calling us, else ``None``."""
+    """Return ``outbox:<database>:<row id>`` when the outbox relay is calling us, else ``None``."""
     global _outbox_missing  # Set once: a failed import is not cached by Python.
     if _outbox_missing:
         return None
@@ -235,7 +235,7 @@ def _delivery_key() -> str | None:
         _outbox_missing = True
         return None
     delivery = current_delivery()
-    return None if delivery is None else f"outbox:{delivery.id}"
+    return None if delivery is None else delivery.key
 
 
 class RedisStreamTransport:
@@ -334,12 +334,20 @@ class RedisStreamTransport:
             :attr:`StreamMessage.key`
         :raises ValueError: if the signal has no name
         :raises pydantic.ValidationError: if *payload* does not validate
+        :raises TypeError: if a value of *payload* has no JSON form
         """
         stream = self.stream_name(signal)
         if payload.__class__ is not signal.payload_type:
             payload = signal.payload_type.model_validate(payload)
+        try:
+            text = dump_payload(payload)
+        except TypeError as exc:
+            raise TypeError(
+                f"cannot publish the payload of signal {signal.name!r} to the stream"
+                f" {stream!r}: {exc}"
+            ) from exc
         fields: dict[FieldT, EncodableT] = {
-            "payload": payload.model_dump_json(),
+            "payload": text,
             "sender": sender_label(sender),
         }
         if key is not None:
@@ -360,8 +368,9 @@ class RedisStreamTransport:
         The receiver is connected with ``durable=True`` and ``dispatch_uid`` from
         :meth:`forward_uid`. Inside a transaction with the durable outbox, the send is
         written to the outbox with the entity and the outbox relay publishes it after commit,
-        at least once, with ``outbox:<row id>`` (the relay's delivery id) as the entry's
-        idempotency ``key``, the same when the relay publishes a row twice;
+        at least once, with ``outbox:<database name>:<row id>`` (the relay's
+        :attr:`Delivery.key <aiosignals.outbox.Delivery.key>`) as the entry's idempotency
+        ``key``, the same when the relay publishes a row twice;
         outside a transaction it is published during the send.
 
         Sends dispatched by a :class:`Subscriber` reading this very stream are not published

@@ -20,6 +20,7 @@ import anyio
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
 
 from aiosignals import Event, Signal
 from aiosignals._cli import main as cli_main
@@ -1100,3 +1101,121 @@ def test_load_signals_takes_a_signal_a_list_or_a_module() -> None:
 
 
 SIGNALS = [_app.ping, _app.ping]
+
+
+# -- payload data (#11) ------------------------------------------------------------------
+
+
+class Measured(Event):
+    value: float
+    series: tuple[float, ...]
+    raw: bytes
+
+
+@dataclasses.dataclass
+class Part:
+    data: bytes
+
+
+@dataclasses.dataclass
+class Sample:
+    id: int
+    value: float
+    data: bytes
+    parts: list[Part]
+
+
+class ModelSample(BaseModel):
+    """A pydantic entity travels as its own JSON: base64 bytes are its config's choice."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    id: int
+    values: tuple[float, ...]
+    data: bytes
+
+
+@pytest.mark.asyncio
+async def test_floats_nan_and_infinities_and_binary_bytes_round_trip_through_the_stream(
+    transport: RedisStreamTransport,
+) -> None:
+    """NaN, infinities and non-UTF-8 bytes, in an event and in an entity, arrive exactly."""
+    import math
+
+    measured = Signal(Measured, name="measured")
+    received: list[Any] = []
+
+    async def on_measured(sender: Any, payload: Measured) -> None:
+        received.append(payload)
+
+    async def on_saved(sender: type[Any], payload: PostSave[Any]) -> None:
+        received.append(payload.instance)
+
+    with (
+        measured.connected_to(on_measured),
+        post_save.connected_to(on_saved, sender=Sample),
+        post_save.connected_to(on_saved, sender=ModelSample),
+    ):
+        await transport.publish(
+            measured,
+            None,
+            Measured(value=math.nan, series=(math.inf, -math.inf), raw=b"\xff\x00\xfe"),
+        )
+        sample = Sample(1, -math.inf, bytes(range(256))[::-1], [Part(b"\xfe\xff")])
+        await transport.publish(post_save, Sample, PostSave(instance=sample, created=True))
+        model = ModelSample(id=2, values=(math.inf, -math.inf), data=b"\x80\xff")
+        await transport.publish(post_save, ModelSample, PostSave(instance=model, created=True))
+        subscriber = transport.consumer([measured, post_save], consumer="c1", block=0.2)
+        async with running(subscriber):
+
+            async def handled() -> bool:
+                return subscriber.handled == 3
+
+            await eventually(handled)
+    assert len(received) == 3
+    event = next(item for item in received if isinstance(item, Measured))
+    assert math.isnan(event.value)
+    assert event.series == (math.inf, -math.inf)
+    assert event.raw == b"\xff\x00\xfe"
+    assert sample in received
+    assert model in received
+    assert await transport.dead_letters() == []
+
+
+@pytest.mark.asyncio
+async def test_forwarding_through_the_outbox_keys_entries_by_database_and_delivery(
+    transport: RedisStreamTransport, tmp_path: Path
+) -> None:
+    """An entry forwarded by the outbox relay has the key ``outbox:<database name>:<row id>``."""
+    from aiosignals.outbox import OutboxRelay
+    from aiosignals.repository.sqlalchemy import Database
+
+    greeting = Signal(Greeting, name="greeting")
+    transport.forward(greeting)
+    try:
+        async with Database(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}", name="shop") as db:
+            await OutboxRelay.create_table(db)
+            async with db.transaction():
+                await greeting.send(Service, text="stored first")
+            assert await entries(transport.client, transport.stream_name(greeting)) == []
+            assert await OutboxRelay(db).run_once() == 1
+    finally:
+        transport.unforward(greeting)
+    [(_, fields)] = await entries(transport.client, transport.stream_name(greeting))
+    assert fields["key"].startswith("outbox:shop:")
+    assert int(fields["key"].rpartition(":")[2]) >= 1
+
+
+class Anything(Event):
+    thing: Any
+
+
+@pytest.mark.asyncio
+async def test_a_payload_with_no_json_form_is_refused_at_publish_naming_signal_and_stream(
+    transport: RedisStreamTransport,
+) -> None:
+    """publish() of a value with no JSON form raises a TypeError naming signal and stream."""
+    anything = Signal(Anything, name="anything")
+    with pytest.raises(TypeError, match=r"signal 'anything' to the stream '.*anything'"):
+        await transport.publish(anything, None, Anything(thing=object()))
+    assert await entries(transport.client, transport.stream_name(anything)) == []
