@@ -40,6 +40,8 @@ def tests_minimal(session: nox.Session) -> None:
         "tests/test_testing.py",
         "tests/test_inspect.py",
         "tests/test_bus.py",
+        "tests/test_threads.py",
+        "tests/test_fastpath.py",
         *session.posargs,
     )
 

@@ -12,7 +12,7 @@ from ._bus import EventBus
 from ._event import Event
 from ._modes import Concurrent, Mode, Sequential
 from ._phases import Phase
-from ._receivers import ANY, receiver
+from ._receivers import ANY, Connection, receiver
 from ._signal import Signal
 from ._tracing import instrument, uninstrument
 from ._types import ErrorPolicy, Receiver
@@ -23,6 +23,7 @@ __all__ = [
     "AiosignalsError",
     "BufferFull",
     "Concurrent",
+    "Connection",
     "ErrorPolicy",
     "Event",
     "EventBus",

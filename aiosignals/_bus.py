@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import deque
 from contextvars import ContextVar
 from types import TracebackType
@@ -59,8 +60,14 @@ class EventBus:
     Each event is delivered by ``await signal.send(sender, payload)`` with the signal's own
     mode, error policy and timeout. A send that raises is logged on the ``aiosignals``
     logger with its signal and sender and counted in :attr:`failed`; the worker goes on
-    with the next event. With ``workers=1`` events are delivered one at a time in the order
-    they were published; with more, up to *workers* sends run at once.
+    with the next event; so is a send that raises the cancellation exception although the
+    bus was not cancelled (a receiver raising it itself). With ``workers=1`` events are
+    delivered one at a time in the order they were published; with more, up to *workers*
+    sends run at once.
+
+    Publish from the event loop thread the bus runs in. From another thread (or another
+    event loop) ``publish`` raises :class:`RuntimeError`: call it through
+    ``anyio.from_thread.run(bus.publish, signal, sender, payload)``.
 
     Sends run in the context of the bus, not of the publisher: outside any transaction the
     publisher may have open (so ``AFTER_COMMIT`` receivers run at once, and an event
@@ -140,6 +147,9 @@ class EventBus:
         self._overflow: deque[_Queued] = deque()
         # Set once what was left has been reported: nothing can be accepted any more.
         self._finished = False
+        # The thread of the event loop the bus runs in: a publish from any other thread
+        # would not wake its workers.
+        self._thread: int | None = None
 
     def __repr__(self) -> str:
         return (
@@ -167,6 +177,7 @@ class EventBus:
         send_stream, receive_stream = anyio.create_memory_object_stream[_Queued](self.max_buffer)
         self._worker_scope = anyio.CancelScope()
         self._workers_done = anyio.Event()
+        self._thread = threading.get_ident()
         group = anyio.create_task_group()
         await group.__aenter__()
         self._send_stream, self._receive_stream, self._group = send_stream, receive_stream, group
@@ -221,6 +232,7 @@ class EventBus:
         _worker_of.set(self)
         receive = self._receive_stream.receive
         overflow = self._overflow
+        cancelled = anyio.get_cancelled_exc_class()
         while True:
             if overflow:
                 event = overflow.popleft()
@@ -236,15 +248,23 @@ class EventBus:
             self._in_flight[index] = event
             try:
                 await event.signal.send(event.sender, event.payload)
-            except Exception:
-                self.failed += 1
-                logger.exception(
-                    "EventBus: delivery of %r from sender %r failed", event.signal, event.sender
-                )
+            except cancelled:
+                if anyio.current_effective_deadline() == -math.inf:
+                    raise  # The bus is cancelled (or its drain deadline ran out).
+                # Raised by a receiver itself: a failed delivery, not the end of the worker.
+                self._failed(event)
+            except Exception:  # noqa: BLE001 -- logged with its traceback by _failed
+                self._failed(event)
             else:
                 self.delivered += 1
             # Not reached when the send is cancelled: the event stays in flight, reported.
             self._in_flight[index] = None
+
+    def _failed(self, event: _Queued) -> None:
+        self.failed += 1
+        logger.exception(
+            "EventBus: delivery of %r from sender %r failed", event.signal, event.sender
+        )
 
     def _collect_undelivered(self, reason: str) -> None:
         assert self._receive_stream is not None
@@ -273,6 +293,13 @@ class EventBus:
     # -- publishing ----------------------------------------------------------------------
 
     def _check(self, signal: Signal[P], sender: Any, payload: P) -> _Queued:
+        if self._thread is not None and threading.get_ident() != self._thread:
+            raise RuntimeError(
+                f"cannot publish to {signal!r} from another thread or event loop than the"
+                " EventBus runs in: its workers would not wake up. Call it through"
+                " anyio.from_thread.run(bus.publish, signal, sender, payload) (or"
+                " anyio.from_thread.run_sync(bus.publish_nowait, ...))"
+            )
         if self._state != _RUNNING and not (self._from_worker() and self._state == _CLOSED):
             where = "has closed" if self._state == _CLOSED else "has not been started"
             raise RuntimeError(
@@ -310,7 +337,8 @@ class EventBus:
         :param signal: the signal to send
         :param sender: the sender to send it from
         :param payload: an instance of the signal's payload type
-        :raises RuntimeError: outside the bus's ``async with`` block, or when the bus
+        :raises RuntimeError: outside the bus's ``async with`` block, from another thread
+            or event loop (use ``anyio.from_thread.run``), or when the bus
             closes while this call waits for room (the event was then not accepted); a
             receiver run by the bus never waits and is refused only once the bus has
             reported what it left undelivered
@@ -339,7 +367,8 @@ class EventBus:
         :raises ~aiosignals.BufferFull: if *max_buffer* events are already waiting; the
             event was not accepted (never for a receiver run by the bus: its follow-ups
             are accepted over the limit)
-        :raises RuntimeError: outside the bus's ``async with`` block
+        :raises RuntimeError: outside the bus's ``async with`` block, or from another
+            thread or event loop (use ``anyio.from_thread.run_sync``)
         :raises pydantic.ValidationError: if *payload* is not of the signal's payload type
         """
         event = self._check(signal, sender, payload)

@@ -15,14 +15,36 @@ from asyncio import TaskGroup
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+# anyio asks sniffio which library runs, when it is installed (trio depends on it).
+_thread_local: Any
+_library_cvar: Any
+try:
+    from sniffio import current_async_library_cvar as _library_cvar
+    from sniffio import thread_local as _thread_local
+except ModuleNotFoundError:  # pragma: no cover -- no sniffio, no trio: asyncio or nothing
+    _thread_local = _library_cvar = None
+
 __all__ = ["on_asyncio", "run_group"]
 
 
 def on_asyncio() -> bool:
-    """Return whether the calling code runs on an asyncio event loop."""
+    """
+    Return whether the calling code runs on asyncio, as anyio decides it (through sniffio).
+
+    A running asyncio event loop is not enough: trio in guest mode runs on top of one, its
+    tasks in the loop's callbacks rather than in asyncio tasks. So an asyncio task must be
+    running too, and sniffio (which anyio asks) must not name another library. The cheap
+    tests come first; a "no" only costs the anyio path, which works everywhere.
+    """
     # The private getter is what asyncio's own get_running_loop() wraps; it returns None
-    # instead of raising, which keeps the check to one C call on the hot path.
-    return asyncio._get_running_loop() is not None
+    # instead of raising.
+    loop = asyncio._get_running_loop()  # pyright: ignore[reportPrivateUsage]
+    if loop is None or asyncio.current_task(loop) is None:
+        return False
+    if _thread_local is None:
+        return True
+    name = _thread_local.name or _library_cvar.get()
+    return name is None or name == "asyncio"
 
 
 async def run_group(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:

@@ -86,26 +86,22 @@ def _find(target: str) -> tuple[str, list[tuple[str, Signal[Any]]]]:
 
 
 def _describe_signal(attribute: str, signal: Signal[Any]) -> dict[str, Any]:
-    records = list(signal._records)  # pyright: ignore[reportPrivateUsage]
-    receivers: list[dict[str, Any]] = []
-    for record in records:
-        fn = record.resolve()
-        if fn is None:
-            continue  # A weakly held receiver that has been collected: it is gone.
-        receivers.append(
-            {
-                "receiver": describe(fn),
-                "sender": describe(record.sender),
-                "priority": record.priority,
-                "phase": record.phase.value,
-                "durable": record.durable,
-                "once": record.once,
-                "weak": record.fn is None,
-                "thread": record.thread,
-                "timeout": record.timeout,
-                "dispatch_uid": record.dispatch_uid,
-            }
-        )
+    receivers: list[dict[str, Any]] = [
+        {
+            "receiver": describe(connection.receiver),
+            "sender": describe(connection.sender),
+            "priority": connection.priority,
+            "phase": connection.phase.value,
+            "durable": connection.durable,
+            "once": connection.once,
+            "weak": connection.weak,
+            "thread": connection.thread,
+            "timeout": connection.timeout,
+            "dispatch_uid": connection.dispatch_uid,
+            "errors": connection.errors,
+        }
+        for connection in signal.connections
+    ]
     return {
         "name": signal.name,
         "attribute": attribute,

@@ -32,7 +32,11 @@ class Concurrent:
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
+        if self.limit is None:
+            return
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
+            raise TypeError(f"Concurrent(limit=...) must be an integer or None, got {self.limit!r}")
+        if self.limit < 1:
             raise ValueError(f"Concurrent(limit=...) must be at least 1, got {self.limit}")
 
 

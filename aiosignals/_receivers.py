@@ -1,18 +1,21 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import types
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from ._phases import Phase
 
 if TYPE_CHECKING:
+    from ._event import Event
     from ._signal import Signal
-    from ._types import P, R
+    from ._types import ErrorPolicy, P, R
 
-__all__ = ["ANY", "ReceiverRecord", "receiver"]
+__all__ = ["ANY", "EMPTY_PLAN", "Connection", "Plan", "ReceiverRecord", "receiver"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -64,8 +67,14 @@ def _takes_two_positionals(fn: types.FunctionType) -> bool:
     return takes_two and required <= 2 and required_keywords == 0
 
 
-def check_receiver(fn: object) -> None:
-    """Raise :class:`TypeError` unless *fn* can be called as ``fn(sender, payload)``."""
+def check_receiver(fn: object, payload_type: type[Event] | None = None) -> None:
+    """
+    Raise :class:`TypeError` unless *fn* can be called as ``fn(sender, payload)``.
+
+    The message shows the ``(sender, payload)`` form and, for receivers written for
+    Django's ``(sender, **kwargs)`` or ``(sender, instance, created, **kwargs)``, where
+    their keyword arguments went: fields of the payload (``payload.instance``).
+    """
     if not callable(fn):
         raise TypeError(f"a receiver must be callable, got {fn!r}")
     if isinstance(fn, types.FunctionType) and _takes_two_positionals(fn):
@@ -79,9 +88,40 @@ def check_receiver(fn: object) -> None:
     try:
         signature.bind(None, None)
     except TypeError as exc:
-        raise TypeError(
-            f"receiver {fn!r} cannot be called as receiver(sender, payload): {exc}"
-        ) from None
+        raise TypeError(_shape_message(fn, signature, payload_type, exc)) from None
+
+
+def _shape_message(
+    fn: object, signature: inspect.Signature, payload_type: type[Event] | None, exc: TypeError
+) -> str:
+    name = getattr(fn, "__name__", None) or repr(fn)
+    type_name = payload_type.__name__ if payload_type is not None else "Payload"
+    fields = list(payload_type.model_fields) if payload_type is not None else []
+    define = "async def" if is_async_callable(fn) else "def"
+    lines = [
+        f"receiver {fn!r} cannot be called as receiver(sender, payload): {exc}.",
+        "Receivers take the sender and one payload model, positionally:",
+        f"    {define} {name}(sender, payload: {type_name}) -> None: ...",
+    ]
+    params = list(signature.parameters.values())
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+    ]
+    django_style = [p.name for p in positional[1:] if p.default is p.empty]
+    if any(p.kind is p.VAR_KEYWORD for p in params) or django_style:
+        # Written for Django's send(sender=..., **kwargs): the keyword arguments are
+        # fields of the payload here.
+        named = [n for n in django_style if n in fields] or fields
+        where = ", ".join(f"payload.{n}" for n in named) or "fields of the payload"
+        lines.append(f"Django-style keyword arguments are fields of the payload here: {where}.")
+    elif len(positional) == 1:
+        lines.append(
+            f"{name} takes one argument: the payload comes second, after the sender"
+            + (f" (payload.{', payload.'.join(fields)})." if fields else ".")
+        )
+    return "\n".join(lines)
 
 
 class ReceiverRecord:
@@ -98,6 +138,7 @@ class ReceiverRecord:
         "__weakref__",
         "dispatch_uid",
         "durable",
+        "errors",
         "fired",
         "fn",
         "is_async",
@@ -131,6 +172,7 @@ class ReceiverRecord:
         thread: bool,
         durable: bool,
         is_async: bool,
+        errors: ErrorPolicy | None = None,
     ) -> None:
         self.fn = fn
         self.ref = ref
@@ -147,6 +189,7 @@ class ReceiverRecord:
         self.thread = thread
         self.durable = durable
         self.is_async = is_async
+        self.errors: ErrorPolicy | None = errors
         self.plain = (
             fn is not None
             and is_async
@@ -154,6 +197,7 @@ class ReceiverRecord:
             and timeout is None
             and phase is Phase.IMMEDIATE
             and not durable
+            and errors is None
         )
 
     @property
@@ -178,11 +222,148 @@ class ReceiverRecord:
         assert self.ref is not None
         return self.ref()
 
+    def hold(
+        self,
+        receiver: Callable[..., Any],
+        sender: Any,
+        *,
+        weak: bool,
+        on_death: Callable[[ReceiverRecord], None],
+    ) -> None:
+        """
+        Hold *receiver* weakly if *weak*, and *sender* weakly when it can be.
+
+        *on_death* gets this record when either is collected.
+
+        :raises TypeError: if *receiver* cannot be held weakly
+        """
+        record_ref = weakref.ref(self)
+
+        def prune(_: object) -> None:
+            # Called by the garbage collector when the receiver or its sender dies.
+            dead = record_ref()
+            if dead is not None:
+                on_death(dead)
+
+        if weak:
+            try:
+                self.ref = (
+                    weakref.WeakMethod(receiver, prune)
+                    if isinstance(receiver, types.MethodType)
+                    else weakref.ref(receiver, prune)
+                )
+            except TypeError:
+                raise TypeError(
+                    f"{receiver!r} cannot be held weakly; connect it with weak=False"
+                ) from None
+        if self.sender_id is not None:
+            try:
+                self.sender_ref = weakref.ref(sender, prune)
+            except TypeError:
+                self.sender_ref = sender  # Not weakly referenceable (an int, a str...).
+
+    def view(self) -> Connection | None:
+        """Return the public view of this connection, or ``None`` if its receiver died."""
+        fn = self.resolve()
+        if fn is None:
+            return None
+        return Connection(
+            receiver=fn,
+            sender=self.sender,
+            dispatch_uid=self.dispatch_uid,
+            priority=self.priority,
+            phase=self.phase,
+            once=self.once,
+            timeout=self.timeout,
+            thread=self.thread,
+            durable=self.durable,
+            weak=self.fn is None,
+            errors=self.errors,
+        )
+
     def __repr__(self) -> str:
         return (
             f"<receiver {self.resolve()!r} sender={self.sender!r} priority={self.priority}"
             f" phase={self.phase.name}>"
         )
+
+
+class Plan:
+    """The ordered receivers one send walks; built once per sender and cached."""
+
+    __slots__ = ("_fn_stages", "_stages", "fns", "nones", "plain", "records", "single")
+
+    def __init__(self, records: tuple[ReceiverRecord, ...]) -> None:
+        self.records = records
+        # Every record is a strongly held coroutine function with no options: the send
+        # loop can call them without per-receiver checks.
+        self.plain = all(record.plain for record in records)
+        self.fns: tuple[Callable[..., Any], ...] | None = (
+            tuple(record.fn for record in records if record.fn is not None) if self.plain else None
+        )
+        # The results of a send whose receivers all return None (most do), ready to copy.
+        self.nones: list[tuple[Callable[..., Any], None]] = [(fn, None) for fn in self.fns or ()]
+        self._stages: tuple[tuple[ReceiverRecord, ...], ...] | None = None
+        # Whether no two receivers share a priority: a concurrent send then starts no task.
+        self.single = len({record.priority for record in records}) == len(records)
+        self._fn_stages: tuple[tuple[Callable[..., Any], ...], ...] | None = None
+
+    @property
+    def fn_stages(self) -> tuple[tuple[Callable[..., Any], ...], ...]:
+        """The receivers of a plain plan grouped by priority, for the concurrent fast path."""
+        if self._fn_stages is None:
+            self._fn_stages = tuple(
+                tuple(r.fn for r in stage if r.fn is not None) for stage in self.stages
+            )
+        return self._fn_stages
+
+    @property
+    def stages(self) -> tuple[tuple[ReceiverRecord, ...], ...]:
+        """The records grouped by priority, highest first: the stages of a concurrent send."""
+        if self._stages is None:
+            self._stages = tuple(
+                tuple(group)
+                for _, group in itertools.groupby(self.records, key=lambda r: r.priority)
+            )
+        return self._stages
+
+
+EMPTY_PLAN = Plan(())
+"""The plan of a send that reaches no receiver."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """
+    One connection of a receiver to a signal, as :attr:`Signal.connections` lists them.
+
+    A snapshot: connecting or disconnecting later does not change it.
+
+    .. versionadded:: 0.1
+    """
+
+    receiver: Callable[..., Any]
+    """The receiver (alive: a collected weakly held one is not listed)."""
+    sender: Any
+    """The sender it is restricted to, or :data:`ANY`."""
+    dispatch_uid: str | None
+    """Its ``dispatch_uid``, or ``None``."""
+    priority: int
+    """Higher runs first."""
+    phase: Phase
+    """When it runs relative to the enclosing transaction."""
+    once: bool
+    """Whether it is disconnected after its first delivery."""
+    timeout: float | None
+    """Its own timeout in seconds, or ``None``."""
+    thread: bool
+    """Whether it runs in a worker thread."""
+    durable: bool
+    """Whether it is delivered through the outbox."""
+    weak: bool
+    """Whether the signal holds it weakly."""
+    errors: ErrorPolicy | None
+    """Its own error policy, or ``None`` for the send's."""
 
 
 def receiver(
@@ -197,6 +378,7 @@ def receiver(
     phase: Phase = Phase.IMMEDIATE,
     thread: bool = False,
     durable: bool = False,
+    errors: ErrorPolicy | None = None,
 ) -> Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]:
     """
     Connect the decorated function to *signal*, or to each signal of a list.
@@ -226,6 +408,7 @@ def receiver(
                 phase=phase,
                 thread=thread,
                 durable=durable,
+                errors=errors,
             )
         return fn
 

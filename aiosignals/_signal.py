@@ -1,26 +1,43 @@
 from __future__ import annotations
 
-import bisect
 import functools
 import inspect
 import itertools
-import logging
 import types
 import weakref
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
 from operator import length_hint
-from typing import TYPE_CHECKING, Any, Generic, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, overload
 
-import anyio
-import anyio.to_thread
-
-from . import _context, _fastpath, _tracing  # pyright: ignore[reportPrivateUsage] -- a module, not a name re-exported by __init__
+from . import _context, _fastpath, _recursion, _tracing  # pyright: ignore[reportPrivateUsage] -- a module, not a name re-exported by __init__
+from ._connections import ConnectionTable
 from ._event import Event
 from ._modes import Concurrent, Mode, Sequential
+from ._payloads import coerce, no_sender
 from ._phases import Phase, current_scope
-from ._receivers import ANY, ReceiverRecord, check_receiver, is_async_callable, receiver_key
+from ._policies import (
+    check_errors,
+    check_max_depth,
+    check_mode,
+    check_timeout,
+    grouped,
+    guarded,
+    invoke,
+    report,
+    run_limited,
+)
+from ._receivers import (
+    ANY,
+    EMPTY_PLAN,
+    Connection,
+    Plan,
+    ReceiverRecord,
+    check_receiver,
+    is_async_callable,
+    receiver_key,
+)
 from ._types import P, R
 from .exceptions import RecursionDepthError
 
@@ -29,61 +46,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Signal", "registry"]
 
-logger = logging.getLogger("aiosignals")
+# What send() sees when no sender was passed positionally (Django's send(sender=...)).
+_NO_SENDER: Any = object()
 
-_POLICIES = ("raise", "collect", "log")
+# Stands in the outcomes of a concurrent stage for a once receiver another send delivered.
+_SKIPPED: Any = object()
 
 registry: weakref.WeakValueDictionary[str, Signal[Any]] = weakref.WeakValueDictionary()
 """Named signals of this process by name (the last one created wins); used by transports."""
-
-
-class _Plan:
-    """The ordered receivers one send walks; built once per sender and cached."""
-
-    __slots__ = ("_fn_stages", "_stages", "fns", "nones", "plain", "records")
-
-    def __init__(self, records: tuple[ReceiverRecord, ...]) -> None:
-        self.records = records
-        # Every record is a strongly held coroutine function with no options: the send
-        # loop can call them without per-receiver checks.
-        self.plain = all(record.plain for record in records)
-        self.fns: tuple[Callable[..., Any], ...] | None = (
-            tuple(record.fn for record in records if record.fn is not None) if self.plain else None
-        )
-        # The results of a send whose receivers all return None (most do), ready to copy.
-        self.nones: list[tuple[Callable[..., Any], None]] = [(fn, None) for fn in self.fns or ()]
-        self._stages: tuple[tuple[ReceiverRecord, ...], ...] | None = None
-        self._fn_stages: tuple[tuple[Callable[..., Any], ...], ...] | None = None
-
-    @property
-    def fn_stages(self) -> tuple[tuple[Callable[..., Any], ...], ...]:
-        """The receivers of a plain plan grouped by priority, for the concurrent fast path."""
-        if self._fn_stages is None:
-            self._fn_stages = tuple(
-                tuple(r.fn for r in stage if r.fn is not None) for stage in self.stages
-            )
-        return self._fn_stages
-
-    @property
-    def stages(self) -> tuple[tuple[ReceiverRecord, ...], ...]:
-        """The records grouped by priority, highest first: the stages of a concurrent send."""
-        if self._stages is None:
-            self._stages = tuple(
-                tuple(group)
-                for _, group in itertools.groupby(self.records, key=lambda r: r.priority)
-            )
-        return self._stages
-
-
-_EMPTY_PLAN = _Plan(())
-
-
-def _min_timeout(first: float | None, second: float | None) -> float | None:
-    if first is None:
-        return second
-    if second is None:
-        return first
-    return min(first, second)
 
 
 class Signal(Generic[P]):
@@ -102,7 +72,10 @@ class Signal(Generic[P]):
         the depth is counted per task once a send of the signal is under way, so a send that
         overlaps another one in a different task may count one level deeper (keep it at 2
         or more for signals sent concurrently)
-    :raises TypeError: if *payload_type* is not an :class:`~aiosignals.Event` subclass
+    :raises TypeError: if *payload_type* is not an :class:`~aiosignals.Event` subclass, or
+        *mode* is not a ``Sequential()`` or ``Concurrent(...)`` instance
+    :raises ValueError: if *errors* is not a policy, *timeout* is not a positive number of
+        seconds, or *max_depth* is below 1
 
     .. versionadded:: 0.1
     """
@@ -123,10 +96,10 @@ class Signal(Generic[P]):
             raise TypeError(
                 f"a signal's payload type must be an Event subclass, not {payload_type!r}"
             )
-        if errors not in _POLICIES:
-            raise ValueError(f"errors must be one of {_POLICIES}, got {errors!r}")
-        if max_depth < 1:
-            raise ValueError(f"max_depth must be at least 1, got {max_depth}")
+        mode = check_mode(mode)
+        errors = check_errors(errors)
+        timeout = check_timeout(timeout)
+        max_depth = check_max_depth(max_depth)
         self.payload_type: type[P] = payload_type
         """The payload model of this signal."""
         self.name = name
@@ -135,16 +108,16 @@ class Signal(Generic[P]):
         self._errors: ErrorPolicy = errors
         self._timeout = timeout
         self._fast = False
-        self._fast_plan: _Plan | None = None
-        self._any_plan: _Plan | None = _EMPTY_PLAN
-        self._sender_counts: dict[int, int] = {}
+        self._fast_plan: Plan | None = None
+        self._any_plan: Plan | None = EMPTY_PLAN
+        self._table = ConnectionTable()
+        # The table's own dict, read directly by sends: no connection for a sender means
+        # every send walks the any-sender plan.
+        self._sender_counts = self._table.sender_counts
         self._update_fast()
         self.max_depth = max_depth
         """How deeply its sends may nest in its own receivers."""
-        self._records: list[ReceiverRecord] = []
-        self._by_key: dict[tuple[object, int | None], ReceiverRecord] = {}
-        self._by_uid: dict[str, ReceiverRecord] = {}
-        self._plans: dict[int, _Plan] = {}
+        self._plans: dict[int, Plan] = {}
         self._seq = itertools.count()
         self._active = 0
         self._depth: ContextVar[int] = ContextVar(f"aiosignals_depth_{name}", default=0)
@@ -175,7 +148,7 @@ class Signal(Generic[P]):
 
     @mode.setter
     def mode(self, mode: Mode) -> None:
-        self._mode = mode
+        self._mode = check_mode(mode)
         self._update_fast()
 
     @property
@@ -185,9 +158,7 @@ class Signal(Generic[P]):
 
     @errors.setter
     def errors(self, errors: ErrorPolicy) -> None:
-        if errors not in _POLICIES:
-            raise ValueError(f"errors must be one of {_POLICIES}, got {errors!r}")
-        self._errors = errors
+        self._errors = check_errors(errors)
         self._update_fast()
 
     @property
@@ -197,12 +168,13 @@ class Signal(Generic[P]):
 
     @timeout.setter
     def timeout(self, timeout: float | None) -> None:
-        self._timeout = timeout
+        self._timeout = check_timeout(timeout)
         self._update_fast()
 
     def __repr__(self) -> str:
         label = self.name or self.payload_type.__qualname__
-        return f"<Signal {label}[{self.payload_type.__qualname__}] receivers={len(self._records)}>"
+        receivers = len(self._table.records)
+        return f"<Signal {label}[{self.payload_type.__qualname__}] receivers={receivers}>"
 
     # -- connecting ----------------------------------------------------------------------
 
@@ -221,6 +193,7 @@ class Signal(Generic[P]):
         phase: Phase = ...,
         thread: bool = ...,
         durable: bool = ...,
+        errors: ErrorPolicy | None = ...,
     ) -> Callable[[Any, P], R]: ...
 
     @overload
@@ -238,6 +211,7 @@ class Signal(Generic[P]):
         phase: Phase = ...,
         thread: bool = ...,
         durable: bool = ...,
+        errors: ErrorPolicy | None = ...,
     ) -> Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]: ...
 
     def connect(
@@ -254,12 +228,24 @@ class Signal(Generic[P]):
         phase: Phase = Phase.IMMEDIATE,
         thread: bool = False,
         durable: bool = False,
+        errors: ErrorPolicy | None = None,
     ) -> Callable[[Any, P], R] | Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]:
         """
         Connect *receiver* to this signal and return it, so this also works as a decorator.
 
-        Connecting the same receiver for the same sender twice, or the same *dispatch_uid*
-        twice, does nothing. ``@signal.connect`` and ``@signal.connect(priority=5)`` both work.
+        A connection's key is, as in Django, ``(dispatch_uid, sender)`` when a
+        *dispatch_uid* is given and ``(receiver, sender)`` otherwise: connecting under a key
+        already connected does nothing. So one receiver under one uid for two senders is
+        two connections, and ``connect(r)`` then ``connect(r, dispatch_uid="u")`` are two
+        as well. A receiver connected for :data:`ANY` and for a sender is called twice by a
+        send from that sender, as in Django. ``@signal.connect`` and
+        ``@signal.connect(priority=5)`` both work.
+
+        Context: a receiver run by a sequential send runs in the sender's context, so a
+        ``ContextVar.set`` in it is seen by the next receiver and by the sender. Receivers
+        run by a concurrent send, and ``thread=True`` receivers, each run in a copy of the
+        sender's context (as tasks and threads do): what they set is not seen outside, also
+        when a stage of a concurrent send has a single receiver and so starts no task.
 
         :param receiver: a coroutine function or plain callable taking ``(sender, payload)``
         :param sender: receive only the sends of this object (by identity), or :data:`ANY`
@@ -276,12 +262,26 @@ class Signal(Generic[P]):
         :param once: disconnect the receiver after its first delivery
         :param timeout: seconds this receiver may run; see :meth:`send`
         :param phase: when to run relative to the enclosing transaction (:class:`Phase`)
-        :param thread: run a plain (non-async) receiver in a worker thread
-        :param durable: deliver through the outbox, at least once (needs *dispatch_uid*)
+        :param thread: run a plain (non-async) receiver in a worker thread: a daemon
+            thread, so a receiver still running never keeps the process from exiting. At
+            most 40 receiver threads run at once per event loop, counting those whose send
+            timed out or was cancelled and which still run (a send waits for a free one
+            within its timeout). It is not an anyio worker thread: to call back into the
+            event loop, pass ``anyio.from_thread.run`` a ``token`` taken with
+            ``anyio.lowlevel.current_token()``.
+        :param durable: deliver through the outbox, at least once (needs *dispatch_uid*,
+            which then names this receiver only)
+        :param errors: this receiver's own error policy (``"raise"``, ``"collect"`` or
+            ``"log"``), used instead of the send's for it, in deferred phases too: an
+            after-commit receiver with ``errors="log"`` never fails the request that
+            committed
         :return: *receiver*, unchanged
-        :raises TypeError: if *receiver* is not callable, cannot take ``(sender, payload)``,
-            or cannot be held weakly with ``weak=True``
-        :raises ValueError: if *durable* is set without a *dispatch_uid*
+        :raises TypeError: if *receiver* is not callable, cannot take ``(sender, payload)``
+            (the message shows that form), or cannot be held weakly with ``weak=True``
+        :raises ValueError: if *durable* is set without a *dispatch_uid*, if a different
+            receiver would be connected (for another sender) under the *dispatch_uid* of a
+            durable one, or a durable one under the uid of another receiver; if *timeout*
+            is not a positive number of seconds or *errors* not a policy
         """
         if receiver is None:
             return functools.partial(
@@ -295,8 +295,9 @@ class Signal(Generic[P]):
                 phase=phase,
                 thread=thread,
                 durable=durable,
+                errors=errors,
             )
-        check_receiver(receiver)
+        check_receiver(receiver, self.payload_type)
         if durable and (not dispatch_uid or self.name is None):
             raise ValueError(
                 f"durable receiver {receiver!r} needs a stable dispatch_uid on a named signal:"
@@ -305,14 +306,14 @@ class Signal(Generic[P]):
         is_async = is_async_callable(receiver)
         if thread and is_async:
             raise TypeError(f"thread=True is for plain functions; {receiver!r} is async")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
+        timeout = check_timeout(timeout, what="connect(timeout=...)")
+        errors = None if errors is None else check_errors(errors)
         key = receiver_key(receiver)
         sender_id = None if sender is ANY else id(sender)
-        if (dispatch_uid is not None and dispatch_uid in self._by_uid) or (
-            (key, sender_id) in self._by_key
-        ):
-            return receiver
+        if self._table.find(key, dispatch_uid, sender_id) is not None:
+            return receiver  # Its key is connected: nothing new, whatever the receiver.
+        if dispatch_uid is not None:
+            self._table.check_durable_uid(self, receiver, key, dispatch_uid, durable=durable)
         if weak is None:
             weak = isinstance(receiver, types.MethodType)
         record = ReceiverRecord(
@@ -330,37 +331,18 @@ class Signal(Generic[P]):
             thread=thread,
             durable=durable,
             is_async=is_async,
+            errors=errors,
         )
         self_ref = weakref.ref(self)
-        record_ref = weakref.ref(record)
 
-        def prune(_: object) -> None:
-            # Called by the garbage collector when the receiver or its sender dies.
-            signal, dead = self_ref(), record_ref()
-            if signal is not None and dead is not None:
+        def forget(dead: ReceiverRecord) -> None:
+            # The receiver or its sender was collected; the signal may be gone as well.
+            signal = self_ref()
+            if signal is not None:
                 signal._remove(dead)
 
-        if weak:
-            try:
-                record.ref = (
-                    weakref.WeakMethod(receiver, prune)
-                    if isinstance(receiver, types.MethodType)
-                    else weakref.ref(receiver, prune)
-                )
-            except TypeError:
-                raise TypeError(
-                    f"{receiver!r} cannot be held weakly; connect it with weak=False"
-                ) from None
-        if sender_id is not None:
-            try:
-                record.sender_ref = weakref.ref(sender, prune)
-            except TypeError:
-                record.sender_ref = sender  # Not weakly referenceable (an int, a str...).
-            self._sender_counts[sender_id] = self._sender_counts.get(sender_id, 0) + 1
-        bisect.insort(self._records, record, key=lambda r: r.sort_key)
-        self._by_key[key, sender_id] = record
-        if dispatch_uid is not None:
-            self._by_uid[dispatch_uid] = record
+        record.hold(receiver, sender, weak=weak, on_death=forget)
+        self._table.add(record)
         self._invalidate()
         return receiver
 
@@ -370,41 +352,47 @@ class Signal(Generic[P]):
         *,
         sender: Any = ANY,
         dispatch_uid: str | None = None,
+        all_senders: bool = False,
     ) -> bool:
         """
         Disconnect a receiver, named by itself and its sender or by its *dispatch_uid*.
 
-        :return: whether a receiver was disconnected
+        As in Django, one connection goes: the one whose key is ``(dispatch_uid, sender)``
+        when *dispatch_uid* is given, ``(receiver, sender)`` otherwise. With
+        ``all_senders=True`` every connection of the receiver (or of the *dispatch_uid*)
+        goes, whatever its sender, as blinker's ``disconnect`` does.
+
+        :param receiver: the receiver to disconnect
+        :param sender: the sender it was connected for (:data:`ANY` by default)
+        :param dispatch_uid: the uid it was connected under, instead of *receiver*
+        :param all_senders: remove it for every sender (*sender* is then ignored)
+        :return: whether a connection was removed
         :raises TypeError: if neither *receiver* nor *dispatch_uid* is given
         """
-        if dispatch_uid is not None:
-            record = self._by_uid.get(dispatch_uid)
-        elif receiver is not None:
-            record = self._by_key.get(
-                (receiver_key(receiver), None if sender is ANY else id(sender))
-            )
-        else:
+        if receiver is None and dispatch_uid is None:
             raise TypeError("disconnect() needs a receiver or a dispatch_uid")
-        if record is None:
+        if all_senders:
+            doomed = (
+                self._table.with_uid(dispatch_uid)
+                if dispatch_uid is not None
+                else self._table.of_receiver(receiver_key(receiver))
+            )
+            for record in doomed:
+                self._remove(record)
+            return bool(doomed)
+        found = self._table.find(
+            None if receiver is None else receiver_key(receiver),
+            dispatch_uid,
+            None if sender is ANY else id(sender),
+        )
+        if found is None:
             return False
-        self._remove(record)
+        self._remove(found)
         return True
 
     def _remove(self, record: ReceiverRecord) -> None:
-        if self._by_key.get((record.key, record.sender_id)) is not record:
-            return  # Already gone: a once receiver and a collected weak one can race here.
-        del self._by_key[record.key, record.sender_id]
-        if record.dispatch_uid is not None:
-            self._by_uid.pop(record.dispatch_uid, None)
-        if record.sender_id is not None:
-            left = self._sender_counts[record.sender_id] - 1
-            if left:
-                self._sender_counts[record.sender_id] = left
-            else:
-                del self._sender_counts[record.sender_id]
-        index = bisect.bisect_left(self._records, record.sort_key, key=lambda r: r.sort_key)
-        del self._records[index]
-        self._invalidate()
+        if self._table.remove(record):
+            self._invalidate()
 
     def _invalidate(self) -> None:
         # Plans are immutable tuples: a send under way keeps the one it started with.
@@ -412,40 +400,36 @@ class Signal(Generic[P]):
         self._fast_plan = None
         self._plans.clear()
 
-    def _plan_for(self, sender: Any) -> _Plan:
+    def _plan_for(self, sender: Any) -> Plan:
         sender_id = id(sender)
         if sender_id in self._sender_counts:
             plan = self._plans.get(sender_id)
             if plan is None:
-                plan = _Plan(
-                    tuple(
-                        r for r in self._records if r.sender_id is None or r.sender_id == sender_id
-                    )
-                )
+                plan = Plan(self._table.for_sender(sender_id))
                 self._plans[sender_id] = plan
             return plan
         plan = self._any_plan
         if plan is None:
-            plan = _Plan(tuple(r for r in self._records if r.sender_id is None))
+            plan = Plan(self._table.for_sender(None))
             self._any_plan = plan
             self._update_fast_plan()
         return plan
 
-    def _overridden(self, plan: _Plan, sender: Any) -> _Plan:
+    def _overridden(self, plan: Plan, sender: Any) -> Plan:
         override = _context.lookup(id(self))
         if override is None:
             return plan
         if override.mute_all:
-            return _EMPTY_PLAN
+            return EMPTY_PLAN
         sender_id = id(sender)
         extra = [r for r in override.extra if r.sender_id is None or r.sender_id == sender_id]
         records = sorted(
             (r for r in (*plan.records, *extra) if r.key not in override.muted_keys),
             key=lambda r: r.sort_key,
         )
-        return _Plan(tuple(records))
+        return Plan(tuple(records))
 
-    def _current_plan(self, sender: Any) -> _Plan:
+    def _current_plan(self, sender: Any) -> Plan:
         plan = self._plan_for(sender)
         return self._overridden(plan, sender) if _context.active else plan
 
@@ -462,8 +446,24 @@ class Signal(Generic[P]):
         """Return whether a send from *sender* would reach at least one receiver."""
         return any(record.resolve() is not None for record in self._current_plan(sender).records)
 
+    @property
+    def connections(self) -> tuple[Connection, ...]:
+        """
+        Every live connection of this signal, in call order: a read-only snapshot.
+
+        Each :class:`~aiosignals.Connection` gives the receiver, its sender, uid,
+        priority, phase and options. Task-scoped :meth:`connected_to` receivers are not
+        connections and are not listed.
+
+        .. versionadded:: 0.1
+        """
+        views = (record.view() for record in self._table.records)
+        return tuple(view for view in views if view is not None)
+
     def _record_for_uid(self, dispatch_uid: str) -> ReceiverRecord | None:
-        return self._by_uid.get(dispatch_uid)
+        # The outbox relay's lookup: the durable receiver named by the uid (it names one
+        # receiver only), else the first one connected under it.
+        return self._table.named(dispatch_uid)
 
     # -- task-scoped overrides -----------------------------------------------------------
 
@@ -515,7 +515,7 @@ class Signal(Generic[P]):
 
     async def send(
         self,
-        sender: Any,
+        sender: Any = _NO_SENDER,
         payload: P | None = None,
         /,
         *,
@@ -534,7 +534,21 @@ class Signal(Generic[P]):
         re-raises it unchanged, a concurrent one cancels the other receivers and raises an
         :class:`ExceptionGroup` of the failures; with ``"collect"`` every receiver runs and a
         failure stands in the results in place of a result; ``"log"`` also logs each failure
-        on the ``aiosignals`` logger. Cancellation always propagates.
+        on the ``aiosignals`` logger. Cancellation always propagates, also when a receiver
+        raises the cancellation exception itself. A receiver connected with its own
+        ``errors`` follows that policy instead of the send's.
+
+        A payload of a subclass of the payload type is delivered as the payload type
+        itself, built from its fields (their values kept as they are, entities included):
+        receivers get what the signal declares, and the outbox stores only that. A
+        parametrised generic payload type (``PostSave[User]`` for a ``PostSave`` signal)
+        is delivered unchanged.
+
+        Context: sequential receivers run in the sender's context (a ``ContextVar.set`` in
+        one is seen by the next and by the sender); concurrent and ``thread=True``
+        receivers each run in a copy, as tasks and threads do, a concurrent stage of one
+        receiver too. A receiver connected for :data:`ANY` and
+        for *sender* runs twice, as in Django.
 
         A receiver runs at most the smallest of the send's, its own and the signal's
         timeouts; past it the receiver fails with :class:`TimeoutError`.
@@ -542,7 +556,8 @@ class Signal(Generic[P]):
         ``mode``, ``errors`` and ``timeout`` are options of the send: a payload with fields
         of those names has to be built first and passed whole.
 
-        :param sender: who sends; receivers connected for another sender are skipped
+        :param sender: who sends, positionally (Django's ``send(sender=...)`` keyword is
+            an error here); receivers connected for another sender are skipped
         :param payload: an instance of the signal's payload type
         :param mode: overrides the signal's mode for this send
         :param errors: overrides the signal's error policy for this send
@@ -554,12 +569,17 @@ class Signal(Generic[P]):
             do not validate; no receiver has run
         :raises ~aiosignals.RecursionDepthError: if this send is nested deeper than
             ``max_depth`` inside receivers of the same signal
+        :raises TypeError: if no sender is given positionally, or a payload and fields
+            both are
+        :raises ValueError: if *errors* or *timeout* is not a valid option
         """
         payload_type = self.payload_type
         if payload is None:
+            if sender is _NO_SENDER:
+                raise no_sender(self, fields)
             payload = payload_type(**fields)
         elif type(payload) is not payload_type or fields:
-            payload = self._coerce(payload, fields)
+            payload = coerce(payload_type, payload, fields)
 
         plan = self._fast_plan
         if (
@@ -623,7 +643,7 @@ class Signal(Generic[P]):
 
     async def _send_observed(
         self,
-        plan: _Plan,
+        plan: Plan,
         sender: Any,
         payload: P,
         mode: Mode | None,
@@ -634,7 +654,7 @@ class Signal(Generic[P]):
         # receiver too, and a test may have muted this signal in every task.
         observers = _tracing.observers
         if any(observer.mutes(self) for observer in observers):
-            plan = _EMPTY_PLAN
+            plan = EMPTY_PLAN
         with ExitStack() as stack:
             for observer in observers:
                 stack.enter_context(observer.sending(self, sender, payload, len(plan.records)))
@@ -644,7 +664,7 @@ class Signal(Generic[P]):
 
     async def _send_general(
         self,
-        plan: _Plan,
+        plan: Plan,
         sender: Any,
         payload: P,
         mode: Mode | None,
@@ -659,37 +679,39 @@ class Signal(Generic[P]):
         if self._active:
             depth = self._depth.get() + 1
             if depth >= self.max_depth:
+                loop = _recursion.receivers_on_stack(Signal)
                 raise RecursionDepthError(
                     f"{self!r} was sent {depth + 1} levels deep inside its own receivers"
                     f" (max_depth={self.max_depth})"
+                    + (f"; the receivers of the loop: {', '.join(loop)}" if loop else "")
                 )
             token = self._depth.set(depth)
         self._active += 1
         try:
-            if errors is None:
-                errors = self._errors
-            elif errors not in _POLICIES:
-                raise ValueError(f"errors must be one of {_POLICIES}, got {errors!r}")
-            if timeout is None:
-                timeout = self._timeout
-            if mode is None:
-                mode = self._mode
+            errors = self._errors if errors is None else check_errors(errors)
+            timeout = self._timeout if timeout is None else check_timeout(timeout)
+            mode = self._mode if mode is None else check_mode(mode)
             if mode.__class__ is Sequential:
-                return await self._send_sequential(plan.records, sender, payload, errors, timeout)
+                return await self._send_sequential(
+                    plan.records,
+                    sender,
+                    payload,
+                    errors,
+                    timeout,
+                )
             assert isinstance(mode, Concurrent)
-            return await self._send_concurrent(plan, sender, payload, errors, timeout, mode.limit)
+            return await self._send_concurrent(
+                plan,
+                sender,
+                payload,
+                errors,
+                timeout,
+                mode.limit,
+            )
         finally:
             self._active -= 1
             if token is not None:
                 self._depth.reset(token)
-
-    def _coerce(self, payload: object, fields: dict[str, Any]) -> P:
-        if fields:
-            raise TypeError(f"send() takes a payload or its fields, not both: {sorted(fields)}")
-        if isinstance(payload, self.payload_type):
-            return payload
-        # Raises pydantic's ValidationError, with the expected type named in it.
-        return self.payload_type.model_validate(payload)
 
     async def _admit(
         self,
@@ -698,17 +720,23 @@ class Signal(Generic[P]):
         payload: Event,
         errors: ErrorPolicy,
         timeout: float | None,
+        *,
+        spend_later: bool = False,
     ) -> Callable[..., Any] | None:
         """Return the receiver to call now, or ``None`` if it is dead, spent or deferred."""
         fn = record.resolve()
         if fn is None or (record.once and record.fired):
             return None
         if record.phase is Phase.IMMEDIATE and not record.durable:
-            return self._spend(record, fn)
+            # A concurrent send spends a once receiver when it starts it, not now: a
+            # receiver that never starts (a failure or a cancellation first) stays.
+            return fn if spend_later else self._spend(record, fn)
         scope = current_scope()
         if scope is None:
             # Autocommit: "after commit" is now; there is nothing to roll back.
-            return None if record.phase is Phase.AFTER_ROLLBACK else self._spend(record, fn)
+            if record.phase is Phase.AFTER_ROLLBACK:
+                return None
+            return fn if spend_later else self._spend(record, fn)
         if record.durable and scope.durable_sink is not None:
             await scope.durable_sink(self, record, sender, payload)
             return None
@@ -735,54 +763,9 @@ class Signal(Generic[P]):
         payload: Event,
         timeout: float | None,
     ) -> Any:
-        limit = _min_timeout(record.timeout, timeout)
-        if _tracing.wraps_receivers:
-            with _tracing.calling(self, fn), anyio.fail_after(limit):
-                return await self._call(record, fn, sender, payload)
-        if limit is None:
-            return await self._call(record, fn, sender, payload)
-        with anyio.fail_after(limit):
-            return await self._call(record, fn, sender, payload)
-
-    @staticmethod
-    async def _call(
-        record: ReceiverRecord, fn: Callable[..., Any], sender: Any, payload: Event
-    ) -> Any:
-        if record.is_async:
-            return await fn(sender, payload)
-        if record.thread:
-            return await anyio.to_thread.run_sync(
-                functools.partial(fn, sender, payload), abandon_on_cancel=True
-            )
-        result = fn(sender, payload)
-        # A plain function may still hand back an awaitable (a lambda around a coroutine
-        # function, say): the send owns it and must await it.
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    def _report(self, fn: Callable[..., Any], exc: Exception, errors: ErrorPolicy) -> None:
-        if errors == "log":
-            logger.error(
-                "receiver %r of %r failed", fn, self, exc_info=(type(exc), exc, exc.__traceback__)
-            )
-
-    async def _guarded(
-        self,
-        record: ReceiverRecord,
-        fn: Callable[..., Any],
-        sender: Any,
-        payload: Event,
-        errors: ErrorPolicy,
-        timeout: float | None,
-    ) -> Any:
-        try:
-            return await self._invoke(record, fn, sender, payload, timeout)
-        except Exception as exc:
-            if errors == "raise":
-                raise
-            self._report(fn, exc, errors)
-            return exc
+        # The outbox relay delivers a stored row through here: the receiver's own and
+        # the given timeout apply, and its thread setting, as in a live send.
+        return await invoke(self, record, fn, sender, payload, timeout)
 
     async def _send_sequential(
         self,
@@ -801,12 +784,12 @@ class Signal(Generic[P]):
             )
             if fn is None:
                 continue
-            results.append((fn, await self._guarded(record, fn, sender, payload, errors, timeout)))
+            results.append((fn, await guarded(self, record, fn, sender, payload, errors, timeout)))
         return results
 
     async def _send_concurrent(
         self,
-        plan: _Plan,
+        plan: Plan,
         sender: Any,
         payload: Event,
         errors: ErrorPolicy,
@@ -820,17 +803,18 @@ class Signal(Generic[P]):
             and timeout is None
             and limit is None
             and not _tracing.wraps_receivers
-            and _fastpath.on_asyncio()
+            # A plan of single-receiver stages starts no task: any backend will do.
+            and (plan.single or _fastpath.on_asyncio())
         ):
             # Plain receivers on asyncio: their coroutines go straight into the task group.
             for fns in plan.fn_stages:
                 try:
                     if len(fns) == 1:
-                        outcomes = [await fns[0](sender, payload)]
+                        outcomes = [await _context.in_copy(fns[0](sender, payload))]
                     else:
                         outcomes = await _fastpath.run_group([fn(sender, payload) for fn in fns])
                 except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
-                    raise self._grouped(exc) from None
+                    raise grouped(self, exc) from None
                 results.extend(zip(fns, outcomes, strict=True))
             return results
         for stage in plan.stages:
@@ -839,7 +823,9 @@ class Signal(Generic[P]):
                 fn = (
                     record.fn
                     if record.plain
-                    else await self._admit(record, sender, payload, errors, timeout)
+                    else await self._admit(
+                        record, sender, payload, errors, timeout, spend_later=True
+                    )
                 )
                 if fn is not None:
                     calls.append((record, fn))
@@ -849,22 +835,35 @@ class Signal(Generic[P]):
                 if len(calls) == 1:
                     # One receiver needs no task: await it here, same semantics.
                     record, fn = calls[0]
-                    outcomes = [await self._guarded(record, fn, sender, payload, errors, timeout)]
+                    outcomes = [
+                        await _context.in_copy(
+                            self._start(record, fn, sender, payload, errors, timeout)
+                        )
+                    ]
                 else:
                     outcomes = await self._run_stage(calls, sender, payload, errors, timeout, limit)
             except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
-                raise self._grouped(exc) from None
-            results.extend(zip((fn for _, fn in calls), outcomes, strict=True))
+                raise grouped(self, exc) from None
+            results.extend(
+                (fn, outcome)
+                for (_, fn), outcome in zip(calls, outcomes, strict=True)
+                if outcome is not _SKIPPED
+            )
         return results
 
-    def _grouped(self, exc: Exception) -> ExceptionGroup[Exception]:
-        """Return the failures of a concurrent stage as one group, the same on every backend."""
-        failures: list[Exception] = (
-            list(cast("ExceptionGroup[Exception]", exc).exceptions)
-            if isinstance(exc, ExceptionGroup)
-            else [exc]
-        )
-        return ExceptionGroup(f"{len(failures)} receiver(s) of {self!r} failed", failures)
+    async def _start(
+        self,
+        record: ReceiverRecord,
+        fn: Callable[..., Any],
+        sender: Any,
+        payload: Event,
+        errors: ErrorPolicy,
+        timeout: float | None,
+    ) -> Any:
+        """Run one receiver of a concurrent stage, spending it first if it is a once one."""
+        if record.once and self._spend(record, fn) is None:
+            return _SKIPPED  # Another send delivered it since this one admitted it.
+        return await guarded(self, record, fn, sender, payload, errors, timeout)
 
     async def _run_stage(
         self,
@@ -885,23 +884,17 @@ class Signal(Generic[P]):
                 ):
                     return await _fastpath.run_group([fn(sender, payload) for _, fn in calls])
                 return await _fastpath.run_group(
-                    [self._guarded(r, fn, sender, payload, errors, timeout) for r, fn in calls]
+                    [self._start(r, fn, sender, payload, errors, timeout) for r, fn in calls]
                 )
             limit = len(calls)
 
-        # Workers share one iterator: at most *limit* receivers run at once, and no
-        # semaphore is needed since next() never awaits.
-        outcomes: list[Any] = [None] * len(calls)
-        pending = iter(enumerate(calls))
-
-        async def worker() -> None:
-            for index, (record, fn) in pending:
-                outcomes[index] = await self._guarded(record, fn, sender, payload, errors, timeout)
-
-        async with anyio.create_task_group() as group:
-            for _ in range(limit):
-                group.start_soon(worker)
-        return outcomes
+        return await run_limited(
+            [
+                functools.partial(self._start, r, fn, sender, payload, errors, timeout)
+                for r, fn in calls
+            ],
+            limit,
+        )
 
     async def _deliver_deferred(
         self,
@@ -916,10 +909,11 @@ class Signal(Generic[P]):
         """
         Call a receiver deferred to a transaction phase; return its failure to re-raise.
 
-        *errors* and *timeout* are those of the send that deferred it. A BEFORE_COMMIT
-        failure always vetoes. After commit or rollback nobody can receive a result, so
-        ``"collect"`` logs the failure like ``"log"`` and ``"raise"`` hands it back to be
-        raised once the other receivers of the phase have run.
+        *errors* and *timeout* are those of the send that deferred it; the receiver's own
+        error policy, if it has one, comes first. A BEFORE_COMMIT failure always vetoes.
+        After commit or rollback nobody can receive a result, so ``"collect"`` logs the
+        failure like ``"log"`` and ``"raise"`` hands it back to be raised once the other
+        receivers of the phase have run.
         """
         fn = record.resolve()
         if fn is None:
@@ -928,9 +922,9 @@ class Signal(Generic[P]):
         if fn is None:
             return None
         try:
-            await self._invoke(record, fn, sender, payload, timeout)
+            await invoke(self, record, fn, sender, payload, timeout)
         except Exception as exc:  # noqa: BLE001 -- handed back or logged
-            if veto or errors == "raise":
+            if veto or (record.errors or errors) == "raise":
                 return exc
-            self._report(fn, exc, "log")
+            report(self, fn, exc, "log")
         return None

@@ -43,7 +43,7 @@ class CaptureFixture(Protocol):
     .. versionadded:: 0.1
     """
 
-    def __call__(self, signal: Signal[P], sender: Any = ..., /) -> Capture[P]:
+    def __call__(self, signal: Signal[P], /, sender: Any = ...) -> Capture[P]:
         """Record the sends of *signal* (from *sender* only, if given) until the test ends."""
         ...
 
@@ -74,7 +74,7 @@ def capture() -> Generator[CaptureFixture]:
 
     with ExitStack() as stack:
 
-        def capture(signal: Signal[P], sender: Any = ANY, /) -> Capture[P]:
+        def capture(signal: Signal[P], /, sender: Any = ANY) -> Capture[P]:
             return stack.enter_context(start(signal, sender, all_tasks=True))
 
         yield capture

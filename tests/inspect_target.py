@@ -47,7 +47,7 @@ service = AccountService()
 user_registered.connect(service.on_registered, priority=-1)
 
 
-@receiver(order_placed, thread=True)
+@receiver(order_placed, thread=True, errors="log")
 def log_order(sender: object, payload: OrderPlaced) -> None:
     pass
 

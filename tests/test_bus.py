@@ -4,7 +4,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
+import anyio.to_thread
 import pydantic
 import pytest
 
@@ -491,3 +493,85 @@ if TYPE_CHECKING:
         bus.publish_nowait(ping, Service, Other(text="x"))  # type: ignore[misc]
         undelivered: list[tuple[Signal[Any], Any, Event]] = bus.undelivered
         del undelivered
+
+
+async def _raise_a_cancellation() -> None:
+    # A cancellation exception raised by a receiver itself, outside any cancelled scope:
+    # caught inside a cancelled scope and raised again once out of it (asyncio and trio).
+    caught: list[BaseException] = []
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await anyio.sleep(1)
+        except anyio.get_cancelled_exc_class() as exc:
+            caught.append(exc)
+            raise
+    raise caught[0]
+
+
+async def test_a_receiver_raising_a_cancellation_does_not_stop_the_bus(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A receiver raising the cancellation exception is a failed delivery; the bus goes on."""
+    log: list[int] = []
+    signal = Signal(Ping, name="cancelling")
+
+    async def cancels_on_one(sender: object, payload: Ping) -> None:
+        if payload.n == 1:
+            await _raise_a_cancellation()
+        log.append(payload.n)
+
+    signal.connect(cancels_on_one)
+    caplog.set_level(logging.ERROR, logger="aiosignals")
+    with anyio.fail_after(5):
+        async with EventBus(max_buffer=1) as bus:
+            for n in range(5):
+                await bus.publish(signal, Service, Ping(n=n))
+    assert log == [0, 2, 3, 4]
+    assert (bus.delivered, bus.failed) == (4, 1)
+    assert bus.undelivered == []
+    assert any("cancelling" in r.getMessage() for r in caplog.records)
+
+
+async def test_publish_from_another_thread_is_refused_naming_from_thread() -> None:
+    """publish_nowait from a worker thread raises a RuntimeError naming anyio.from_thread."""
+    log: list[int] = []
+    signal = _recording(log)
+    async with EventBus() as bus:
+        with pytest.raises(RuntimeError, match=r"anyio\.from_thread"):
+            await anyio.to_thread.run_sync(bus.publish_nowait, signal, Service, Ping(n=1))
+        assert bus.pending == 0
+    assert log == []
+
+
+async def test_publish_from_another_event_loop_is_refused() -> None:
+    """await publish() on another event loop in another thread raises, naming from_thread."""
+    log: list[int] = []
+    signal = _recording(log)
+    errors: list[BaseException] = []
+
+    def other_loop() -> None:
+        try:
+            anyio.run(bus.publish, signal, Service, Ping(n=1))
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async with EventBus() as bus:
+        await anyio.to_thread.run_sync(other_loop)
+    assert len(errors) == 1
+    assert "anyio.from_thread" in str(errors[0])
+    assert log == []
+
+
+async def test_publish_through_from_thread_is_delivered_promptly() -> None:
+    """anyio.from_thread.run(bus.publish, ...) from a worker thread is delivered at once."""
+    log: list[int] = []
+    signal = _recording(log)
+    async with EventBus() as bus:
+        with anyio.fail_after(2):
+            await anyio.to_thread.run_sync(
+                lambda: anyio.from_thread.run(bus.publish, signal, Service, Ping(n=7))
+            )
+            while not log:
+                await anyio.sleep(0.001)
+    assert log == [7]

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
-import anyio
+import anyio.lowlevel
 import pytest
 
-from aiosignals import Concurrent, Event, RecursionDepthError, Signal
+from aiosignals import Concurrent, ErrorPolicy, Event, RecursionDepthError, Signal
 
 pytestmark = pytest.mark.anyio
 
@@ -189,3 +190,102 @@ async def test_concurrent_sends_do_not_add_up_depth() -> None:
         for _ in range(20):
             group.start_soon(signal.send, None)
     assert calls == [None] * 20
+
+
+# -- context semantics ---------------------------------------------------------------------
+
+_seen: ContextVar[str] = ContextVar("test_context_seen", default="unset")
+
+
+def _setter(value: str, log: list[str]) -> Any:
+    async def setter(sender: object, payload: Saved) -> None:
+        log.append(_seen.get())
+        _seen.set(value)
+
+    return setter
+
+
+async def test_sequential_receivers_run_in_the_senders_context() -> None:
+    """A ContextVar set by a sequential receiver is seen by the next one and by the sender."""
+    signal = Signal(Saved)
+    log: list[str] = []
+    signal.connect(_setter("first", log))
+    signal.connect(_setter("second", log))
+    await signal.send(None)
+    assert log == ["unset", "first"]
+    assert _seen.get() == "second"
+
+
+@pytest.mark.parametrize("mode", [Concurrent(), Concurrent(limit=1), Concurrent(limit=2)])
+async def test_concurrent_receivers_each_run_in_a_copy_of_the_context(mode: Concurrent) -> None:
+    """A ContextVar set by a concurrent receiver is seen neither by another nor by the sender."""
+    signal = Signal(Saved, mode=mode)
+    log: list[str] = []
+    for name in ("a", "b", "c"):
+        signal.connect(_setter(name, log))
+    _seen.set("sender")
+    await signal.send(None)
+    assert log == ["sender", "sender", "sender"]
+    assert _seen.get() == "sender"
+
+
+@pytest.mark.parametrize("errors", ["raise", "collect"])
+async def test_a_concurrent_stage_of_one_receiver_runs_in_a_copy_too(errors: ErrorPolicy) -> None:
+    """A lone receiver of a concurrent stage, suspending or not, sets nothing the sender sees."""
+    signal = Signal(Saved, mode=Concurrent(), errors=errors)
+    log: list[str] = []
+
+    async def suspending(sender: object, payload: Saved) -> str:
+        _seen.set("suspending")
+        await anyio.lowlevel.checkpoint()
+        return _seen.get()
+
+    signal.connect(_setter("high", log), priority=10)
+    signal.connect(suspending, priority=5)
+    signal.connect(_setter("low", log), priority=1)
+    _seen.set("sender")
+    results = await signal.send(None)
+    assert log == ["sender", "sender"]
+    assert results[1][1] == "suspending"
+    assert _seen.get() == "sender"
+
+
+async def test_thread_receivers_run_in_a_copy_of_the_context() -> None:
+    """A thread=True receiver sees the sender's ContextVars; what it sets stays in its copy."""
+    signal = Signal(Saved)
+    log: list[str] = []
+
+    def in_thread(sender: object, payload: Saved) -> None:
+        log.append(_seen.get())
+        _seen.set("thread")
+
+    signal.connect(in_thread, thread=True)
+    _seen.set("sender")
+    await signal.send(None)
+    assert log == ["sender"]
+    assert _seen.get() == "sender"
+
+
+async def test_recursion_depth_error_names_the_receivers_of_the_loop() -> None:
+    """RecursionDepthError names each receiver of a loop across two signals."""
+    user_saved = Signal(Saved, max_depth=4)
+    profile_saved = Signal(Saved, max_depth=4)
+
+    async def save_profile(sender: object, payload: Saved) -> None:
+        await profile_saved.send(sender, n=payload.n + 1)
+
+    async def touch_user(sender: object, payload: Saved) -> None:
+        await user_saved.send(sender, n=payload.n + 1)
+
+    async def bystander(sender: object, payload: Saved) -> None:
+        pass
+
+    user_saved.connect(save_profile)
+    user_saved.connect(bystander)
+    profile_saved.connect(touch_user)
+    with pytest.raises(RecursionDepthError) as info:
+        await user_saved.send(None)
+    message = str(info.value)
+    assert "save_profile" in message
+    assert "touch_user" in message
+    assert "bystander" not in message

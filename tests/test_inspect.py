@@ -111,6 +111,7 @@ def test_json_from_a_real_process() -> None:
                 "thread": True,
                 "timeout": None,
                 "dispatch_uid": None,
+                "errors": "log",
             }
         ],
     }

@@ -244,3 +244,142 @@ def test_timeout_must_be_positive() -> None:
     """A zero or negative receiver timeout is rejected at connect time."""
     with pytest.raises(ValueError, match="positive"):
         Signal(Ping).connect(_sleeper(0), timeout=0)
+
+
+# -- a receiver's own error policy ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [Sequential(), Concurrent(), Concurrent(limit=1)])
+async def test_a_receivers_own_policy_is_used_instead_of_the_sends(
+    mode: Sequential | Concurrent, caplog: pytest.LogCaptureFixture
+) -> None:
+    """connect(errors="log") logs that receiver's failure under a raising send; others run."""
+    signal = Signal(Ping, mode=mode)
+    log: list[str] = []
+    failing = signal.connect(_fail(log, "mail"), errors="log", priority=1)
+    signal.connect(_ok(log, "after"))
+    with caplog.at_level(logging.ERROR, logger="aiosignals"):
+        results = await signal.send(None)
+    assert [type(result) for _, result in results] == [Boom, str]
+    assert results[0][0] is failing
+    assert log == ["mail", "after"]
+    assert any("mail" in str(record.exc_info) for record in caplog.records)
+
+
+@pytest.mark.parametrize("mode", [Sequential(), Concurrent()])
+async def test_a_receiver_that_must_raise_does_under_a_collecting_send(
+    mode: Sequential | Concurrent,
+) -> None:
+    """connect(errors="raise") makes that receiver's failure propagate from a collecting send."""
+    signal = Signal(Ping, mode=mode, errors="collect")
+    log: list[str] = []
+    signal.connect(_fail(log, "strict"), errors="raise")
+    with pytest.raises((Boom, ExceptionGroup)) as info:
+        await signal.send(None)
+    failures = info.value.exceptions if isinstance(info.value, ExceptionGroup) else [info.value]
+    assert [str(exc) for exc in failures] == ["strict"]
+
+
+async def test_a_receivers_own_policy_applies_after_commit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An AFTER_COMMIT receiver with errors="log" does not fail the committed transaction."""
+    from aiosignals import Phase
+    from aiosignals.repository import MemoryRepository
+
+    signal = Signal(Ping)
+    log: list[str] = []
+    signal.connect(_fail(log, "mail"), phase=Phase.AFTER_COMMIT, errors="log")
+    signal.connect(_fail(log, "strict"), phase=Phase.AFTER_COMMIT)
+    repository = MemoryRepository(Ping, key="n")
+    with caplog.at_level(logging.ERROR, logger="aiosignals"), pytest.raises(Boom, match="strict"):
+        async with repository.transaction():
+            await signal.send(None)
+    assert sorted(log) == ["mail", "strict"]
+    assert any("mail" in str(record.exc_info) for record in caplog.records)
+
+    signal.disconnect(signal.connections[1].receiver)
+    with caplog.at_level(logging.ERROR, logger="aiosignals"):
+        async with repository.transaction():
+            await signal.send(None)  # the remaining receiver only logs
+
+
+# -- cancellation raised by a receiver ------------------------------------------------------
+
+
+async def _raise_a_cancellation() -> None:
+    # A cancellation exception caught inside a cancelled scope and raised again outside
+    # it: the same on asyncio and trio, where Cancelled has no public constructor.
+    caught: list[BaseException] = []
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await anyio.sleep(1)
+        except anyio.get_cancelled_exc_class() as exc:
+            caught.append(exc)
+            raise
+    raise caught[0]
+
+
+@pytest.mark.parametrize(
+    "mode", [Sequential(), Concurrent(), Concurrent(limit=1), Concurrent(limit=2)]
+)
+async def test_a_receiver_raising_a_cancellation_never_yields_none_for_the_others(
+    mode: Sequential | Concurrent, anyio_backend: str
+) -> None:
+    """A receiver raising the cancellation exception itself makes the send raise it too."""
+    signal = Signal(Ping, mode=mode, errors="collect")
+    log: list[str] = []
+
+    async def cancels(sender: object, payload: Ping) -> None:
+        log.append("cancels")
+        await _raise_a_cancellation()
+
+    signal.connect(cancels)
+    signal.connect(_ok(log, "a"))
+    signal.connect(_ok(log, "b"))
+    with anyio.fail_after(3):
+        with pytest.raises(anyio.get_cancelled_exc_class()):
+            await signal.send(None)
+    assert "cancels" in log
+
+
+# -- once under a limit -----------------------------------------------------------------------
+
+
+async def test_a_once_receiver_that_never_started_stays_connected() -> None:
+    """Concurrent(limit=1) failing early keeps a once receiver that never ran connected."""
+    signal = Signal(Ping, mode=Concurrent(limit=1))
+    log: list[str] = []
+    signal.connect(_fail(log, "first"))
+    later = signal.connect(_ok(log, "once"), once=True)
+    signal.connect(_ok(log, "third"))
+    with pytest.raises(ExceptionGroup):
+        await signal.send(None)
+    assert log == ["first"]
+    assert later in signal.receivers_for(None)
+
+
+async def test_a_once_receiver_waiting_for_a_slot_survives_a_cancelled_send() -> None:
+    """Concurrent(limit=1) cancelled before a once receiver starts leaves it connected."""
+    signal = Signal(Ping, mode=Concurrent(limit=1))
+    started = anyio.Event()
+    log: list[str] = []
+
+    async def blocks(sender: object, payload: Ping) -> None:
+        if not started.is_set():
+            started.set()
+            await anyio.sleep_forever()
+
+    signal.connect(blocks)
+    later = signal.connect(_ok(log, "once"), once=True)
+    signal.connect(_ok(log, "third"))
+    async with anyio.create_task_group() as group:
+        group.start_soon(signal.send, None)
+        await started.wait()
+        group.cancel_scope.cancel()
+    assert log == []
+    assert later in signal.receivers_for(None)
+    await signal.send(None, mode=Concurrent(limit=1))
+    assert "once" in log
+    assert later not in signal.receivers_for(None)

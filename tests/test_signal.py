@@ -6,7 +6,7 @@ from typing import Any
 
 import anyio
 import pytest
-from pydantic import ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from aiosignals import ANY, Concurrent, Event, Sequential, Signal, receiver
 
@@ -143,8 +143,8 @@ async def test_payload_and_fields_together_is_an_error() -> None:
         await signal.send(Service, Registered(user_id=1), email="x@y.z")
 
 
-async def test_payload_subclass_is_accepted_unchanged() -> None:
-    """An instance of a subclass of the payload type is delivered as is."""
+async def test_payload_subclass_is_delivered_as_the_payload_type() -> None:
+    """An instance of a payload subclass reaches receivers as the signal's payload type."""
 
     class Special(Registered):
         vip: bool = True
@@ -156,9 +156,35 @@ async def test_payload_subclass_is_accepted_unchanged() -> None:
         got.append(payload)
 
     signal.connect(keep)
-    special = Special(user_id=1)
-    await signal.send(Service, special)
-    assert got[0] is special
+    await signal.send(Service, Special(user_id=1, email="v@i.p"))
+    assert type(got[0]) is Registered
+    assert got[0] == Registered(user_id=1, email="v@i.p")
+
+
+async def test_payload_subclass_keeps_the_values_of_its_fields() -> None:
+    """A payload subclass hands its field values over as they are, an entity's identity too."""
+
+    class Entity:
+        pass
+
+    class Saved(Event):
+        model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+        instance: Entity
+
+    class Audited(Saved):
+        who: str
+
+    signal = Signal(Saved)
+    got: list[Saved] = []
+
+    async def keep(sender: object, payload: Saved) -> None:
+        got.append(payload)
+
+    signal.connect(keep)
+    entity = Entity()
+    await signal.send(Service, Audited(instance=entity, who="admin"))
+    assert type(got[0]) is Saved
+    assert got[0].instance is entity
 
 
 async def test_payload_is_frozen() -> None:
@@ -187,6 +213,86 @@ def test_bad_options_are_rejected() -> None:
         Signal(Registered, max_depth=0)
     with pytest.raises(ValueError, match="limit"):
         Concurrent(limit=0)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan")])
+def test_a_timeout_that_fails_every_receiver_is_refused_at_construction(timeout: float) -> None:
+    """Signal(timeout=0, -1 or nan) is a ValueError, not a failure at every send."""
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        Signal(Registered, timeout=timeout)
+    signal = make_signal()
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        signal.timeout = timeout
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan")])
+def test_connect_refuses_a_timeout_that_is_not_positive(timeout: float) -> None:
+    """connect(timeout=nan) is refused like 0 and -1, naming connect's option."""
+
+    async def handler(sender: object, payload: Registered) -> None:
+        pass
+
+    signal = make_signal()
+    with pytest.raises(ValueError, match=r"connect\(timeout=...\)"):
+        signal.connect(handler, timeout=timeout)
+    assert signal.connections == ()
+
+
+@pytest.mark.parametrize(
+    ("mode", "hint"),
+    [
+        (Concurrent, r"Concurrent\(\)"),
+        (Sequential, r"Sequential\(\)"),
+        ("concurrent", "Concurrent"),
+    ],
+)
+def test_a_mode_that_is_not_a_mode_instance_is_refused_at_construction(
+    mode: object, hint: str
+) -> None:
+    """Signal(mode=Concurrent) (the class) or a string is a TypeError showing the instance."""
+    with pytest.raises(TypeError, match=hint):
+        Signal(Registered, mode=mode)  # type: ignore[arg-type]
+    signal = make_signal()
+    with pytest.raises(TypeError, match=hint):
+        signal.mode = mode  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_concurrent_limit_below_one_is_refused(limit: int) -> None:
+    """Concurrent(limit=0 or -1) is a ValueError."""
+    with pytest.raises(ValueError, match="at least 1"):
+        Concurrent(limit=limit)
+
+
+def test_max_depth_below_one_and_a_bogus_policy_are_refused() -> None:
+    """max_depth=0 or -1, and errors="bogus" on the signal or per receiver, are ValueErrors."""
+    for depth in (0, -1):
+        with pytest.raises(ValueError, match="max_depth"):
+            Signal(Registered, max_depth=depth)
+    with pytest.raises(ValueError, match="errors must be one of"):
+        Signal(Registered, errors="bogus")  # type: ignore[arg-type]
+
+    async def handler(sender: object, payload: Registered) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="errors must be one of"):
+        make_signal().connect(handler, errors="bogus")  # type: ignore[call-overload]
+
+
+async def test_bad_send_options_are_refused_before_any_receiver_runs() -> None:
+    """send(mode=Concurrent) or send(timeout=nan) fails before any receiver is called."""
+    signal = make_signal()
+    calls: list[int] = []
+
+    async def handler(sender: object, payload: Registered) -> None:
+        calls.append(payload.user_id)
+
+    signal.connect(handler)
+    with pytest.raises(TypeError, match=r"Concurrent\(\)"):
+        await signal.send(Service, user_id=1, mode=Concurrent)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        await signal.send(Service, user_id=1, timeout=float("nan"))
+    assert calls == []
 
 
 async def test_no_receivers_returns_empty_list() -> None:
@@ -229,6 +335,53 @@ def test_connect_accepts_kwargs_receivers() -> None:
     signal = make_signal()
     signal.connect(flexible)
     assert signal.receivers_for(Service) == [flexible]
+
+
+def test_a_receiver_taking_only_the_payload_is_shown_the_two_argument_form() -> None:
+    """A receiver of shape (payload) gets a TypeError showing (sender, payload)."""
+
+    async def on_registered(payload: Registered) -> None:
+        pass
+
+    with pytest.raises(TypeError) as info:
+        make_signal().connect(on_registered)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "async def on_registered(sender, payload: Registered)" in message
+    assert "payload comes second" in message
+
+
+def test_a_django_kwargs_receiver_is_told_where_its_keyword_arguments_went() -> None:
+    """(sender, **kwargs) gets a TypeError naming the payload fields that replace kwargs."""
+
+    def on_registered(sender: object, **kwargs: object) -> None:
+        pass
+
+    with pytest.raises(TypeError) as info:
+        make_signal().connect(on_registered)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "(sender, payload: Registered)" in message
+    assert "payload.user_id, payload.email" in message
+
+
+def test_a_django_post_save_receiver_is_told_instance_and_created_are_payload_fields() -> None:
+    """Django's (sender, instance, created, **kwargs) is shown payload.instance and .created."""
+    from aiosignals.models import post_save
+
+    def create_profile(sender: object, instance: object, created: bool, **kwargs: object) -> None:
+        pass
+
+    with pytest.raises(TypeError) as info:
+        post_save.connect(create_profile)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "    def create_profile(sender, payload: PostSave) -> None" in message
+    assert "payload.instance, payload.created" in message
+
+
+async def test_django_style_send_with_sender_keyword_says_the_sender_is_positional() -> None:
+    """send(sender=X, ...) is a TypeError saying the sender is the first positional argument."""
+    signal = make_signal()
+    with pytest.raises(TypeError, match=r"first positional argument: send\(Sender, user_id=...\)"):
+        await signal.send(sender=Service, user_id=1)
 
 
 async def test_connect_returns_receiver_and_works_as_decorator() -> None:
@@ -308,6 +461,159 @@ async def test_disconnect_by_receiver_sender_and_uid() -> None:
         signal.disconnect()
 
 
+async def test_one_uid_for_two_senders_is_two_connections() -> None:
+    """connect(r, sender=A, dispatch_uid=u) then the same for B delivers to both senders."""
+    signal = make_signal()
+    calls: list[object] = []
+
+    class A:
+        pass
+
+    class B:
+        pass
+
+    async def audit(sender: object, payload: Registered) -> None:
+        calls.append(sender)
+
+    signal.connect(audit, sender=A, dispatch_uid="audit")
+    signal.connect(audit, sender=B, dispatch_uid="audit")
+    await signal.send(A, user_id=1)
+    await signal.send(B, user_id=1)
+    assert calls == [A, B]
+    assert signal.disconnect(dispatch_uid="audit", sender=A)
+    await signal.send(B, user_id=1)
+    assert calls == [A, B, B]
+
+
+async def test_a_receiver_with_and_without_a_uid_is_two_connections() -> None:
+    """connect(r) then connect(r, dispatch_uid=u) are two connections; u is then taken."""
+    signal = make_signal()
+    calls: list[str] = []
+
+    async def handler(sender: object, payload: Registered) -> None:
+        calls.append("handler")
+
+    async def other(sender: object, payload: Registered) -> None:
+        calls.append("other")
+
+    signal.connect(handler)
+    signal.connect(handler, dispatch_uid="u")
+    signal.connect(other, dispatch_uid="u")  # the key (u, ANY) is connected: a no-op
+    await signal.send(Service, user_id=1)
+    assert calls == ["handler", "handler"]
+    assert [c.dispatch_uid for c in signal.connections] == [None, "u"]
+
+
+def test_a_different_receiver_under_a_durable_uid_is_an_error() -> None:
+    """A durable uid names one receiver: connecting another under it is a ValueError."""
+    signal = Signal(Registered, name="test_signal.durable_uid")
+
+    class A:
+        pass
+
+    async def mail(sender: object, payload: Registered) -> None:
+        pass
+
+    async def impostor(sender: object, payload: Registered) -> None:
+        pass
+
+    signal.connect(mail, dispatch_uid="mail", durable=True)
+    with pytest.raises(ValueError, match="names the durable receiver"):
+        signal.connect(impostor, sender=A, dispatch_uid="mail")
+    with pytest.raises(ValueError, match="names the durable receiver"):
+        signal.connect(impostor, sender=A, dispatch_uid="mail", durable=True)
+    signal.connect(mail, sender=A, dispatch_uid="mail", durable=True)  # the same receiver
+    assert [c.receiver for c in signal.connections] == [mail, mail]
+
+
+async def test_disconnect_all_senders_removes_the_receiver_everywhere() -> None:
+    """disconnect(r, all_senders=True) removes r for ANY and every sender; the default only ANY."""
+    signal = make_signal()
+    calls: list[str] = []
+
+    class A:
+        pass
+
+    async def handler(sender: object, payload: Registered) -> None:
+        calls.append("handler")
+
+    async def keeper(sender: object, payload: Registered) -> None:
+        calls.append("keeper")
+
+    signal.connect(handler)
+    signal.connect(handler, sender=A)
+    signal.connect(handler, sender=Service, dispatch_uid="h")
+    signal.connect(keeper, sender=A)
+    assert signal.disconnect(handler)  # Django: the ANY connection only
+    await signal.send(A, user_id=1)
+    assert calls == ["handler", "keeper"]
+    assert signal.disconnect(handler, all_senders=True)
+    assert not signal.disconnect(handler, all_senders=True)
+    assert [c.receiver for c in signal.connections] == [keeper]
+
+
+async def test_disconnect_all_senders_by_uid() -> None:
+    """disconnect(dispatch_uid=u, all_senders=True) removes every connection made under u."""
+    signal = make_signal()
+
+    class A:
+        pass
+
+    async def handler(sender: object, payload: Registered) -> None:
+        pass
+
+    signal.connect(handler, sender=A, dispatch_uid="u")
+    signal.connect(handler, sender=Service, dispatch_uid="u")
+    assert signal.disconnect(dispatch_uid="u", all_senders=True)
+    assert signal.connections == ()
+
+
+def test_connections_lists_every_connection_with_its_options() -> None:
+    """signal.connections shows each receiver, sender, uid, priority, phase and options."""
+    from aiosignals import Connection, Phase
+
+    signal = make_signal()
+
+    async def first(sender: object, payload: Registered) -> None:
+        pass
+
+    def threaded(sender: object, payload: Registered) -> None:
+        pass
+
+    signal.connect(threaded, sender=Service, thread=True, timeout=2.5, errors="log")
+    signal.connect(first, priority=5, dispatch_uid="first", once=True, phase=Phase.AFTER_COMMIT)
+    assert signal.connections == (
+        Connection(
+            receiver=first,
+            sender=ANY,
+            dispatch_uid="first",
+            priority=5,
+            phase=Phase.AFTER_COMMIT,
+            once=True,
+            timeout=None,
+            thread=False,
+            durable=False,
+            weak=False,
+            errors=None,
+        ),
+        Connection(
+            receiver=threaded,
+            sender=Service,
+            dispatch_uid=None,
+            priority=0,
+            phase=Phase.IMMEDIATE,
+            once=False,
+            timeout=2.5,
+            thread=True,
+            durable=False,
+            weak=False,
+            errors="log",
+        ),
+    )
+    with pytest.raises(AttributeError):
+        signal.connections = ()  # type: ignore[misc]
+
+
 async def test_sender_matching_is_by_identity() -> None:
     """A receiver connected for a sender gets only that object's sends; ANY gets all."""
     signal = make_signal()
@@ -376,7 +682,7 @@ async def test_default_holds_bound_methods_weakly() -> None:
     assert await signal.send(Service, user_id=1) == []
     assert log == ["method"]
     assert not signal.has_receivers_for(Service)
-    assert signal._records == []
+    assert signal.connections == ()
 
 
 async def test_default_holds_closures_strongly() -> None:
@@ -484,8 +790,7 @@ async def test_dead_sender_prunes_its_receivers() -> None:
     assert signal.has_receivers_for(sender)
     del sender
     gc.collect()
-    assert signal._records == []
-    assert signal._sender_counts == {}
+    assert signal.connections == ()
 
 
 # -- order -----------------------------------------------------------------------------------

@@ -473,6 +473,19 @@ def test_plugin_fixtures_through_the_entry_point(pytester: pytest.Pytester) -> N
 
 
 @pytest.mark.anyio
+async def test_the_capture_fixture_takes_sender_as_a_keyword(
+    request: pytest.FixtureRequest,
+) -> None:
+    """capture(signal, sender=Service) records only that sender's sends, as documented."""
+    factory: CaptureFixture = request.getfixturevalue("capture")
+    signal, _ = _signal_with_log()
+    sent = factory(signal, sender=Service)
+    await signal.send(Other, user_id=2)
+    await signal.send(Service, user_id=1)
+    assert sent.assert_sent_once().user_id == 1
+
+
+@pytest.mark.anyio
 async def test_plugin_fixtures_in_this_session(request: pytest.FixtureRequest) -> None:
     """The fixtures are typed by CaptureFixture and MutedSignalsFixture, here as anywhere."""
     factory: CaptureFixture = request.getfixturevalue("capture")

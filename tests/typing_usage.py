@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, assert_type
 
-from aiosignals import ANY, Concurrent, Event, Phase, Sequential, Signal, receiver
+from aiosignals import ANY, Concurrent, Connection, Event, Phase, Sequential, Signal, receiver
 
 
 class UserRegistered(Event):
@@ -55,6 +55,16 @@ def accepts_base_event(sender: Any, payload: Event) -> None:
 
 
 user_registered.connect(accepts_base_event, sender=ANY, weak=False)
+
+
+@user_registered.connect(phase=Phase.AFTER_COMMIT, errors="log")
+async def mail_after_commit(sender: Any, payload: UserRegistered) -> None:
+    pass
+
+
+user_registered.connect(audit, errors="ignore")  # type: ignore[call-overload]
+assert_type(user_registered.connections, tuple[Connection, ...])
+assert_type(user_registered.disconnect(audit, all_senders=True), bool)
 
 
 async def wrong_payload(sender: Any, payload: OrderPlaced) -> None:

@@ -1,0 +1,66 @@
+"""
+Naming the receivers of a send loop, for :class:`~aiosignals.RecursionDepthError`.
+
+Only called once the recursion guard has tripped, so it may be slow: it walks the frames
+of the current task, finds the signals whose sends are under way in it, and lists which
+of their receivers are on the stack, outermost first.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import types
+from typing import Any
+
+__all__ = ["receivers_on_stack"]
+
+
+def _code_of(fn: object) -> types.CodeType | None:
+    while isinstance(fn, functools.partial):
+        fn = fn.func  # pyright: ignore[reportUnknownMemberType]
+    if isinstance(fn, types.MethodType):
+        fn = fn.__func__
+    fn = inspect.unwrap(fn) if callable(fn) else fn  # pyright: ignore[reportUnknownArgumentType]
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        # A callable object: its class's __call__.
+        code = getattr(getattr(type(fn), "__call__", None), "__code__", None)  # noqa: B004 -- the class attribute
+    return code if isinstance(code, types.CodeType) else None
+
+
+def _name_of(fn: object) -> str:
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return f"{module}.{name}" if module else name
+
+
+def receivers_on_stack(signal_class: type[Any]) -> list[str]:
+    """
+    Return the names of the receivers on the current stack, outermost first, each once.
+
+    :param signal_class: :class:`~aiosignals.Signal`; a frame whose ``self`` is one of its
+        instances is a send under way, and its receivers are those looked for
+    """
+    frames: list[types.FrameType] = []
+    frame: types.FrameType | None = sys._getframe(1)  # pyright: ignore[reportPrivateUsage] -- the stack, read cheaply
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    codes: dict[types.CodeType, str] = {}
+    seen_signals: set[int] = set()
+    for each in frames:
+        candidate: Any = each.f_locals.get("self")
+        if isinstance(candidate, signal_class) and id(candidate) not in seen_signals:
+            seen_signals.add(id(candidate))
+            for connection in candidate.connections:
+                code = _code_of(connection.receiver)
+                if code is not None:
+                    codes.setdefault(code, _name_of(connection.receiver))
+    names: list[str] = []
+    for each in reversed(frames):
+        name = codes.get(each.f_code)
+        if name is not None and name not in names:
+            names.append(name)
+    return names
