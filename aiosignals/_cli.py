@@ -14,6 +14,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ._cli_args import hide_passwords
+
 __all__ = ["main"]
 
 # name -> (help, module with add_arguments() and run())
@@ -26,7 +28,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "deliver durable receivers' outbox rows until SIGINT/SIGTERM",
         "aiosignals.outbox._cli",
     ),
-    "outbox": ("list, retry or purge outbox rows", "aiosignals.outbox._cli_rows"),
+    "outbox": ("list, show, retry or purge outbox rows", "aiosignals.outbox._cli_rows"),
     "consume": (
         "consume signals from Redis Streams until SIGINT/SIGTERM",
         "aiosignals.transports._cli",
@@ -73,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(args._module)
         status: int = module.run(args)
     except ImportError as exc:
-        print(f"aiosignals {args.command}: {exc}{_install_hint(exc)}", file=sys.stderr)
+        message = f"aiosignals {args.command}: {exc}{_install_hint(exc)}"
+        print(hide_passwords(message), file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (`aiosignals inspect mod | head`): stop quietly, as cat
@@ -87,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("sqlalchemy", "redis", "asyncpg")
         ):
             raise
-        print(f"aiosignals {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # A driver's message may quote the URL it was given: never with its password.
+        message = f"aiosignals {args.command}: {type(exc).__name__}: {exc}"
+        print(hide_passwords(message), file=sys.stderr)
         return 2
     return status
 

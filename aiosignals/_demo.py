@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ._cli_args import database_url, hide_passwords
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -22,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` options to *parser*."""
     parser.add_argument(
         "--db",
+        type=database_url,
         metavar="URL",
         help="an SQLAlchemy URL (default: a new SQLite file in a temporary directory),"
         " e.g. postgresql+asyncpg://user@localhost/demo",
@@ -44,5 +47,8 @@ def run(args: argparse.Namespace) -> int:
             return anyio.run(scenario, url)
         except (OSError, SQLAlchemyError) as exc:
             # A wrong URL or an unreachable server: say so, without a traceback.
-            print(f"aiosignals demo: cannot use the database {url!r}: {exc}", file=sys.stderr)
+            print(
+                hide_passwords(f"aiosignals demo: cannot use the database {url!r}: {exc}"),
+                file=sys.stderr,
+            )
             return 2

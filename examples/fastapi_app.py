@@ -11,7 +11,10 @@ welcome mail in the background. ``GET /users/{id}`` returns the user with its pr
     python examples/fastapi_app.py --check    # serve on a free port, make requests, exit 0
 
 The database is ``$DATABASE_URL`` (e.g. ``postgresql+asyncpg://user@localhost/app``), else a
-SQLite file: ``fastapi_app.db`` in the current directory, or a temporary one with --check.
+SQLite file: ``fastapi_app.db`` in the current directory, or a temporary one with --check. The
+app creates its tables ``fastapi_app_users`` and ``fastapi_app_profiles`` (and the outbox table
+``aiosignals_outbox``) if they are missing; --check first drops its own two, so it runs any
+number of times on one database.
 """
 
 from __future__ import annotations
@@ -49,16 +52,16 @@ class Base(MappedAsDataclass, DeclarativeBase):
 
 
 class User(Base):
-    __tablename__ = "users"
+    __tablename__ = "fastapi_app_users"
     id: Mapped[int | None] = mapped_column(primary_key=True, init=False, default=None)
     email: Mapped[str] = mapped_column(unique=True)
     name: Mapped[str]
 
 
 class Profile(Base):
-    __tablename__ = "profiles"
+    __tablename__ = "fastapi_app_profiles"
     id: Mapped[int | None] = mapped_column(primary_key=True, init=False, default=None)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("fastapi_app_users.id"), unique=True)
     display_name: Mapped[str]
 
 
@@ -126,6 +129,7 @@ def create_app(database_url: str) -> FastAPI:
     async def app_lifespan(app: FastAPI) -> AsyncGenerator[dict[str, Any]]:
         async with db:
             await db.create_all(Base.metadata)
+            log.info("tables %s and aiosignals_outbox on %r", ", ".join(Base.metadata.tables), db)
             # Connected for the app's lifetime only, so that two apps (tests) never share.
             post_save.connect(create_profile, sender=User, phase=Phase.AFTER_COMMIT)
             user_signed_up.connect(send_welcome_mail)
@@ -191,8 +195,16 @@ def free_port() -> int:
         return port
 
 
+async def drop_tables(database_url: str) -> None:
+    """Drop this example's own tables (nothing else), so that --check starts from empty ones."""
+    async with Database(database_url) as db, db.engine.begin() as connection:
+        await connection.run_sync(Base.metadata.drop_all)
+    print(f"--check starts from empty tables: dropped {', '.join(Base.metadata.tables)}")
+
+
 async def check(database_url: str) -> None:
     """Serve the app with uvicorn on a free loopback port, exercise it over HTTP, stop it."""
+    await drop_tables(database_url)
     app = create_app(database_url)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -4,7 +4,10 @@ The seed scenario with a real database: log each new user, create its profile af
     python examples/post_save_profile.py
     DATABASE_URL=postgresql+asyncpg://user@localhost/app python examples/post_save_profile.py
 
-Without ``DATABASE_URL`` it uses an in-memory SQLite database.
+Without ``DATABASE_URL`` it uses an in-memory SQLite database. It starts from empty tables of
+its own, ``post_save_profile_users`` and ``post_save_profile_profiles`` (dropped and created
+again at each run, so it can run any number of times on one database), plus the outbox table
+``aiosignals_outbox`` that ``db.create_all`` creates alongside them.
 """
 
 from __future__ import annotations
@@ -29,15 +32,15 @@ class Base(MappedAsDataclass, DeclarativeBase):
 
 
 class User(Base):
-    __tablename__ = "users"
+    __tablename__ = "post_save_profile_users"
     id: Mapped[int | None] = mapped_column(primary_key=True, init=False, default=None)
     email: Mapped[str] = mapped_column(unique=True)
 
 
 class Profile(Base):
-    __tablename__ = "profiles"
+    __tablename__ = "post_save_profile_profiles"
     id: Mapped[int | None] = mapped_column(primary_key=True, init=False, default=None)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("post_save_profile_users.id"))
 
 
 db = Database(os.environ.get("DATABASE_URL", "sqlite+aiosqlite://"))
@@ -60,7 +63,11 @@ async def create_user_profile(sender: type[User], payload: PostSave[User]) -> No
 
 async def main() -> None:
     async with db:
+        # Its own tables only, from empty: a second run on the same database works too.
+        async with db.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.drop_all)
         await db.create_all(Base.metadata)
+        print(f"tables {', '.join(Base.metadata.tables)} (new) and aiosignals_outbox on {db!r}")
         alice = await users.add(User(email="alice@example.com"))
         async with db.transaction():
             bob = await users.add(User(email="bob@example.com"))

@@ -11,7 +11,13 @@ process, consumes the stream and creates the profile, idempotently: delivery is 
     python examples/redis_profiles.py --check      # both, a few requests, then stop
 
 ``REDIS_URL`` (default ``redis://localhost:6379/0``) and ``DATABASE_URL`` (default a SQLite
-file ``redis_profiles.db`` in the current directory) must be the same for web and workers.
+file ``redis_profiles.db`` in the current directory) must be the same for web and workers;
+``eval "$(scripts/services.sh start .services)"`` exports both for a private redis-server and
+PostgreSQL. Each role stops at once, saying so, if Redis is unreachable.
+
+Tables: ``redis_profiles_users``, ``redis_profiles_profiles`` and the outbox table
+``aiosignals_outbox``, created if missing; --check first drops its own two, so it runs any
+number of times on one database.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ import tempfile
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
+import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI, HTTPException
+from redis.exceptions import RedisError
 from sqlalchemy import ForeignKey
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, mapped_column
 
@@ -53,15 +62,15 @@ class Base(MappedAsDataclass, DeclarativeBase):
 
 
 class User(Base):
-    __tablename__ = "users"
+    __tablename__ = "redis_profiles_users"
     id: Mapped[int | None] = mapped_column(primary_key=True, init=False, default=None)
     email: Mapped[str] = mapped_column(unique=True)
 
 
 class Profile(Base):
-    __tablename__ = "profiles"
+    __tablename__ = "redis_profiles_profiles"
     id: Mapped[int | None] = mapped_column(primary_key=True, init=False, default=None)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("redis_profiles_users.id"), unique=True)
 
 
 class UserCreated(Event):
@@ -75,6 +84,42 @@ db = Database(DATABASE_URL)
 users = SQLAlchemyRepository(User, db)
 profiles = SQLAlchemyRepository(Profile, db)
 transport = RedisStreamTransport(REDIS_URL, stream_prefix=STREAM_PREFIX)
+
+
+def shown(url: str) -> str:
+    """*url* as it may be printed: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
+async def require_redis() -> None:
+    """Stop at once, saying where, if Redis cannot be reached (instead of retrying forever)."""
+    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except (OSError, RedisError) as exc:
+        raise SystemExit(
+            f"redis_profiles: Redis is unreachable at {shown(REDIS_URL)} ({exc});"
+            " start redis-server or set REDIS_URL"
+        ) from None
+    finally:
+        await client.aclose()
+
+
+async def create_tables(*, fresh: bool = False) -> None:
+    """Create the example's tables if missing; *fresh*: drop its own two first."""
+    if fresh:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.drop_all)
+    await db.create_all(Base.metadata)
+    log.info(
+        "tables %s%s and aiosignals_outbox on %r",
+        ", ".join(Base.metadata.tables),
+        " (dropped and created again)" if fresh else "",
+        db,
+    )
 
 
 @receiver(post_save, sender=User)
@@ -127,7 +172,8 @@ async def read_user(user_id: int) -> dict[str, object]:
 
 
 async def worker() -> None:
-    await db.create_all(Base.metadata)
+    await require_redis()
+    await create_tables()
     user_created.connect(create_profile)
     async with transport:
         consumer = transport.consumer([user_created], consumer=f"worker-{os.getpid()}", block=0.2)
@@ -148,7 +194,8 @@ async def worker() -> None:
 
 async def check() -> None:
     """Start a worker process, create users through the app, wait for their profiles."""
-    await db.create_all(Base.metadata)
+    await require_redis()
+    await create_tables(fresh=True)
     worker_process = subprocess.Popen([sys.executable, __file__, "worker"])  # noqa: ASYNC220
     try:
         transport_ = httpx.ASGITransport(app=app)
@@ -183,6 +230,7 @@ def main(argv: list[str]) -> int:
     if role == "worker":
         anyio.run(worker)
     elif role == "web":
+        anyio.run(require_redis)
         uvicorn.run(app, host="127.0.0.1", port=int(argv[1]) if len(argv) > 1 else 8000)
     elif role == "--check":
         anyio.run(check)

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Throwaway PostgreSQL and redis-server on loopback for the test suite.
 #
-#   eval "$(scripts/services.sh start DIR)"   # starts both, prints the AIOSIGNALS_TEST_* exports
+#   eval "$(scripts/services.sh start DIR)"   # starts both, prints the exports below
 #   scripts/services.sh stop DIR              # stops both
+#
+# It exports each URL in two forms: AIOSIGNALS_TEST_POSTGRES_URL / AIOSIGNALS_TEST_REDIS_URL
+# for the test suite (a plain postgresql:// URL, as psql takes it), and DATABASE_URL
+# (postgresql+asyncpg://, as SQLAlchemy takes it) / REDIS_URL for the examples.
 #
 # Each server gets a free port and lives entirely in DIR, so it never touches a system
 # cluster and two checkouts can run side by side. PostgreSQL refuses to run as root, so
@@ -55,6 +59,8 @@ start() {
 
   echo "export AIOSIGNALS_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres"
   echo "export AIOSIGNALS_TEST_REDIS_URL=redis://127.0.0.1:$redis_port/0"
+  echo "export DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:$pg_port/postgres"
+  echo "export REDIS_URL=redis://127.0.0.1:$redis_port/0"
 }
 
 stop() {

@@ -82,15 +82,31 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_server_url() -> str:
-    """The URL of the shared test redis-server."""
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """
+    The URL of the shared test redis-server.
+
+    ``AIOSIGNALS_TEST_REDIS_URL`` when it is set; otherwise a redis-server of the session's
+    own, started from the binary on PATH (the URL is then exported for subprocesses).
+    """
     url = os.environ.get("AIOSIGNALS_TEST_REDIS_URL")
-    if not url:
-        unavailable("AIOSIGNALS_TEST_REDIS_URL is not set")
-    assert url is not None
-    if not _reachable(url):
-        unavailable(f"Redis at {url} is not reachable")
-    return url
+    if url:
+        if not _reachable(url):
+            unavailable(f"Redis at {url} is not reachable")
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        unavailable("AIOSIGNALS_TEST_REDIS_URL is not set and redis-server is not installed")
+    server = RedisProcess(
+        port=free_port(), directory=tmp_path_factory.mktemp("redis"), appendonly=False
+    )
+    server.start()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AIOSIGNALS_TEST_REDIS_URL", server.url)
+            yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -120,10 +136,12 @@ def stream_prefix() -> Iterator[str]:
 
 @dataclass
 class RedisProcess:
-    """A redis-server of one test's own, with AOF on, that the test may kill and restart."""
+    """A redis-server of one test's own, that the test may kill and restart."""
 
     port: int
     directory: Path
+    appendonly: bool = True
+    """Whether it keeps an append-only file (fsync at each write) to survive a restart."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -136,7 +154,8 @@ class RedisProcess:
         self.process = subprocess.Popen(
             [
                 binary, "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", str(self.directory), "--appendonly", "yes",
+                "--dir", str(self.directory),
+                "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "always", "--save", "",
             ],
             stdout=subprocess.DEVNULL,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from aiosignals._cli import main
+
 
 def run_without(module: str, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run the command in a process where importing *module* fails, as without its extra."""
@@ -63,9 +65,10 @@ def aiosignals(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProce
 
 @pytest.mark.parametrize("command", [["relay"], ["outbox", "list"]])
 def test_a_bad_database_url_is_one_clear_line(command: list[str]) -> None:
+    """A --db that is no URL is refused while parsing, with an example of one."""
     result = aiosignals(*command, "--db", "nonsense")
     assert result.returncode == 2
-    assert "Could not parse SQLAlchemy URL" in result.stderr
+    assert "argument --db: expected an SQLAlchemy URL" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -94,6 +97,7 @@ def test_relay_app_modules_are_found_in_the_current_directory(tmp_path: Path) ->
     (tmp_path / "myreceivers.py").write_text(
         "import pathlib\npathlib.Path('imported').write_text('yes')\n"
     )
+    sqlite3.connect(tmp_path / "app.db").close()
     relay = subprocess.Popen(
         [str(Path(sys.executable).parent / "aiosignals"), "relay",
          "--db", f"sqlite+aiosqlite:///{tmp_path / 'app.db'}", "--app", "myreceivers"],
@@ -138,3 +142,141 @@ def test_a_closed_pipe_ends_the_output_quietly() -> None:
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
+
+
+SQLITE = "sqlite+aiosqlite://"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["relay", "--db", SQLITE, "--batch-size", "0"], "--batch-size: must be at least 1"),
+        (["relay", "--db", SQLITE, "--batch-size", "ten"], "--batch-size: expected a whole"),
+        (["relay", "--db", SQLITE, "--max-attempts", "-1"], "--max-attempts: must be at least 1"),
+        (["relay", "--db", SQLITE, "--lease", "0"], "--lease: must be more than 0 seconds"),
+        (["relay", "--db", SQLITE, "--lease", "nan"], "--lease: must be a finite number"),
+        (["relay", "--db", SQLITE, "--lease", "soon"], "--lease: expected a number of seconds"),
+        (["relay", "--db", SQLITE, "--poll-interval", "-1"], "--poll-interval: must be more"),
+        (["relay", "--db", SQLITE, "--poll-interval", "inf"], "--poll-interval: must be a finite"),
+        (["relay", "--db", SQLITE, "--backoff", "-1"], "--backoff: must be 0 seconds or more"),
+        (["relay", "--db", SQLITE, "--app", ""], "--app: must not be empty"),
+        (["relay", "--db", "nonsense"], "--db: expected an SQLAlchemy URL"),
+        (["consume", "--redis", "redis://x", "--app", "m", "--count", "0"], "--count: must be"),
+        (
+            ["consume", "--redis", "redis://x", "--app", "m", "--max-deliveries", "0"],
+            "--max-deliveries: must be at least 1",
+        ),
+        (["consume", "--redis", "redis://x", "--app", "m", "--claim-idle", "0"], "--claim-idle"),
+        (
+            ["consume", "--redis", "redis://x", "--app", "m", "--claim-idle", "nan"],
+            "--claim-idle: must be a finite number",
+        ),
+        (["consume", "--redis", "notaurl", "--app", "m"], "--redis: expected a Redis URL"),
+        (["consume", "--redis", "redis://h:port/0", "--app", "m"], "--redis: expected a Redis"),
+        (["consume", "--redis", "redis://x", "--app", "m", "--group", " "], "--group: must not"),
+        (["outbox", "retry", "--db", SQLITE, "--id", "0"], "--id: must be at least 1"),
+        (["outbox", "show", "--db", SQLITE, "x"], "expected a whole number"),
+        (["demo", "--db", "nonsense"], "--db: expected an SQLAlchemy URL"),
+    ],
+)
+def test_a_bad_option_value_is_refused_with_one_line_and_status_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every option is checked while parsing: exit 2, the option and the reason on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_a_bad_value_is_refused_by_the_command_itself() -> None:
+    """The installed command refuses a bad value the same way, before touching a database."""
+    result = aiosignals("relay", "--db", SQLITE, "--lease", "nan")
+    assert result.returncode == 2
+    assert "argument --lease: must be a finite number of seconds, got 'nan'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_relay_does_not_create_a_database_for_a_misspelt_path(tmp_path: Path) -> None:
+    """`relay` on a SQLite path that does not exist refuses it and creates no file."""
+    missing = tmp_path / "typo.db"
+    result = aiosignals("relay", "--db", f"sqlite+aiosqlite:///{missing}")
+    assert result.returncode == 2
+    assert f"no SQLite database at {str(missing)!r}" in result.stderr
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--db", "postgresql+asyncpg://ada:s3cr3t-pw@127.0.0.1:1/app"],
+        ["outbox", "list", "--db", "postgresql+asyncpg://ada:s3cr3t-pw@127.0.0.1:1/app"],
+        ["relay", "--db", "postgresql+asyncpg://ada:s3cr3t-pw@127.0.0.1:1/app"],
+        ["consume", "--redis", "redis://ada:s3cr3t-pw@127.0.0.1:1/0", "--app", "json:nothing"],
+        ["consume", "--redis", "redis://ada:s3cr3t-pw@127.0.0.1:notaport/0", "--app", "m"],
+        ["demo", "--db", "nonsense://ada:s3cr3t-pw@?"],
+    ],
+)
+def test_a_password_in_a_url_is_never_printed(argv: list[str]) -> None:
+    """Whatever fails, what the command prints names the server but not its password."""
+    result = aiosignals(*argv)
+    assert result.returncode != 0
+    assert "s3cr3t-pw" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_database_error_shows_the_statement_but_never_its_parameters(tmp_path: Path) -> None:
+    """The engine a Database creates hides parameters: a payload never reaches an error log."""
+    import anyio
+    import sqlalchemy as sa
+
+    from aiosignals.repository.sqlalchemy import Database
+
+    async def fail() -> str:
+        async with Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}") as db:
+            try:
+                async with db.engine.begin() as connection:
+                    await connection.execute(
+                        sa.text("INSERT INTO missing (payload) VALUES (:payload)"),
+                        {"payload": '{"email": "ada@personal.example"}'},
+                    )
+            except sa.exc.OperationalError as exc:
+                return str(exc)
+        raise AssertionError("the statement did not fail")
+
+    message = anyio.run(fail)
+    assert "INSERT INTO missing" in message
+    assert "ada@personal.example" not in message
+
+
+@pytest.mark.postgres
+def test_a_running_relay_never_logs_the_password_of_its_database(postgres_url: str) -> None:
+    """The relay names its database in its log without the password (trust auth ignores it)."""
+    url = postgres_url.replace(
+        "postgresql+asyncpg://postgres@", "postgresql+asyncpg://postgres:s3cr3t-pw@"
+    )
+    assert "s3cr3t-pw" in url
+    relay = subprocess.Popen(
+        [str(Path(sys.executable).parent / "aiosignals"), "relay", "--db", url],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert relay.stderr is not None
+        seen = []
+        for line in relay.stderr:
+            seen.append(line)
+            if "delivering from" in line:
+                break
+        relay.send_signal(signal.SIGTERM)
+        _, rest = relay.communicate(timeout=20)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.communicate()
+    output = "".join(seen) + rest
+    assert relay.returncode == 0, output
+    assert "postgres:***@" in output
+    assert "s3cr3t-pw" not in output

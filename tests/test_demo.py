@@ -39,7 +39,7 @@ def test_demo_runs_on_postgresql(postgres_url: str) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("not a url", "Could not parse"),
+        ("not a url", "argument --db: expected an SQLAlchemy URL"),
         ("sqlite+aiosqlite:///no/such/directory/demo.db", "of the SQLite database does not exist"),
     ],
 )

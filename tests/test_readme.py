@@ -74,7 +74,8 @@ def test_block_runs(name: str, block: str, tmp_path: Path, request: pytest.Fixtu
         if is_test_module
         else [sys.executable, str(script)]
     )
-    env = dict(os.environ)
+    # Without a shell's DATABASE_URL / REDIS_URL (scripts/services.sh exports them).
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     if "REDIS_URL" in block:
         env["REDIS_URL"] = request.getfixturevalue("redis_server_url")
         env["STREAM_PREFIX"] = request.getfixturevalue("stream_prefix")
@@ -120,3 +121,30 @@ def test_transcript_matches(name: str, transcript: str) -> None:
         )
         assert result.returncode == 0, f"{name}: {command}\n{result.stderr}"
         assert result.stdout.rstrip("\n") == expected, f"{name}: {command}"
+
+
+def test_every_block_passes_mypy_strict(tmp_path: Path) -> None:
+    """The docs claim strict typing: each block, as a user would copy it, passes mypy."""
+    # mypy is in the typing and dev groups, not in the tests one: the typing session runs this.
+    mypy_api = pytest.importorskip("mypy.api")
+    for name, block in BLOCKS:
+        if block.startswith(SKIP):
+            continue  # another library's code, shown for comparison
+        module = re.sub(r"\W", "_", name.removesuffix(".md").replace(".md:", "_"))
+        (tmp_path / f"block_{module}.py").write_text(block)
+    stdout, stderr, status = mypy_api.run(
+        [
+            "--config-file", str(ROOT / "pyproject.toml"),
+            "--cache-dir", str(ROOT / ".mypy_cache"),
+            str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert status == 0, stdout + stderr
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
+def test_the_readme_says_how_to_run_every_example(script: str) -> None:
+    """Each example has a command line in the README, and the extra it needs is named."""
+    text = (ROOT / "README.md").read_text()
+    assert f"python examples/{script}" in text
+    assert '".[examples]"' in text

@@ -8,6 +8,14 @@ import logging
 import signal
 import sys
 
+from .._cli_args import (
+    existing_database_url,
+    non_empty,
+    non_negative_seconds,
+    positive_int,
+    positive_seconds,
+)
+
 __all__ = ["add_arguments", "run"]
 
 logger = logging.getLogger("aiosignals.outbox")
@@ -15,28 +23,49 @@ logger = logging.getLogger("aiosignals.outbox")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``relay`` options to *parser*."""
-    parser.add_argument("--db", required=True, metavar="URL", help="the SQLAlchemy database URL")
+    parser.add_argument(
+        "--db",
+        required=True,
+        type=existing_database_url,
+        metavar="URL",
+        help="the SQLAlchemy database URL (a SQLite file must exist)",
+    )
     parser.add_argument(
         "--app",
         action="append",
+        type=non_empty,
         default=[],
         metavar="MODULE",
         help="import MODULE first, so its durable receivers are connected (repeatable)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=100, help="rows claimed per round trip (default 100)"
+        "--batch-size",
+        type=positive_int,
+        default=100,
+        help="rows claimed per round trip (default 100)",
     )
     parser.add_argument(
         "--max-attempts",
-        type=int,
+        type=positive_int,
         default=10,
         help="tries before a row is parked as dead (default 10)",
     )
-    parser.add_argument("--lease", type=float, default=30.0, help="seconds (default 30)")
-    parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds (default 0.5)")
+    parser.add_argument(
+        "--lease",
+        type=positive_seconds,
+        default=30.0,
+        help="how long a claimed row stays this relay's, renewed while delivering;"
+        " seconds (default 30)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=positive_seconds,
+        default=0.5,
+        help="wait between polls of an empty outbox, seconds (default 0.5)",
+    )
     parser.add_argument(
         "--backoff",
-        type=float,
+        type=non_negative_seconds,
         default=1.0,
         help="first retry delay, doubled at each attempt, seconds (default 1)",
     )

@@ -62,6 +62,7 @@ class Database:
         ``postgresql+asyncpg://user@host/db``
     :param name: reported as ``using`` in the model signals' payloads
     :param engine_kwargs: passed to :func:`~sqlalchemy.ext.asyncio.create_async_engine`
+        (``hide_parameters`` is ``True`` unless given: errors show no statement values)
 
     .. versionadded:: 0.1
     """
@@ -81,6 +82,9 @@ class Database:
         if self.is_sqlite and parsed.database in (None, "", ":memory:"):
             engine_kwargs.setdefault("poolclass", StaticPool)
             engine_kwargs.setdefault("connect_args", {"check_same_thread": False})
+        # Errors and logs show statements without their values: payloads may hold personal
+        # data, and a relay logs each database error it retries.
+        engine_kwargs.setdefault("hide_parameters", True)
         self.engine: AsyncEngine = create_async_engine(parsed, **engine_kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)

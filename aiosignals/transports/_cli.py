@@ -13,6 +13,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from .._cli_args import non_empty, positive_int, positive_seconds, redis_url
+
 if TYPE_CHECKING:
     from .._signal import Signal
 
@@ -21,32 +23,41 @@ __all__ = ["add_arguments", "load_signals", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``aiosignals consume`` to *parser*."""
-    parser.add_argument("--redis", required=True, metavar="URL", help="redis://host:6379/0")
+    parser.add_argument(
+        "--redis", required=True, type=redis_url, metavar="URL", help="redis://host:6379/0"
+    )
     parser.add_argument(
         "--app",
         required=True,
+        type=non_empty,
         metavar="MODULE[:ATTR]",
         help="a signal, a list of signals, or a module whose named signals are consumed",
     )
-    parser.add_argument("--group", default="aiosignals", help="consumer group (%(default)s)")
-    parser.add_argument("--consumer", default=None, help="consumer name (default: host:pid)")
-    parser.add_argument("--prefix", default="aiosignals:", help="stream prefix (%(default)s)")
+    parser.add_argument(
+        "--group", type=non_empty, default="aiosignals", help="consumer group (%(default)s)"
+    )
+    parser.add_argument(
+        "--consumer", type=non_empty, default=None, help="consumer name (default: host:pid)"
+    )
+    parser.add_argument(
+        "--prefix", type=non_empty, default="aiosignals:", help="stream prefix (%(default)s)"
+    )
     parser.add_argument(
         "--claim-idle",
-        type=float,
+        type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
         help="claim entries other consumers left pending this long (%(default)s)",
     )
     parser.add_argument(
         "--max-deliveries",
-        type=int,
+        type=positive_int,
         default=5,
         metavar="N",
         help="deliveries before an entry goes to the dead-letter stream (%(default)s)",
     )
     parser.add_argument(
-        "--count", type=int, default=10, metavar="N", help="entries per read (%(default)s)"
+        "--count", type=positive_int, default=10, metavar="N", help="entries per read (%(default)s)"
     )
     parser.add_argument(
         "--batch-ack",

@@ -64,7 +64,11 @@ def run_example(
         timeout=60,
         check=False,
         cwd=EXAMPLES.parent,
-        env={**os.environ, **(env or {})},
+        # Without a shell's DATABASE_URL / REDIS_URL (scripts/services.sh exports them).
+        env={
+            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+            **(env or {}),
+        },
     )
 
 
