@@ -1,4 +1,4 @@
-"""Sessions: ``tests`` (the CI suite), ``lint``, ``typing``, ``examples``, ``docs``, ``bench``"""
+"""Sessions: ``tests`` (the CI suite), ``lint``, ``typing``, ``examples``, ``docs``, ``bench``."""
 
 from __future__ import annotations
 
