@@ -30,7 +30,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "outbox": ("list, show, retry or purge outbox rows", "aiosignals.outbox._cli_rows"),
     "consume": (
-        "consume signals from Redis Streams until SIGINT/SIGTERM",
+        "consume signals from Redis Streams or a FastStream broker until SIGINT/SIGTERM",
         "aiosignals.transports._cli",
     ),
     "inspect": ("list the signals of a module and their receivers", "aiosignals._inspect"),

@@ -8,7 +8,13 @@ so that code written against those keeps working.
 
 from __future__ import annotations
 
-__all__ = ["AiosignalsError", "BufferFull", "RecursionDepthError", "TransactionAborted"]
+__all__ = [
+    "AiosignalsError",
+    "BufferFull",
+    "RecursionDepthError",
+    "TransactionAborted",
+    "UnsupportedByBroker",
+]
 
 
 class AiosignalsError(Exception):
@@ -46,6 +52,18 @@ class TransactionAborted(AiosignalsError):  # noqa: N818 -- reads as what happen
     ``atomic`` block); if it fails, the transaction can only roll back, so leaving the block
     normally rolls it back and raises this, with the write's error as ``__cause__``. Wrap
     a write that may fail in a nested ``transaction()`` (a savepoint) to carry on after it.
+
+    .. versionadded:: 0.1
+    """
+
+
+class UnsupportedByBroker(AiosignalsError, NotImplementedError):  # noqa: N818 -- reads as what happened
+    """
+    Raised when a transport is asked for what its broker cannot do.
+
+    Kafka, say, acknowledges by committing an offset: it has no per-message negative
+    acknowledgement and no dead letter, so a message whose send failed cannot be
+    redelivered alone or dead-lettered; the error says so instead of dropping it.
 
     .. versionadded:: 0.1
     """

@@ -1,8 +1,11 @@
 """
-The real servers some tests need: PostgreSQL and Redis.
+The real servers some tests need: PostgreSQL, Redis, RabbitMQ and NATS (JetStream).
 
-``.ci/run`` starts both on loopback and sets ``AIOSIGNALS_TEST_POSTGRES_URL`` and
-``AIOSIGNALS_TEST_REDIS_URL`` (``scripts/services.sh`` does the same on a workstation). With
+``.ci/run`` starts PostgreSQL and Redis on loopback and sets ``AIOSIGNALS_TEST_POSTGRES_URL`` and
+``AIOSIGNALS_TEST_REDIS_URL`` (``scripts/services.sh`` does the same on a workstation).
+RabbitMQ and NATS are looked for at ``AIOSIGNALS_TEST_RABBITMQ_URL`` and
+``AIOSIGNALS_TEST_NATS_URL``, by default on their standard loopback ports (``.ci/run`` starts
+them there when they are not running). With
 ``AIOSIGNALS_REQUIRE_SERVICES=1`` (set by CI) a test whose server is missing fails; otherwise it
 is skipped with the reason, so a laptop without PostgreSQL still runs everything else.
 """
@@ -180,6 +183,98 @@ def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
     if shutil.which("redis-server") is None:
         unavailable("redis-server is not installed")
     server = RedisProcess(port=free_port(), directory=tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _broker_url(variable: str, default: str, what: str) -> str:
+    """The URL in *variable*, else *default*; unreachable: skipped, or failed under CI."""
+    url = os.environ.get(variable) or default
+    if not _reachable(url):
+        unavailable(f"{what} at {url} is not reachable (set {variable})")
+    return url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """The AMQP URL of the test RabbitMQ (``AIOSIGNALS_TEST_RABBITMQ_URL``, else loopback)."""
+    return _broker_url(
+        "AIOSIGNALS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ"
+    )
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    """The URL of the test NATS with JetStream (``AIOSIGNALS_TEST_NATS_URL``, else loopback)."""
+    return _broker_url("AIOSIGNALS_TEST_NATS_URL", "nats://127.0.0.1:4222", "NATS")
+
+
+@pytest.fixture
+def nats_prefix(nats_url: str) -> Iterator[str]:
+    """A subject prefix of one test's own; its JetStream stream is deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    yield prefix
+
+    async def delete() -> None:
+        # Imported here: this module must stay importable without the faststream extra.
+        import nats
+        from nats.js.errors import NotFoundError
+
+        connection = await nats.connect(nats_url)
+        try:
+            await connection.jetstream().delete_stream(prefix.rstrip("."))
+        except NotFoundError:
+            pass  # The test created none.
+        finally:
+            await connection.close()
+
+    import asyncio
+
+    asyncio.run(delete())
+
+
+@dataclass
+class NatsProcess:
+    """A nats-server with JetStream of one test's own, that the test may stop and restart."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("nats-server")
+        assert binary is not None
+        self.process = subprocess.Popen(
+            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not _reachable(self.url):
+            if time.monotonic() > deadline:
+                raise RuntimeError("nats-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def nats_process(tmp_path: Path) -> Iterator[NatsProcess]:
+    """A private nats-server (JetStream on, stored under tmp_path) the test controls."""
+    if shutil.which("nats-server") is None:
+        unavailable("nats-server is not installed")
+    server = NatsProcess(port=free_port(), directory=tmp_path)
     server.start()
     try:
         yield server

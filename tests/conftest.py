@@ -3,16 +3,24 @@ from __future__ import annotations
 import pytest
 
 from tests._servers import (
+    nats_prefix,
+    nats_process,
+    nats_url,
     postgres_server_url,
     postgres_url,
+    rabbitmq_url,
     redis_process,
     redis_server_url,
     stream_prefix,
 )
 
 __all__ = [
+    "nats_prefix",
+    "nats_process",
+    "nats_url",
     "postgres_server_url",
     "postgres_url",
+    "rabbitmq_url",
     "redis_process",
     "redis_server_url",
     "stream_prefix",

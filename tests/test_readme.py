@@ -81,6 +81,9 @@ def test_block_runs(name: str, block: str, tmp_path: Path, request: pytest.Fixtu
         env["STREAM_PREFIX"] = request.getfixturevalue("stream_prefix")
     if "DATABASE_URL" in block:
         env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    if "NATS_URL" in block:
+        env["NATS_URL"] = request.getfixturevalue("nats_url")
+        env["STREAM_PREFIX"] = request.getfixturevalue("nats_prefix")
     result = subprocess.run(
         command,
         env=env,

@@ -1,5 +1,8 @@
 """
-``aiosignals consume``: run a Redis Streams consumer until SIGINT or SIGTERM.
+``aiosignals consume``: run a consumer until SIGINT or SIGTERM.
+
+``--redis URL`` reads Redis Streams (:class:`RedisStreamTransport`); ``--broker URL`` reads
+through a FastStream broker chosen by the URL (:class:`FastStreamTransport`).
 
 ``--app module:attr`` names what to consume: a :class:`~aiosignals.Signal`, a list or tuple
 of signals, or a module (``module`` alone, or ``module:attr`` naming a module), in which
@@ -23,8 +26,15 @@ __all__ = ["add_arguments", "load_signals", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``aiosignals consume`` to *parser*."""
-    parser.add_argument(
-        "--redis", required=True, type=redis_url, metavar="URL", help="redis://host:6379/0"
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--redis", type=redis_url, metavar="URL", help="redis://host:6379/0 (Redis Streams)"
+    )
+    source.add_argument(
+        "--broker",
+        type=non_empty,
+        metavar="URL",
+        help="a FastStream broker, chosen by the URL: amqp://, nats://, redis:// or kafka://",
     )
     parser.add_argument(
         "--app",
@@ -40,7 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--consumer", type=non_empty, default=None, help="consumer name (default: host:pid)"
     )
     parser.add_argument(
-        "--prefix", type=non_empty, default="aiosignals:", help="stream prefix (%(default)s)"
+        "--prefix",
+        type=non_empty,
+        default=None,
+        help="stream prefix (aiosignals: with --redis, aiosignals. with --broker)",
     )
     parser.add_argument(
         "--claim-idle",
@@ -135,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    if args.broker is not None:
+        from ._cli_broker import consume
+
+        return consume(args, signals)
     return asyncio.run(_consume(args, signals))
 
 
@@ -146,8 +163,9 @@ async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
     from . import RedisStreamTransport
     from ._redis import FATAL_ERRORS
 
+    prefix = "aiosignals:" if args.prefix is None else args.prefix
     async with RedisStreamTransport(
-        args.redis, stream_prefix=args.prefix, group=args.group
+        args.redis, stream_prefix=prefix, group=args.group
     ) as transport:
         subscriber = transport.consumer(
             signals,

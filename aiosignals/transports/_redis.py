@@ -17,10 +17,8 @@ import logging
 import os
 import random
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, TypeVar, Unpack, cast
 
 import anyio
@@ -30,6 +28,15 @@ from redis import exceptions as redis_errors
 from .._receivers import ANY
 from .._signal import Signal, registry
 from ..models import dump_payload, load_payload
+from ._message import StreamMessage as StreamMessage
+from ._message import current_message as current_message
+from ._message import (
+    delivering,
+    outbox_key,
+    require_name,
+)
+from ._message import resolve_sender as resolve_sender
+from ._message import sender_label as sender_label
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -117,125 +124,10 @@ class SubscriberOptions(TypedDict, total=False):
     batch_ack: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StreamMessage:
-    """
-    The stream entry whose receivers are running, as :func:`current_message` returns it.
-
-    .. versionadded:: 0.1
-    """
-
-    id: str
-    """The entry id Redis gave it (``"1718000000000-0"``)."""
-    stream: str
-    """The stream it was read from."""
-    signal: str
-    """The name of its signal."""
-    deliveries: int
-    """How many times it has been delivered to a consumer of the group; 1 the first time."""
-    key: str | None
-    """The idempotency key its publisher gave, or ``None``."""
-    group: str
-    """The consumer group reading it."""
-    consumer: str
-    """The consumer handling it."""
-
-    @property
-    def idempotency_key(self) -> str:
-        """
-        The key a receiver de-duplicates by: the publisher's key, else stream and entry id.
-
-        The publisher's key (``outbox:<database>:<row id>`` when the outbox relay forwards)
-        stays the same when one send is published twice; the entry id stays the same when
-        one entry is delivered twice.
-        """
-        return self.key if self.key is not None else f"{self.stream}/{self.id}"
-
-
-_current: ContextVar[StreamMessage | None] = ContextVar("aiosignals_redis_message", default=None)
-
-
-def current_message() -> StreamMessage | None:
-    """
-    Return the stream entry being dispatched to the calling receiver, or ``None``.
-
-    Inside a receiver called by a :class:`Subscriber` this gives the entry id, the delivery
-    count and the publisher's idempotency key, so that the receiver can be idempotent:
-    delivery is at least once. Anywhere else it returns ``None``.
-
-    .. versionadded:: 0.1
-    """
-    return _current.get()
-
-
-def sender_label(sender: Any) -> str:
-    """
-    Return how *sender* travels: ``module:qualname`` for a class, ``""`` for ``None``, else ``str``.
-
-    :param sender: the sender of a send
-    """
-    if sender is None:
-        return ""
-    if isinstance(sender, type):
-        return f"{sender.__module__}:{sender.__qualname__}"
-    return str(sender)
-
-
-def resolve_sender(label: str) -> Any:
-    """
-    Return the sender a consumer passes on for *label*.
-
-    A ``module:qualname`` label whose module is already imported in this process and names a
-    class gives that class back, so receivers connected for ``sender=ThatClass`` receive it.
-    Modules are never imported on behalf of a message. ``""`` gives ``None``; anything else
-    stays the string.
-    """
-    if not label:
-        return None
-    module_name, colon, qualname = label.partition(":")
-    module = sys.modules.get(module_name) if colon else None
-    if module is None:
-        return label
-    value: Any = module
-    for part in qualname.split("."):
-        value = getattr(value, part, None)
-        if value is None:
-            return label
-    return value if isinstance(value, type) else label
-
-
 def _text(value: bytes | str | int) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     return str(value)
-
-
-def _require_name(signal: Signal[Any]) -> str:
-    if signal.name is None:
-        raise ValueError(
-            f"{signal!r} has no name: create it with Signal(..., name='...') to send it across"
-            " processes; the name is its stream and how consumers find it"
-        )
-    return signal.name
-
-
-_outbox_missing = False
-
-
-def _delivery_key() -> str | None:
-    """Return ``outbox:<database>:<row id>`` when the outbox relay is calling us, else ``None``."""
-    global _outbox_missing  # Set once: a failed import is not cached by Python.
-    if _outbox_missing:
-        return None
-    try:
-        # Optional: the outbox needs the sqlalchemy extra, which a process that only
-        # forwards sends outside transactions may not have.
-        from aiosignals.outbox import current_delivery
-    except ImportError:
-        _outbox_missing = True
-        return None
-    delivery = current_delivery()
-    return None if delivery is None else delivery.key
 
 
 class RedisStreamTransport:
@@ -314,7 +206,7 @@ class RedisStreamTransport:
 
         :raises ValueError: if the signal has no name, or is named ``dead``
         """
-        name = signal if isinstance(signal, str) else _require_name(signal)
+        name = signal if isinstance(signal, str) else require_name(signal)
         stream = f"{self.stream_prefix}{name}"
         if stream == self.dead_letter_stream:
             raise ValueError(f"{stream!r} is the dead-letter stream: rename signal {name!r}")
@@ -357,7 +249,7 @@ class RedisStreamTransport:
 
     def forward_uid(self, signal: Signal[Any]) -> str:
         """Return the ``dispatch_uid`` of the receiver :meth:`forward` connects to *signal*."""
-        return f"aiosignals.redis:{_require_name(signal)}"
+        return f"aiosignals.redis:{require_name(signal)}"
 
     def forward(
         self, signal: Signal[P], *, sender: Any = ANY
@@ -388,7 +280,7 @@ class RedisStreamTransport:
             message = current_message()
             if message is not None and message.stream == stream:
                 return  # Read from this stream: publishing it again would loop forever.
-            await self.publish(signal, sender, payload, key=_delivery_key())
+            await self.publish(signal, sender, payload, key=outbox_key())
 
         publish_send.__qualname__ = f"RedisStreamTransport.forward[{signal.name}]"
         signal.connect(
@@ -585,7 +477,7 @@ class Subscriber:
                 if isinstance(item, str):
                     self._signals.setdefault(item, None)
                 else:
-                    self._signals[_require_name(item)] = item
+                    self._signals[require_name(item)] = item
         if not self._signals:
             raise ValueError("a Subscriber needs at least one signal to consume")
         self._streams = {transport.stream_name(name): name for name in self._signals}
@@ -938,14 +830,12 @@ class Subscriber:
             group=self.transport.group,
             consumer=self.name,
         )
-        token = _current.set(message)
         try:
-            await signal.send(sender, payload)
+            with delivering(message):
+                await signal.send(sender, payload)
         except Exception as exc:  # noqa: BLE001 -- any failure is retried, then dead-lettered
             await self._failed(entry, exc)
             return
-        finally:
-            _current.reset(token)
         self.handled += 1
         if self.batch_ack:
             self._unacked.setdefault(entry.stream, []).append(entry.id)

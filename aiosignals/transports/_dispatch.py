@@ -1,0 +1,156 @@
+"""
+What a consumer does with one message, whatever carried it: resolve, validate, send, judge.
+
+:func:`dispatch` returns a :class:`Verdict`; the consumer acknowledges, redelivers or
+dead-letters the message accordingly, in its broker's terms. :func:`connect_forward` is the
+durable receiver that ``transport.forward(signal)`` connects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from .._signal import Signal, registry
+from ..models import load_payload
+from ._message import (
+    StreamMessage,
+    current_message,
+    delivering,
+    outbox_key,
+    require_name,
+    resolve_sender,
+)
+
+if TYPE_CHECKING:
+    from .._types import P
+    from ._protocol import Signals
+
+__all__ = ["Outcome", "Verdict", "connect_forward", "dispatch", "signal_map"]
+
+logger = logging.getLogger("aiosignals.transports")
+
+
+class Outcome(enum.Enum):
+    """What becomes of a message after :func:`dispatch`."""
+
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one delivery, and the error that led to it (``None`` on success)."""
+
+    outcome: Outcome
+    error: str | None = None
+
+
+def signal_map(signals: Signals) -> dict[str, Signal[Any] | None]:
+    """
+    Return name -> signal for what a consumer reads (``None``: resolved through the registry).
+
+    :raises ValueError: if a signal has no name, or there is none
+    """
+    found: dict[str, Signal[Any] | None] = {}
+    if isinstance(signals, Signal):
+        signals = [signals]
+    if isinstance(signals, Mapping):
+        found.update(cast("Mapping[str, Signal[Any]]", signals))
+    else:
+        for item in signals:
+            if isinstance(item, str):
+                found.setdefault(item, None)
+            else:
+                found[require_name(item)] = item
+    if not found:
+        raise ValueError("a consumer needs at least one signal to consume")
+    return found
+
+
+async def dispatch(
+    signals: Mapping[str, Signal[Any] | None],
+    message: StreamMessage,
+    payload: str | None,
+    sender: str,
+    max_deliveries: int,
+) -> Verdict:
+    """
+    Send *payload* to the receivers of the signal named by *message*, and judge the outcome.
+
+    - Delivered more than *max_deliveries* times: dead, without running (its consumers kept
+      dying while handling it; it may be what kills them).
+    - No payload, or one that does not validate: dead, since retrying cannot help.
+    - No signal of that name in this process, or a send that raises: retried, and dead once
+      it has been delivered *max_deliveries* times.
+    """
+    if message.deliveries > max_deliveries:
+        return Verdict(
+            Outcome.DEAD,
+            f"delivered {message.deliveries} times (max_deliveries={max_deliveries}) without"
+            " being acknowledged: its consumers stopped while handling it",
+        )
+    if payload is None:
+        return Verdict(Outcome.DEAD, "the message has no payload")
+    signal = signals.get(message.signal)
+    if signal is None:
+        signal = registry.get(message.signal)
+    if signal is None:
+        return _failed(message, f"no signal named {message.signal!r} in this process", None)
+    who = resolve_sender(sender)
+    try:
+        event = load_payload(signal.payload_type, who, payload)
+    except ValueError as exc:
+        return Verdict(
+            Outcome.DEAD,
+            f"payload does not validate as {signal.payload_type.__qualname__}: {exc}",
+        )
+    try:
+        with delivering(message):
+            await signal.send(who, event)
+    except Exception as exc:  # noqa: BLE001 -- any failure is retried, then dead-lettered
+        return _failed(message, f"{type(exc).__name__}: {exc}", exc)
+    return Verdict(Outcome.ACK)
+
+
+def _failed(message: StreamMessage, error: str, exc: Exception | None) -> Verdict:
+    logger.warning(
+        "%s: message %s failed on delivery %d: %s",
+        message.consumer,
+        message.id,
+        message.deliveries,
+        error,
+        exc_info=exc,
+    )
+    return Verdict(Outcome.RETRY, error)
+
+
+def connect_forward(
+    signal: Signal[P],
+    *,
+    sender: Any,
+    uid: str,
+    stream: str,
+    publish: Callable[[Signal[P], Any, P, str | None], Awaitable[object]],
+) -> Callable[[Any, P], Awaitable[None]]:
+    """
+    Connect the durable receiver that publishes each send of *signal*, and return it.
+
+    The outbox relay calls it after commit with its delivery id, which becomes the message's
+    idempotency key. A send dispatched by a consumer reading *stream* is not published again,
+    so a process may both forward and consume a signal without looping.
+    """
+
+    async def publish_send(who: Any, payload: P) -> None:
+        message = current_message()
+        if message is not None and message.stream == stream:
+            return  # Read from this very stream: publishing it again would loop forever.
+        await publish(signal, who, payload, outbox_key())
+
+    publish_send.__qualname__ = f"forward[{signal.name}]"
+    signal.connect(publish_send, sender=sender, weak=False, durable=True, dispatch_uid=uid)
+    return publish_send
