@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-attempts",
         type=positive_int,
         default=10,
-        help="tries before a row is parked as dead (default 10)",
+        help="failures (or deaths of the relay delivering it) before a row is parked as dead"
+        " (default 10)",
     )
     parser.add_argument(
         "--lease",
@@ -62,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_seconds,
         default=0.5,
         help="wait between polls of an empty outbox, seconds (default 0.5)",
+    )
+    parser.add_argument(
+        "--delivery-timeout",
+        type=positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="a receiver call running longer fails and is retried (default 60)",
     )
     parser.add_argument(
         "--backoff",
@@ -82,7 +90,25 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as exc:
             print(f"aiosignals relay: cannot import --app {module!r}: {exc}", file=sys.stderr)
             return 2
+    _warn_without_receivers(args.app)
     return anyio.run(_serve, args)
+
+
+def _warn_without_receivers(apps: list[str]) -> None:
+    from .._signal import registry
+
+    if any(c.durable for signal in list(registry.values()) for c in signal.connections):
+        return
+    if apps:
+        missing = "--app " + " --app ".join(apps) + " connects no durable receiver"
+    else:
+        missing = "no --app given, so no durable receiver is connected"
+    # Not an error: the rows wait (nothing is parked dead) for a relay that has them.
+    logger.warning(
+        "%s: this relay delivers nothing; pass --app MODULE for each module that connects"
+        " durable receivers (rows are left pending meanwhile)",
+        missing,
+    )
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -99,6 +125,7 @@ async def _serve(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             lease=args.lease,
             poll_interval=args.poll_interval,
+            delivery_timeout=args.delivery_timeout,
             backoff=args.backoff,
         )
 

@@ -160,7 +160,9 @@ async def _change_dead(connection: AsyncConnection, action: str, ids: list[int])
         result = await connection.execute(
             outbox.update()
             .where(dead)
-            .values(status=PENDING, attempts=0, available_at=time.time(), locked_until=None)
+            .values(
+                status=PENDING, attempts=0, failures=0, available_at=time.time(), locked_until=None
+            )
         )
         print(f"requeued {result.rowcount} dead row(s)")
     else:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import os
 import random
 import socket
@@ -16,7 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._signal import registry
 from ..models import load_payload, resolve_path
-from ._table import DEAD, PENDING, outbox, outbox_metadata
+from ._progress import BatchProgress, ids_in
+from ._table import PENDING, outbox, outbox_metadata
 
 if TYPE_CHECKING:
     from ..repository.sqlalchemy import Database
@@ -27,6 +30,9 @@ logger = logging.getLogger("aiosignals.outbox")
 
 # Any constant will do: it only has to be the same in every relay of one database.
 _CLAIM_LOCK = 0x616F_7369_676E
+
+# How often a relay looks for pending rows of receivers it does not have, to warn of them.
+_MISSING_CHECK_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +99,27 @@ def _load_sender(stored: str) -> Any:
         raise LookupError(f"cannot import the sender {value!r}: {exc}") from exc
 
 
-@dataclass(slots=True)
-class _Outcome:
-    done: list[int]
-    failed: list[tuple[int, int, str]]  # id, attempts, error
-    dead: list[tuple[int, str]]
-    released: list[int]
+def _cancelled_from_outside() -> bool:
+    """Return whether the task running now is being cancelled (not merely handed one)."""
+    # anyio's cancel scopes are level-triggered: a cancelled enclosing scope shows here.
+    if anyio.current_effective_deadline() == -math.inf:
+        return True
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not on asyncio
+        return False
+    # asyncio's own Task.cancel(), not through a scope, is counted on the task.
+    return task is not None and task.cancelling() > 0
+
+
+def _receiver(signal_name: str, dispatch_uid: str) -> tuple[Any, Any, Any] | None:
+    """Return the signal, record and function of a durable receiver, if connected here."""
+    signal = registry.get(signal_name)
+    record = None if signal is None else signal._record_for_uid(dispatch_uid)  # pyright: ignore[reportPrivateUsage]
+    fn = None if record is None else record.resolve()
+    if signal is None or record is None or fn is None:
+        return None
+    return signal, record, fn
 
 
 class OutboxRelay:
@@ -107,22 +128,36 @@ class OutboxRelay:
 
     Delivery is at least once, in commit order per receiver: a receiver's rows go one
     after the other, and a row that fails holds back that receiver's later rows until it
-    is delivered or dead. A failed row is retried after an exponential backoff with
-    jitter, and parked as dead (with its last error) after *max_attempts*. Rows are claimed
-    with a lease: a relay that dies mid-delivery leaves them to be redelivered once the
-    lease expires. Several relays may share one PostgreSQL database; on SQLite run one.
+    is delivered or dead. A failed row (its receiver raised, or ran past
+    *delivery_timeout*) is retried after an exponential backoff with jitter, and parked as
+    dead (with its last error) after *max_attempts* failures. Rows are claimed with a
+    lease, renewed while the batch runs: a relay that dies mid-delivery leaves them to be
+    redelivered once the lease expires. Each start of a receiver is counted in the row
+    before the receiver runs, so a row whose delivery kills its relay every time is
+    parked as dead after *max_attempts* such deaths, while deaths never use up its
+    failures. Outcomes are recorded as rows finish, a few at a time: a relay killed
+    mid-batch redoes a handful of rows, never the batch. Several relays may share one
+    PostgreSQL database; on SQLite run one.
 
     Receivers are found by ``dispatch_uid`` among those connected in this process, so the
-    process running the relay imports the modules that connect them.
+    process running the relay imports the modules that connect them. Rows of a receiver
+    this process does not have are left pending for a relay that has it, with a warning.
 
     :param db: the database holding the outbox table
-    :param batch_size: rows claimed (and finished) per round trip
-    :param max_attempts: tries before a row is parked as dead
-    :param lease: seconds a claimed row stays reserved for this relay
+    :param batch_size: rows claimed per round trip
+    :param max_attempts: failures (or deaths of the relay delivering it) before a row is
+        parked as dead
+    :param lease: seconds a claimed row stays reserved for this relay, renewed while the
+        batch runs
     :param poll_interval: seconds :meth:`run` waits when nothing is due
+    :param delivery_timeout: seconds one receiver call may take before it fails with
+        :class:`TimeoutError` (retried like any failure). The default, 60 s, is far above
+        a mail or webhook call, and bounds how long one hung receiver holds up its relay.
     :param backoff: seconds before the first retry; doubles with each attempt
     :param max_backoff: the longest wait between two attempts
     :param name: this relay's name in the rows it leases (default: host and pid)
+    :raises ValueError: for a *batch_size* or *max_attempts* below 1, or a *lease* or
+        *delivery_timeout* that is not a positive finite number
 
     .. versionadded:: 0.1
     """
@@ -135,23 +170,39 @@ class OutboxRelay:
         max_attempts: int = 10,
         lease: float = 30.0,
         poll_interval: float = 0.5,
+        delivery_timeout: float = 60.0,
         backoff: float = 1.0,
         max_backoff: float = 300.0,
         name: str | None = None,
     ) -> None:
-        if batch_size < 1 or max_attempts < 1 or lease <= 0:
+        if batch_size < 1 or max_attempts < 1 or not (0 < lease < math.inf):
             raise ValueError("batch_size and max_attempts must be at least 1, lease positive")
+        if not (0 < delivery_timeout < math.inf):
+            raise ValueError(
+                f"delivery_timeout must be a positive finite number of seconds,"
+                f" not {delivery_timeout!r}"
+            )
         self.db = db
         self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.lease = lease
         self.poll_interval = poll_interval
+        self.delivery_timeout = delivery_timeout
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stopping = False
         self._wake: anyio.Event | None = None
         self._lease_until = 0.0
+        # The row in hand and when its delivery_timeout is up (the heartbeat stops
+        # renewing the batch's leases past it).
+        self._in_hand: tuple[int, float] | None = None
+        self._group_rows = 64  # rows marked as started together; adapts to the receivers
+        # Receivers this process does not have (uid -> signal name): their rows are left
+        # to other relays, and not claimed again until the receiver is connected here.
+        self._missing: dict[str, str] = {}
+        self._missing_checked_at = -math.inf
+        self._missing_warned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"OutboxRelay({self.db!r}, name={self.name!r})"
@@ -210,40 +261,72 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         """Deliver what is due now, one batch; return how many rows were finished."""
-        rows = await self._claim()
+        if time.monotonic() - self._missing_checked_at >= _MISSING_CHECK_SECONDS:
+            self._missing_checked_at = time.monotonic()
+            await self._warn_of_missing_receivers()
+        for uid, signal_name in list(self._missing.items()):
+            if _receiver(signal_name, uid) is not None:
+                del self._missing[uid]  # connected since
+        rows, marked = await self._claim()
         if not rows:
             return 0
-        outcome = _Outcome([], [], [], [])
-        self._lease_until = time.monotonic() + self.lease
+        started_at = time.monotonic()
+        progress = BatchProgress(self.db, self.name, self._group_rows, marked)
+        self._lease_until = started_at + self.lease
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._keep_leases, [row.id for row in rows])
-                await self._deliver_all(rows, outcome)
+                await self._deliver_all(rows, progress)
                 group.cancel_scope.cancel()
         finally:
-            # What was never tried (the relay is being cancelled) is given back at once
-            # rather than left leased until the lease expires.
-            seen = {*outcome.done, *outcome.released}
-            seen.update(row_id for row_id, *_ in outcome.failed)
-            seen.update(row_id for row_id, _ in outcome.dead)
-            outcome.released.extend(row.id for row in rows if row.id not in seen)
+            self._in_hand = None
+            # What was never finished (the relay is being cancelled or stopped) is given
+            # back at once rather than left leased until the lease expires.
+            for row_id in list(progress.marked):
+                progress.release(row_id)
             # Shielded: what was delivered must be recorded even when the relay is being
             # cancelled, or it would all be delivered again.
             with anyio.CancelScope(shield=True):
-                await self._finish(outcome)
-        return len(outcome.done) + len(outcome.dead) + len(outcome.failed)
+                await progress.write()
+            self._group_rows = progress.group_rows
+        counts = progress.counts
+        logger.info(
+            "outbox relay %s: %d rows for %d receivers in %.3f s: %d delivered,"
+            " %d retrying, %d dead, %d given back",
+            self.name,
+            len(rows),
+            len({row.dispatch_uid for row in rows}),
+            time.monotonic() - started_at,
+            counts["delivered"],
+            counts["retrying"],
+            counts["dead"],
+            counts["given back"],
+        )
+        return counts["delivered"] + counts["retrying"] + counts["dead"]
 
     async def _keep_leases(self, ids: list[int]) -> None:
         # A batch may take longer than one lease (slow receivers): renew it while the
         # batch runs, or another relay would claim these rows and deliver them too.
         while True:
             await anyio.sleep(self.lease / 3)
+            in_hand = self._in_hand
+            if in_hand is not None and time.monotonic() > in_hand[1]:
+                # A receiver that ignores its delivery_timeout (a blocking call that cannot
+                # be cancelled): the leases run out, and other relays take the rows.
+                logger.warning(
+                    "outbox relay %s: the receiver of row %s ignores its delivery_timeout"
+                    " (%s s); the batch's leases are no longer renewed",
+                    self.name,
+                    in_hand[0],
+                    self.delivery_timeout,
+                )
+                return
             renewed_at = time.monotonic()
             try:
                 async with self.db.engine.begin() as connection:
                     await connection.execute(
                         outbox.update()
-                        .where(outbox.c.id.in_(ids), outbox.c.locked_by == self.name)
+                        .where(ids_in(self.db, ids), outbox.c.locked_by == self.name)
                         .values(locked_until=time.time() + self.lease)
                     )
             except (OSError, SQLAlchemyError) as exc:
@@ -251,72 +334,161 @@ class OutboxRelay:
             else:
                 self._lease_until = renewed_at + self.lease
 
-    async def _deliver_all(self, rows: list[Any], outcome: _Outcome) -> None:
+    def _group(self, rows: list[Any], start: int, size: int, held_back: set[str]) -> list[int]:
+        """Return the rows from *start* on to mark as started together (not yet marked)."""
+        group: list[int] = []
+        for index in range(start, min(len(rows), start + size)):
+            row = rows[index]
+            deaths = row.attempts - row.failures
+            if row.dispatch_uid in held_back or deaths >= self.max_attempts:
+                continue  # not delivered in this batch
+            if deaths and group:
+                break
+            group.append(row.id)
+            if deaths:
+                # A row some relay died holding goes alone: if it kills this relay too,
+                # only it is counted.
+                break
+        return group
+
+    async def _deliver_all(self, rows: list[Any], progress: BatchProgress) -> None:
         held_back: set[str] = set()
-        pending = iter(rows)
-        for row in pending:
+        for index, row in enumerate(rows):
             if self._stopping or time.monotonic() >= self._lease_until:
                 # Stopping, or the lease could not be renewed in time: another relay may
                 # own the rest by now, so they are not delivered from here.
-                outcome.released.append(row.id)
-                outcome.released.extend(r.id for r in pending)
+                for rest in rows[index:]:
+                    progress.release(rest.id)
                 return
             if row.dispatch_uid in held_back:
                 # An earlier row of this receiver failed: keep the order, try again later.
-                outcome.released.append(row.id)
+                progress.release(row.id)
                 continue
+            deaths = row.attempts - row.failures
+            if deaths >= self.max_attempts:
+                error = f"relay died while delivering; {deaths} times"
+                progress.dead(row.id, error, failure=False)
+                logger.error("outbox row %s is dead: %s", row.id, error)
+                continue
+            target = _receiver(row.signal, row.dispatch_uid)
+            if target is None:
+                # Not here: left, untried, to a relay that has the receiver.
+                self._missing[row.dispatch_uid] = row.signal
+                self._warn_of_missing(row.dispatch_uid, row.signal, row.receiver, 1)
+                progress.release(row.id)
+                continue
+            if row.id not in progress.marked or progress.due():
+                group = self._group(rows, index, progress.group_rows, held_back)
+                if not await progress.write([i for i in group if i not in progress.marked]):
+                    for rest in rows[index:]:
+                        progress.release(rest.id)
+                    return
+            if deaths:
+                logger.warning(
+                    "outbox row %s: a relay died while delivering it (%s times); trying again",
+                    row.id,
+                    deaths,
+                )
             try:
-                await self._deliver(row)
+                await self._deliver(row, *target)
             except _Permanent as exc:
-                held_back.add(row.dispatch_uid)
-                outcome.dead.append((row.id, str(exc)))
+                progress.dead(row.id, str(exc), failure=True)
                 logger.error("outbox row %s is dead: %s", row.id, exc)  # noqa: TRY400 -- the row keeps the error
             except Exception as exc:  # noqa: BLE001 -- any receiver failure is retried
                 held_back.add(row.dispatch_uid)
-                error = "".join(traceback.format_exception_only(exc)).strip()
-                if row.attempts >= self.max_attempts:
-                    outcome.dead.append((row.id, error))
-                    logger.error(  # noqa: TRY400 -- the row keeps the error; no traceback per retry
-                        "outbox row %s is dead after %s attempts: %s", row.id, row.attempts, error
-                    )
-                else:
-                    outcome.failed.append((row.id, row.attempts, error))
-                    logger.warning(
-                        "outbox row %s failed (attempt %s): %s", row.id, row.attempts, error
-                    )
+                self._record_failure(row, progress, "".join(traceback.format_exception_only(exc)))
+            except (asyncio.CancelledError, anyio.get_cancelled_exc_class()):
+                if _cancelled_from_outside():
+                    raise  # the row is given back, its attempt not counted
+                # A receiver raising CancelledError of its own: a failure like any other,
+                # not a reason to stop the relay.
+                held_back.add(row.dispatch_uid)
+                self._record_failure(
+                    row,
+                    progress,
+                    "CancelledError: raised by the receiver while the relay was not cancelled",
+                )
             else:
-                outcome.done.append(row.id)
+                progress.done(row.id)
 
-    async def _deliver(self, row: Any) -> None:
-        signal = registry.get(row.signal)
-        record = (
-            None if signal is None else signal._record_for_uid(row.dispatch_uid)  # pyright: ignore[reportPrivateUsage]
-        )
-        fn = None if record is None else record.resolve()
-        if signal is None or record is None or fn is None:
-            # Retried, not dead at once: the receiver may be connected by a process that
-            # has not been deployed yet.
-            raise LookupError(
-                f"no receiver with dispatch_uid {row.dispatch_uid!r} is connected to the"
-                f" signal {row.signal!r} in this process"
-            )
+    def _record_failure(self, row: Any, progress: BatchProgress, error: str) -> None:
+        error = error.strip()
+        failures = row.failures + 1
+        if failures >= self.max_attempts:
+            progress.dead(row.id, error, failure=True)
+            logger.error("outbox row %s is dead after %s failures: %s", row.id, failures, error)
+        else:
+            progress.failed(row.id, self._retry_at(failures), error)
+            logger.warning("outbox row %s failed (failure %s): %s", row.id, failures, error)
+
+    async def _deliver(self, row: Any, signal: Any, record: Any, fn: Any) -> None:
         sender = _load_sender(row.sender)
         try:
             payload = load_payload(signal.payload_type, sender, row.payload)
         except ValueError as exc:
             # The stored payload no longer fits its model: no retry will make it fit.
             raise _Permanent(f"the stored payload does not validate: {exc}") from exc
-        token = _delivery.set(Delivery(row.id, row.attempts, row.dispatch_uid, self.db.name))
+        token = _delivery.set(Delivery(row.id, row.attempts + 1, row.dispatch_uid, self.db.name))
+        self._in_hand = (row.id, time.monotonic() + self.delivery_timeout + self.lease / 3)
         try:
-            # The signal's own timeout and thread settings apply, as in a live send.
-            await signal._invoke(record, fn, sender, payload, signal.timeout)  # pyright: ignore[reportPrivateUsage]
+            with anyio.move_on_after(self.delivery_timeout) as scope:
+                # The signal's own timeout and thread settings apply, as in a live send.
+                await signal._invoke(record, fn, sender, payload, signal.timeout)  # pyright: ignore[reportPrivateUsage]
         finally:
+            self._in_hand = None
             _delivery.reset(token)
+        if scope.cancelled_caught:
+            raise TimeoutError(
+                f"the receiver ran past the relay's delivery_timeout ({self.delivery_timeout} s)"
+            )
 
-    async def _claim(self) -> list[Any]:
+    async def _warn_of_missing_receivers(self) -> None:
+        """Warn of the pending rows no receiver of this process can deliver."""
+        query = (
+            sa.select(
+                outbox.c.dispatch_uid,
+                sa.func.min(outbox.c.signal),
+                sa.func.min(outbox.c.receiver),
+                sa.func.count(),
+            )
+            .where(outbox.c.status == PENDING)
+            .group_by(outbox.c.dispatch_uid)
+        )
+        async with self.db.engine.connect() as connection:
+            pending = (await connection.execute(query)).all()
+        for uid, signal_name, receiver, count in pending:
+            if _receiver(signal_name, uid) is None:
+                self._missing[uid] = signal_name
+                self._warn_of_missing(uid, signal_name, receiver, count)
+
+    def _warn_of_missing(
+        self, uid: str, signal_name: str, receiver: str | None, count: int
+    ) -> None:
+        if uid in self._missing_warned:
+            return  # once per uid: the rows wait, which is not news every poll
+        self._missing_warned.add(uid)
+        module = receiver.partition(":")[0] if receiver else None
+        if module is None or module == "__main__":
+            hint = "import the module that connects it (aiosignals relay --app MODULE)"
+        else:
+            hint = f"import {module}, which connected it (aiosignals relay --app {module})"
+        logger.warning(
+            "outbox relay %s: %d pending row(s) for dispatch_uid %r (signal %r) wait for a"
+            " relay that has that durable receiver; none is connected in this process: %s",
+            self.name,
+            count,
+            uid,
+            signal_name,
+            hint,
+        )
+
+    async def _claim(self) -> tuple[list[Any], list[int]]:
+        """Lease the rows due now and mark the first group as started, in one transaction."""
         now = time.time()
         due = sa.and_(
             outbox.c.status == PENDING,
+            # Rows of receivers this process does not have are left to a relay that has.
+            outbox.c.dispatch_uid.not_in(list(self._missing)),
             outbox.c.available_at <= now,
             sa.or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < now),
         )
@@ -344,72 +516,50 @@ class OutboxRelay:
         )
         query = sa.select(outbox.c.id).where(due, ~held_back).order_by(outbox.c.id)
         query = query.limit(self.batch_size)
-        lease = {
-            "locked_until": now + self.lease,
-            "locked_by": self.name,
-            "attempts": outbox.c.attempts + 1,
-        }
+        # A claim alone is no attempt: attempts are counted as receivers start.
+        lease = {"locked_until": now + self.lease, "locked_by": self.name}
         async with self.db.engine.begin() as connection:
             if self.db.is_sqlite:
                 ids = list((await connection.scalars(query)).all())
                 if not ids:
-                    return []
+                    return [], []
                 await connection.execute(outbox.update().where(outbox.c.id.in_(ids)).values(lease))
                 result = await connection.execute(
                     sa.select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id)
                 )
-                return list(result.all())
-            # Claims take turns (deliveries do not): the next claimer then sees these
-            # leases and skips the rows behind them. SKIP LOCKED covers anything else
-            # holding a row, such as `outbox retry`.
-            await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_CLAIM_LOCK)))
-            # One round trip: the rows are chosen, locked, leased and returned together.
-            # MATERIALIZED: the LIMIT is applied once, never re-evaluated per updated row.
-            claimed = (
-                query.with_for_update(skip_locked=True)
-                .cte("claimed")
-                .prefix_with("MATERIALIZED", dialect="postgresql")
-            )
-            result = await connection.execute(
-                outbox.update()
-                .where(outbox.c.id == claimed.c.id)
-                .values(lease)
-                .returning(*outbox.c)
-            )
-            return sorted(result.all(), key=lambda row: row.id)
+                rows = list(result.all())
+            else:
+                # Claims take turns (deliveries do not): the next claimer then sees these
+                # leases and skips the rows behind them. SKIP LOCKED covers anything else
+                # holding a row, such as `outbox retry`.
+                await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_CLAIM_LOCK)))
+                # One round trip: the rows are chosen, locked, leased and returned together.
+                # MATERIALIZED: the LIMIT is applied once, never re-evaluated per updated row.
+                claimed = (
+                    query.with_for_update(skip_locked=True)
+                    .cte("claimed")
+                    .prefix_with("MATERIALIZED", dialect="postgresql")
+                )
+                result = await connection.execute(
+                    outbox.update()
+                    .where(outbox.c.id == claimed.c.id)
+                    .values(lease)
+                    .returning(*outbox.c)
+                )
+                rows = sorted(result.all(), key=lambda row: row.id)
+                if not rows:
+                    return [], []
+            # The rows keep the attempts they had when claimed: a delivery's is one more.
+            group = self._group(rows, 0, self._group_rows, set())
+            if group:
+                await connection.execute(
+                    outbox.update()
+                    .where(ids_in(self.db, group))
+                    .values(attempts=outbox.c.attempts + 1)
+                )
+            return rows, group
 
     def _retry_at(self, attempts: int) -> float:
         delay = min(self.max_backoff, self.backoff * 2.0 ** (attempts - 1))
         # Jitter: relays retrying the same failure do not hammer it in step.
         return time.time() + delay * random.uniform(0.5, 1.0)  # noqa: S311 -- not crypto
-
-    async def _finish(self, outcome: _Outcome) -> None:
-        # Only rows still leased to this relay: one whose lease was lost is another's now.
-        mine = outbox.c.locked_by == self.name
-        async with self.db.engine.begin() as connection:
-            if outcome.done:
-                await connection.execute(outbox.delete().where(outbox.c.id.in_(outcome.done), mine))
-            for row_id, attempts, error in outcome.failed:
-                await connection.execute(
-                    outbox.update()
-                    .where(outbox.c.id == row_id, mine)
-                    .values(
-                        available_at=self._retry_at(attempts),
-                        locked_until=None,
-                        locked_by=None,
-                        last_error=error,
-                    )
-                )
-            for row_id, error in outcome.dead:
-                await connection.execute(
-                    outbox.update()
-                    .where(outbox.c.id == row_id, mine)
-                    .values(status=DEAD, locked_until=None, locked_by=None, last_error=error)
-                )
-            if outcome.released:
-                # Never tried: the claim's attempt is given back.
-                await connection.execute(
-                    outbox.update()
-                    .where(outbox.c.id.in_(outcome.released), mine)
-                    .values(locked_until=None, locked_by=None, attempts=outbox.c.attempts - 1)
-                )

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .._receivers import ReceiverRecord
     from .._signal import Signal
 
-__all__ = ["dump_sender", "outbox", "outbox_metadata", "write_row"]
+__all__ = ["dump_sender", "outbox", "outbox_metadata", "receiver_path", "write_row"]
 
 logger = logging.getLogger("aiosignals.outbox")
 
@@ -37,13 +37,19 @@ outbox = sa.Table(
     sa.Column("sender", sa.Text(), nullable=False),
     sa.Column("payload", sa.Text(), nullable=False),
     sa.Column("status", sa.String(16), nullable=False, default=PENDING),
+    # Times a relay started the receiver on the row, and how many of them failed: the
+    # difference is how often a relay died (or lost its lease) with the row in hand.
     sa.Column("attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("failures", sa.Integer(), nullable=False, default=0, server_default="0"),
     sa.Column("created_at", sa.Float(), nullable=False),
     # Seconds since the epoch: compared in the same way on every backend.
     sa.Column("available_at", sa.Float(), nullable=False),
     sa.Column("locked_until", sa.Float(), nullable=True),
     sa.Column("locked_by", sa.String(255), nullable=True),
     sa.Column("last_error", sa.Text(), nullable=True),
+    # The receiver's "module:qualname" when the row was written: names the module a relay
+    # without that receiver has to import.
+    sa.Column("receiver", sa.Text(), nullable=True),
     sa.Index("aiosignals_outbox_due", "status", "dispatch_uid", "id"),
     # Delivery ids are idempotency keys, so they are never handed out twice: without
     # AUTOINCREMENT SQLite gives the next row max(id) + 1, which is 1 again once the
@@ -79,6 +85,17 @@ def dump_sender(sender: Any) -> str:
     )
 
 
+def receiver_path(record: ReceiverRecord) -> str | None:
+    """Return ``module:qualname`` of *record*'s receiver, or ``None`` once it is gone."""
+    fn = record.resolve()
+    if fn is None:
+        return None
+    # Bound methods name their function; callable objects their class.
+    target: object = getattr(fn, "__func__", fn)
+    named: object = target if hasattr(target, "__qualname__") else type(target)
+    return f"{getattr(named, '__module__', '?')}:{getattr(named, '__qualname__', '?')}"
+
+
 async def write_row(
     session: AsyncSession, signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
 ) -> None:
@@ -106,11 +123,36 @@ async def write_row(
             "payload": text,
             "status": PENDING,
             "attempts": 0,
+            "failures": 0,
+            "receiver": receiver_path(record),
             "created_at": now,
             "available_at": now,
         },
     )
 
+
+def _add_new_columns(_metadata: sa.MetaData, connection: sa.Connection, **_: Any) -> None:
+    """
+    Add to an outbox table of an earlier version the columns it lacks.
+
+    ``failures`` starts as the row's ``attempts`` (each of those ended in a failure or a
+    death, told apart only since); ``receiver`` stays empty for rows written before.
+    """
+    inspector = sa.inspect(connection)
+    if not inspector.has_table(outbox.name):
+        return
+    present = {column["name"] for column in inspector.get_columns(outbox.name)}
+    if "failures" not in present:
+        connection.exec_driver_sql(
+            f"ALTER TABLE {outbox.name} ADD COLUMN failures INTEGER NOT NULL DEFAULT 0"
+        )
+        connection.exec_driver_sql(f"UPDATE {outbox.name} SET failures = attempts")  # noqa: S608 -- our own names
+    if "receiver" not in present:
+        connection.exec_driver_sql(f"ALTER TABLE {outbox.name} ADD COLUMN receiver TEXT")
+
+
+# Before the SQLite rebuild below, which then copies these columns too.
+event.listen(outbox_metadata, "before_create", _add_new_columns)
 
 _LEGACY = "aiosignals_outbox_pre_autoincrement"
 

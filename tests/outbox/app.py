@@ -8,7 +8,9 @@ in ``AIOSIGNALS_TEST_DELIVERY_LOG``, append it there so another process can read
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +52,18 @@ SLOW: dict[str, float] = {"slow": 1.0}
 """item -> seconds its delivery takes."""
 
 
+STUBBORN: dict[str, int] = {}
+"""item -> how many more of its deliveries ignore cancellation for ``STUBBORN_SECONDS``."""
+
+STUBBORN_SECONDS = 2.0
+
+
 def _log(line: str) -> None:
     path = os.environ.get("AIOSIGNALS_TEST_DELIVERY_LOG")
     if path:
+        # Closed at once: the kernel has the line even if the process is SIGKILLed next.
         with Path(path).open("a") as log:
             log.write(line + "\n")
-            log.flush()
-            os.fsync(log.fileno())
 
 
 @receiver(post_save, sender=Order, durable=True, dispatch_uid="tests.outbox.record_order")
@@ -66,12 +73,24 @@ async def record_order(sender: type[Order], payload: PostSave[Order]) -> None:
     item = payload.instance.item
     if item in BROKEN:
         raise RuntimeError(f"cannot handle {item}")
+    if item == "cancelled":
+        # Not a cancellation of the relay: the receiver's own (buggy) raise.
+        raise asyncio.CancelledError
+    if item == os.environ.get("AIOSIGNALS_TEST_KILL_ITEM"):
+        # The receiver takes its whole process down, as a segfaulting C extension would.
+        _log(f"killing {delivery.id} {delivery.attempt} {item}")
+        os.kill(os.getpid(), signal.SIGKILL)
     if FLAKY.get(item, 0) > 0:
         FLAKY[item] -= 1
         raise RuntimeError(f"flaky {item}")
     if item == os.environ.get("AIOSIGNALS_TEST_BLOCK_ITEM"):
         _log(f"started {delivery.id} {delivery.attempt} {item}")
         await anyio.sleep_forever()
+    if STUBBORN.get(item, 0) > 0:
+        STUBBORN[item] -= 1
+        # Deaf to cancellation, as a blocking call in a thread is: only the lease helps.
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(STUBBORN_SECONDS)
     if item in SLOW:
         _log(f"started {delivery.id} {delivery.attempt} {item}")
         await anyio.sleep(SLOW[item])
@@ -95,6 +114,7 @@ def _job_receiver(uid: str) -> Any:
         await anyio.lowlevel.checkpoint()
         IN_FLIGHT.discard(delivery.id)
         JOBS.append((delivery.id, uid))
+        _log(f"job {delivery.id} {delivery.attempt} {uid}")
 
     job_done.connect(deliver, durable=True, dispatch_uid=uid)
     return deliver

@@ -33,7 +33,14 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 @pytest.fixture(autouse=True)
 def fresh_app_state() -> None:
     """The test app's records start empty and its knobs at their defaults."""
-    for collection in (app.DELIVERED, app.FLAKY, app.JOBS, app.OVERLAPS, app.IN_FLIGHT):
+    for collection in (
+        app.DELIVERED,
+        app.FLAKY,
+        app.JOBS,
+        app.OVERLAPS,
+        app.IN_FLIGHT,
+        app.STUBBORN,
+    ):
         collection.clear()
     app.BROKEN.clear()
     app.BROKEN.add("poison")

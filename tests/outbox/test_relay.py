@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +20,7 @@ import sqlalchemy as sa
 from aiosignals import Signal
 from aiosignals._cli import main as cli
 from aiosignals.outbox import OutboxRelay, current_delivery
+from aiosignals.outbox._progress import MAX_GROUP_ROWS
 from aiosignals.outbox._table import outbox
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
 from tests.outbox import app
@@ -143,9 +147,13 @@ async def test_a_payload_that_no_longer_validates_goes_dead_at_once(db: Database
     assert all("does not validate" in r.last_error for r in stored)
 
 
-async def test_a_row_whose_receiver_is_not_connected_is_retried_with_a_clear_error(
-    db: Database,
+async def test_a_row_whose_receiver_is_not_connected_waits_with_one_warning(
+    db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """
+    A row for a dispatch_uid no receiver of this process has stays pending and untried, warned about
+    once (uid and module), and holds up no other receiver.
+    """
     ghost = Signal(Job, name="tests.outbox.ghost")
 
     async def gone(sender: str, payload: Job) -> None:
@@ -154,12 +162,26 @@ async def test_a_row_whose_receiver_is_not_connected_is_retried_with_a_clear_err
     ghost.connect(gone, durable=True, dispatch_uid="tests.outbox.gone")
     async with db.transaction():
         await ghost.send("tests", Job(n=1))
+        await job_done.send("tests", Job(n=2))
     ghost.disconnect(dispatch_uid="tests.outbox.gone")
 
-    await relay_for(db).run_once()
+    relay = relay_for(db)
+    with caplog.at_level(logging.WARNING, logger="aiosignals.outbox"):
+        assert await relay.run_once() == 4
+        assert await relay.run_once() == 0
+        assert await relay.run_once() == 0
+    assert len(app.JOBS) == 4
     (row,) = await rows(db)
-    assert row.status == "pending"
-    assert "no receiver with dispatch_uid 'tests.outbox.gone'" in row.last_error
+    assert (row.status, row.attempts, row.locked_by) == ("pending", 0, None)
+    warnings = [r.getMessage() for r in caplog.records if "'tests.outbox.gone'" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "--app tests.outbox.test_relay" in warnings[0]
+
+    ghost.connect(gone, durable=True, dispatch_uid="tests.outbox.gone")  # deployed
+    await relay.run_once()
+    (row,) = await rows(db)
+    assert (row.attempts, row.failures) == (1, 1)
+    assert "never called" in row.last_error
 
 
 async def test_a_failing_row_holds_back_the_later_rows_of_its_receiver(db: Database) -> None:
@@ -349,24 +371,34 @@ async def test_a_row_backing_off_holds_back_its_receivers_later_rows_across_runs
 
 
 async def test_a_batch_longer_than_the_lease_keeps_its_rows(db: Database) -> None:
-    app.SLOW["slow"] = 1.5
+    """A relay renews its lease while a batch outlasts it: a second relay never takes its rows."""
+    # Two leases long, with the renewal (every third of a lease) given a full lease of slack:
+    # a loaded machine may delay a renewal, but not by a whole lease.
+    app.SLOW["slow"] = 2.5
     orders = SQLAlchemyRepository(Order, db)
     await orders.add(Order(item="slow"))
     await orders.add(Order(item="after"))
-    first = OutboxRelay(db, lease=0.6, backoff=0.0, name="first")
-    second = OutboxRelay(db, lease=0.6, backoff=0.0, name="second")
+    first = OutboxRelay(db, lease=1.2, backoff=0.0, name="first")
+    second = OutboxRelay(db, lease=1.2, backoff=0.0, name="second")
     claimed_by_second: list[int] = []
+    first_done = anyio.Event()
+
+    async def run_the_first() -> None:
+        await first.run_once()
+        first_done.set()
 
     async def poll_with_the_second() -> None:
-        for _ in range(20):
+        while not first_done.is_set():
             claimed_by_second.append(await second.run_once())
-            await anyio.sleep(0.1)
+            with anyio.move_on_after(0.1):
+                await first_done.wait()
 
     async with anyio.create_task_group() as group:
-        group.start_soon(first.run_once)
+        group.start_soon(run_the_first)
         group.start_soon(poll_with_the_second)
     # The first relay renewed its lease while "slow" ran: the second never took its rows.
     assert [item for _, _, item in app.DELIVERED] == ["slow", "after"]
+    assert len(claimed_by_second) > 5
     assert sum(claimed_by_second) == 0
     assert await rows(db) == []
 
@@ -443,3 +475,290 @@ async def test_the_relay_command_finishes_the_row_in_hand_on_sigterm(
     ]
     # "next" was not started: it stays for the next relay, its attempt given back.
     assert [(r.status, r.attempts) for r in await rows(db)] == [("pending", 0)]
+
+
+def start_bare_relay(db_url: str, err: Path, *options: str) -> subprocess.Popen[str]:
+    """Start `aiosignals relay` with only *options*, its stderr to the file *err*."""
+    with err.open("w") as stderr_file:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "aiosignals", "relay", "--db", db_url,
+             "--poll-interval", "0.05", *options],
+            cwd=ROOT,
+            stderr=stderr_file,
+            text=True,
+        )  # fmt: skip
+
+
+def wait_for_more(log: Path) -> None:
+    """Wait until *log* has more lines than now."""
+    count = len(delivery_log(log))
+    wait_for(lambda: len(delivery_log(log)) > count)
+
+
+def relay_log(relay_process: subprocess.Popen[str]) -> str:
+    """Stop the relay process if it still runs, and return what it logged."""
+    if relay_process.poll() is None:
+        relay_process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = relay_process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        relay_process.kill()
+        _, stderr = relay_process.communicate()
+    return stderr
+
+
+async def test_a_row_whose_receiver_kills_the_relay_is_dead_after_max_attempts_deaths(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """
+    A receiver that SIGKILLs its relay is parked dead after max_attempts deaths; the other rows are
+    delivered, each once.
+    """
+    log = tmp_path / "deliveries.log"
+    orders = SQLAlchemyRepository(Order, db)
+    for item in ("before-1", "before-2", "kill", "after-1"):
+        await orders.add(Order(item=item))
+    options = ("--lease", "0.5", "--max-attempts", "2")
+
+    def after_delivered() -> bool:
+        return ["delivered", "after-1"] in [e[:1] + e[3:4] for e in delivery_log(log)]
+
+    deaths = 0
+    while True:
+        relay_process = start_relay(db_url, log, *options, AIOSIGNALS_TEST_KILL_ITEM="kill")
+        try:
+            await anyio.to_thread.run_sync(
+                wait_for, lambda p=relay_process: p.poll() is not None or after_delivered()
+            )
+        finally:
+            stderr = relay_log(relay_process)
+        if relay_process.returncode != -signal.SIGKILL:
+            break
+        deaths += 1
+        assert deaths <= 2, "the row kept killing relays past max_attempts"
+    assert relay_process.returncode == 0, stderr
+    assert deaths == 2
+    entries = delivery_log(log)
+    assert [e[2] for e in entries if e[0] == "killing"] == ["1", "2"]
+    delivered = Counter(e[3] for e in entries if e[0] == "delivered")
+    assert set(delivered) == {"before-1", "before-2", "after-1"}
+    # The rows done before the first death may be redone once (their outcome was not yet
+    # written), never on every restart.
+    assert max(delivered.values()) <= 2
+    (row,) = await rows(db)
+    assert (row.status, row.attempts, row.failures) == ("dead", 2, 0)
+    assert "relay died while delivering; 2 times" in row.last_error
+
+
+async def test_a_killed_relay_does_not_use_up_the_rows_failure_attempts(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """
+    A relay killed with a row in hand counts no failure: max_attempts real failures still get their
+    retries, and rows merely claimed count nothing.
+    """
+    log = tmp_path / "deliveries.log"
+    orders = SQLAlchemyRepository(Order, db)
+    await orders.add(Order(item="stuck"))
+    await orders.add(Order(item="later"))
+    relay_process = start_relay(db_url, log, "--lease", "0.5", AIOSIGNALS_TEST_BLOCK_ITEM="stuck")
+    try:
+        await anyio.to_thread.run_sync(wait_for_more, log)
+    finally:
+        relay_process.send_signal(signal.SIGKILL)
+        relay_process.communicate(timeout=10)
+    app.FLAKY["stuck"] = 1  # the first real failure
+    relay = relay_for(db, max_attempts=2)
+    with anyio.fail_after(10):
+        while len(app.DELIVERED) < 2:
+            await relay.run_once()
+            await anyio.sleep(0.05)
+    # Start 1 died with its relay, 2 failed, 3 was delivered.
+    first, then = [(attempt, item) for _, attempt, item in app.DELIVERED]
+    assert first == (3, "stuck")
+    # "later" was claimed but never started: at most counted once, as a row of the group
+    # the first relay had in hand when it died.
+    assert then in {(1, "later"), (2, "later")}
+
+
+async def test_a_receiver_raising_cancelled_error_fails_its_row_and_the_relay_runs_on(
+    db: Database,
+) -> None:
+    """
+    A CancelledError raised by a receiver (the relay not being cancelled) is retried and parked like
+    any failure, and the relay keeps delivering.
+    """
+    orders = SQLAlchemyRepository(Order, db)
+    await orders.add(Order(item="cancelled"))
+    relay = OutboxRelay(db, max_attempts=2, backoff=0.0, poll_interval=0.01)
+    async with anyio.create_task_group() as group:
+        group.start_soon(relay.run)
+        with anyio.fail_after(10):
+            while [r.status for r in await rows(db)] != ["dead"]:
+                await anyio.sleep(0.02)
+        async with db.transaction():
+            await job_done.send("tests", Job(n=1))
+        with anyio.fail_after(10):
+            while len(app.JOBS) < 4:
+                await anyio.sleep(0.02)
+        relay.stop()
+    (row,) = await rows(db)
+    assert (row.attempts, row.failures) == (2, 2)
+    assert "CancelledError" in row.last_error
+
+
+async def test_a_receiver_past_the_delivery_timeout_fails_and_is_retried(db: Database) -> None:
+    """
+    A receiver running past delivery_timeout fails with TimeoutError, is retried, and does not hold
+    up other receivers for longer.
+    """
+    app.SLOW["slow"] = 30.0
+    orders = SQLAlchemyRepository(Order, db)
+    await orders.add(Order(item="slow"))
+    async with db.transaction():
+        await job_done.send("tests", Job(n=1))
+    relay = OutboxRelay(db, delivery_timeout=0.2, backoff=0.0, max_attempts=2)
+    with anyio.fail_after(5):
+        assert await relay.run_once() == 5
+    assert len(app.JOBS) == 4
+    (row,) = await rows(db)
+    assert (row.status, row.attempts, row.failures) == ("pending", 1, 1)
+    assert "TimeoutError" in row.last_error
+    assert "delivery_timeout" in row.last_error
+    with anyio.fail_after(5):
+        await relay.run_once()
+    (row,) = await rows(db)
+    assert row.status == "dead"
+    assert app.DELIVERED == []
+
+
+async def test_a_receiver_deaf_to_its_delivery_timeout_loses_its_lease(db: Database) -> None:
+    """
+    A receiver that ignores the cancellation at delivery_timeout no longer has its lease
+    renewed: another relay takes the row and delivers it meanwhile.
+    """
+    app.STUBBORN["deaf"] = 1
+    await SQLAlchemyRepository(Order, db).add(Order(item="deaf"))
+    stuck = OutboxRelay(db, lease=0.3, delivery_timeout=0.1, backoff=0.0, name="stuck")
+    other = OutboxRelay(db, lease=0.3, backoff=0.0, name="other")
+    async with anyio.create_task_group() as group:
+        group.start_soon(stuck.run_once)
+        with anyio.fail_after(5):
+            while [r.locked_by for r in await rows(db)] != ["stuck"]:
+                await anyio.sleep(0.01)
+        with anyio.fail_after(app.STUBBORN_SECONDS - 0.5):
+            while not app.DELIVERED:
+                await other.run_once()
+                await anyio.sleep(0.05)
+    # The second relay delivered it while the first was still stuck in the receiver.
+    assert next((attempt, item) for _, attempt, item in app.DELIVERED) == (2, "deaf")
+    assert await rows(db) == []
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "soon"])
+def test_the_relay_command_refuses_a_bad_delivery_timeout(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    --delivery-timeout must be a positive finite number of seconds: anything else is a usage error.
+    """
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["relay", "--db", "sqlite+aiosqlite://", f"--delivery-timeout={bad}"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --delivery-timeout:" in error
+    assert "seconds" in error
+
+
+def test_a_delivery_timeout_must_be_positive_and_finite() -> None:
+    """OutboxRelay refuses a delivery_timeout that is not a positive finite number."""
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="delivery_timeout"):
+            OutboxRelay(Database("sqlite+aiosqlite://"), delivery_timeout=bad)
+
+
+async def test_each_batch_is_logged_at_info_with_its_counts(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay logs one INFO line per batch: rows, receivers, outcomes and time."""
+    orders = SQLAlchemyRepository(Order, db)
+    await orders.add(Order(item="a"))
+    await orders.add(Order(item="poison"))
+    async with db.transaction():
+        await job_done.send("tests", Job(n=1))
+    with caplog.at_level(logging.INFO, logger="aiosignals.outbox"):
+        await relay_for(db, max_attempts=2).run_once()
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "6 rows for 5 receivers" in line
+    assert "5 delivered, 1 retrying, 0 dead" in line
+    assert re.search(r"in \d+\.\d+ s", line)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_relays_sigkilled_again_and_again_always_move_forward(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """
+    Relays SIGKILLed 200 ms after they start deliver more each time, lose nothing, and redo only a
+    handful of rows per kill.
+    """
+    log = tmp_path / "deliveries.log"
+    async with db.transaction():
+        for n in range(250):
+            await job_done.send("tests", Job(n=n))  # 4 receivers: 1,000 rows
+    left = [len(await rows(db))]
+    kills = 4
+    for _ in range(kills):
+        relay_process = start_relay(db_url, log, "--lease", "0.3")
+        try:
+            # Killed 200 ms after it is up and delivering.
+            await anyio.to_thread.run_sync(wait_for_more, log)
+            await anyio.sleep(0.2)
+        finally:
+            relay_process.send_signal(signal.SIGKILL)
+            relay_process.communicate(timeout=10)
+        left.append(len(await rows(db)))
+        if left[-1] == 0:
+            break
+    assert all(after < before for before, after in itertools.pairwise(left)), left
+    relay = relay_for(db)
+    with anyio.fail_after(20):
+        while await rows(db):
+            await relay.run_once()
+            await anyio.sleep(0.05)
+    deliveries = Counter((e[1], e[3]) for e in delivery_log(log) if e[0] == "job")
+    deliveries.update((str(delivery_id), uid) for delivery_id, uid in app.JOBS)
+    assert len(deliveries) == 1000
+    duplicates = sum(deliveries.values()) - 1000
+    print(f"rows left after each kill: {left}; duplicates: {duplicates}")
+    assert duplicates <= MAX_GROUP_ROWS * kills
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_relay_without_receivers_warns_at_start_and_leaves_the_rows_pending(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """
+    A relay started without --app, or with modules that connect no durable receiver, says so at
+    start, names each waiting uid and its module, and parks nothing.
+    """
+    await SQLAlchemyRepository(Order, db).add(Order(item="waiting"))
+    cases = {"no-app": [], "json": ["--app", "json"]}
+    logs = {name: tmp_path / f"{name}.err" for name in cases}
+    processes = {name: start_bare_relay(db_url, logs[name], *apps) for name, apps in cases.items()}
+    try:
+        for log in logs.values():
+            await anyio.to_thread.run_sync(
+                wait_for, lambda path=log: "'tests.outbox.record_order'" in path.read_text()
+            )
+    finally:
+        for relay_process in processes.values():
+            relay_log(relay_process)
+    for name, relay_process in processes.items():
+        stderr = logs[name].read_text()
+        assert relay_process.returncode == 0, stderr
+        assert "--app tests.outbox.app" in stderr
+    assert "no --app given" in logs["no-app"].read_text()
+    assert "--app json connects no durable receiver" in logs["json"].read_text()
+    (row,) = await rows(db)
+    assert (row.status, row.attempts) == ("pending", 0)

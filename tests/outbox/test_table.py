@@ -187,3 +187,28 @@ async def test_a_payload_that_cannot_be_stored_is_refused_naming_outbox_signal_a
     assert "tests.outbox.data.pickled" in message
     assert await outbox_count(data_db) == 0
     assert await pickled.list() == []
+
+
+async def test_an_outbox_table_without_the_failures_and_receiver_columns_gets_them(
+    db_url: str,
+) -> None:
+    """
+    An outbox table of an earlier version gains ``failures`` (its attempts, each then a
+    failure) and ``receiver``, its rows kept, once.
+    """
+    async with Database(db_url) as db:
+        async with db.engine.begin() as connection:
+            await connection.exec_driver_sql(LEGACY_DDL)
+            await connection.exec_driver_sql(
+                "INSERT INTO aiosignals_outbox VALUES (3, 'tests.outbox.data.welcome',"
+                " 'aiosignals.post_save', 'none:', '{}', 'pending', 2, 0, 0, NULL, NULL, NULL)"
+            )
+        await OutboxRelay.create_table(db)
+        async with db.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    sa.text(f"SELECT attempts, failures, receiver FROM {OUTBOX}")
+                )
+            ).one()
+        assert tuple(row) == (2, 2, None)
+        await OutboxRelay.create_table(db)  # once added, left alone
