@@ -123,4 +123,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/dispatch.py", *session.posargs)
     # The others need no server on SQLite; --postgres / --redis runs are in benchmarks/README.md.
     session.run("python", "benchmarks/repository.py", *session.posargs)
+    session.run("python", "benchmarks/sessions.py", *session.posargs)
     session.run("python", "benchmarks/outbox.py", *session.posargs)

@@ -1,11 +1,11 @@
 """
 ``aiosignals demo``: the seed scenario on embedded SQLite (or ``--db URL``).
 
-Users are saved through :class:`~aiosignals.repository.sqlalchemy.SQLAlchemyRepository`;
-``log_user_creation`` runs on every ``post_save`` of a ``User``, and ``create_user_profile``
-runs after the commit, so a rolled-back save never leaves a profile behind. Each step
-prints which receivers ran; the run ends with a summary and exits non-zero if an invariant
-did not hold.
+Users are saved through :class:`~aiosignals.sqlalchemy.SQLAlchemyRepository`, and through
+an instrumented session with plain ``session.add()``; ``log_user_creation`` runs on every
+``post_save`` of a ``User``, and ``create_user_profile`` runs after the commit, so a
+rolled-back save never leaves a profile behind. Each step prints which receivers ran; the
+run ends with a summary and exits non-zero if an invariant did not hold.
 """
 
 from __future__ import annotations

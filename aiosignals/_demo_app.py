@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import ForeignKey, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, mapped_column
 
 from ._phases import Phase
 from .models import PostSave, post_save
-from .repository.sqlalchemy import Database, SQLAlchemyRepository
+from .sqlalchemy import Database, SQLAlchemyRepository
 
 __all__ = ["Profile", "RolledBackError", "User", "scenario"]
 
@@ -48,6 +48,13 @@ async def scenario(url: str) -> int:
     async def log_user_creation(sender: type[User], payload: PostSave[User]) -> None:
         if payload.created:
             ran.append(f"log_user_creation ({payload.instance.email} created)")
+        elif payload.previous is not None:
+            # From a session's flush: what changed, and what it was (Django needs
+            # django-model-utils' FieldTracker for that).
+            ran.append(
+                f"log_user_creation (nothing to log: {payload.instance.email} updated,"
+                f" {sorted(payload.update_fields or ())} were {payload.previous})"
+            )
         else:
             ran.append(f"log_user_creation (nothing to log: {payload.instance.email} updated)")
 
@@ -96,6 +103,19 @@ async def scenario(url: str) -> int:
                 )
             step("add carol@example.com inside `async with db.transaction()`")
 
+            # The application's own session: no repository, session.add() as usual. The
+            # session of db.transaction() is instrumented, so its flush sends post_save.
+            async with db.transaction() as session:
+                session.add(User(email="dave@example.com"))
+                ran.append("... session.add() only: the flush at the commit sends post_save")
+            step("add dave@example.com with session.add() in `db.transaction() as session`")
+
+            async with db.transaction() as session:
+                dave = await session.scalar(select(User).where(User.email == "dave@example.com"))
+                assert dave is not None
+                dave.name = "Dave"
+            step("rename dave through the session (its flush sends what changed)")
+
             with contextlib.suppress(RolledBackError):
                 async with db.transaction():
                     await users.add(User(email="mallory@example.com"))
@@ -117,8 +137,9 @@ async def scenario(url: str) -> int:
                 "alice@example.com",
                 "bob@example.com",
                 "carol@example.com",
+                "dave@example.com",
             }:
-                failures.append("the users are not alice, bob and carol")
+                failures.append("the users are not alice, bob, carol and dave")
             del bob, carol
         finally:
             post_save.disconnect(log_user_creation, sender=User)

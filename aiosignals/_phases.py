@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .exceptions import TransactionAborted
+from .exceptions import RecursionDepthError, TransactionAborted
 
 if TYPE_CHECKING:
     from ._event import Event
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from ._types import ErrorPolicy
 
 __all__ = ["DurableSink", "Phase", "PhaseScope", "current_scope"]
+
+logger = logging.getLogger("aiosignals")
 
 
 class Phase(enum.Enum):
@@ -114,15 +117,72 @@ class PhaseScope:
         for entry_phase, signal, record, sender, payload, errors, timeout in self._deferred:
             if entry_phase is not phase:
                 continue
-            failure = await signal._deliver_deferred(  # pyright: ignore[reportPrivateUsage]
-                record, sender, payload, veto=veto, errors=errors, timeout=timeout
-            )
+            failure = await _deliver(signal, record, sender, payload, veto, errors, timeout)
             if failure is not None:
                 failures.append(failure)
         if len(failures) == 1:
             raise failures[0]
         if failures:
             raise ExceptionGroup(f"{len(failures)} {phase.value} receivers failed", failures)
+
+    @contextmanager
+    def entered(self) -> Generator[None]:
+        """Make this scope the current task's for the block: sends in it defer here."""
+        token = _current.set(self)
+        try:
+            yield
+        finally:
+            _current.reset(token)
+
+    async def before_commit(self) -> None:
+        """
+        Run the BEFORE_COMMIT receivers (inside this scope, so their sends join it).
+
+        :raises Exception: the failure of a receiver, which vetoes the commit
+        """
+        if self.parent is None:
+            with self.entered():
+                await self._run_phase(Phase.BEFORE_COMMIT, veto=True)
+
+    async def committed(self) -> None:
+        """
+        Settle a commit.
+
+        A savepoint hands its receivers to its parent; a transaction runs its AFTER_COMMIT
+        receivers (shielded, each within its timeout).
+        """
+        if self.parent is not None:
+            self.parent._deferred.extend(self._deferred)
+        else:
+            await self._settle(Phase.AFTER_COMMIT)
+        self._deferred = []
+
+    def adopt(self, savepoint: PhaseScope) -> None:
+        """Take over the deferred receivers of *savepoint*, released into this scope."""
+        self._deferred.extend(savepoint._deferred)
+        savepoint._deferred = []
+
+    async def rolled_back(self) -> None:
+        """Settle a rollback: run the AFTER_ROLLBACK receivers (shielded) and drop the rest."""
+        try:
+            await self._settle(Phase.AFTER_ROLLBACK)
+        finally:
+            self._deferred = []
+
+    @property
+    def pending(self) -> bool:
+        """Whether receivers are deferred to this scope (a commit or rollback has work to do)."""
+        return bool(self._deferred)
+
+    async def _settle(self, phase: Phase) -> None:
+        if not self._deferred:
+            # Nothing to run: spare the cancel scope, on every commit of a busy service.
+            return
+        # After the commit or the rollback the outcome is decided: its receivers run to
+        # the end even in a cancelled task (each within its own timeout), so a cancelled
+        # request still sends the mail of what it committed, or undoes what it began.
+        with anyio.CancelScope(shield=True):
+            await self._run_phase(phase, veto=False)
 
     @classmethod
     @asynccontextmanager
@@ -133,6 +193,7 @@ class PhaseScope:
         rollback: Callable[[], Awaitable[None]],
         durable_sink: DurableSink | None = None,
         owner: object = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[PhaseScope]:
         """
         Run the body as one transaction (or a savepoint, when a scope is already open).
@@ -146,6 +207,9 @@ class PhaseScope:
         :param rollback: rolls the transaction (or savepoint) back
         :param durable_sink: see :class:`PhaseScope`
         :param owner: what the transaction belongs to; scopes nest only within one owner
+        :param prepare: awaited inside the scope after the body and again after the
+            BEFORE_COMMIT receivers, before *commit* (a session flushes its pending objects
+            there, so that the signals of that flush join this transaction)
         """
         enclosing = _current.get()
         # Only a scope of the same owner makes this one a savepoint: a transaction of
@@ -166,19 +230,69 @@ class PhaseScope:
                         f" {scope.failure!r}; wrap a write that may fail in a nested"
                         " transaction() to carry on after it"
                     ) from scope.failure
+                if prepare is not None:
+                    await prepare()
                 if parent is None:
                     # Still inside the scope: what these receivers send joins the transaction.
                     await scope._run_phase(Phase.BEFORE_COMMIT, veto=True)
+                    if prepare is not None:
+                        await prepare()
             finally:
                 _current.reset(token)
-            await commit()
-        except BaseException:
+            # Shielded: a COMMIT cut off in flight leaves no way to know whether the
+            # database committed. Let it finish, so the phase follows what the database
+            # did; a cancellation is delivered at the next checkpoint after the receivers.
+            with anyio.CancelScope(shield=True):
+                await commit()
+        except BaseException as exc:
             # Shielded: a cancelled task must still give its connection back clean.
             with anyio.CancelScope(shield=True):
                 await rollback()
-            await scope._run_phase(Phase.AFTER_ROLLBACK, veto=False)
+            if isinstance(exc, Exception):
+                await scope._settle(Phase.AFTER_ROLLBACK)
+            else:
+                # A cancellation (or an exit) must go on unchanged: the receivers'
+                # failures are logged instead of replacing it.
+                try:
+                    await scope._settle(Phase.AFTER_ROLLBACK)
+                except Exception:
+                    logger.exception("AFTER_ROLLBACK receivers of a cancelled transaction failed")
             raise
         if parent is not None:
             parent._deferred.extend(scope._deferred)
         else:
-            await scope._run_phase(Phase.AFTER_COMMIT, veto=False)
+            await scope._settle(Phase.AFTER_COMMIT)
+
+
+_deferred_depth: ContextVar[dict[int, int]] = ContextVar("aiosignals_deferred_depth", default={})  # noqa: B039 -- never mutated, replaced
+
+
+async def _deliver(
+    signal: Signal[Any],
+    record: ReceiverRecord,
+    sender: Any,
+    payload: Event,
+    veto: bool,
+    errors: ErrorPolicy,
+    timeout: float | None,
+) -> Exception | None:
+    # A deferred receiver runs after its send returned, so the send's own recursion guard
+    # no longer counts it: an AFTER_COMMIT receiver that saves its entity again would
+    # commit and run again until Python's RecursionError. The depth of deferred
+    # deliveries nested in each other is counted here, per signal, against max_depth.
+    depths = _deferred_depth.get()
+    depth = depths.get(id(signal), 0) + 1
+    if depth > signal.max_depth:
+        return RecursionDepthError(
+            f"the receiver {record.resolve()!r} of {signal!r} ran {depth} levels deep"
+            " inside its own deferred deliveries"
+            f" (max_depth={signal.max_depth}): a {record.phase.value} receiver keeps"
+            " causing the send that defers it again"
+        )
+    token = _deferred_depth.set({**depths, id(signal): depth})
+    try:
+        return await signal._deliver_deferred(  # pyright: ignore[reportPrivateUsage]
+            record, sender, payload, veto=veto, errors=errors, timeout=timeout
+        )
+    finally:
+        _deferred_depth.reset(token)

@@ -97,6 +97,16 @@ def remove_observer(observer: Observer) -> None:
     _refresh(tuple(each for each in observers if each is not observer))
 
 
+def observed() -> bool:
+    """
+    Return whether any observer watches sends now (tracing, ``aiosignals.testing``).
+
+    For senders that skip building a payload nobody would see (the instrumented sessions'
+    flushes): a send with no receiver is still reported to observers.
+    """
+    return bool(observers)
+
+
 def calling(signal: Signal[Any], receiver: Callable[..., Any]) -> AbstractContextManager[object]:
     """Return the context manager of every observer that wraps receiver calls, nested."""
     wrapping = [observer for observer in observers if observer.wraps_receivers]

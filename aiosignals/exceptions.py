@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AiosignalsError",
     "BufferFull",
+    "NestedFlushError",
     "RecursionDepthError",
     "TransactionAborted",
     "UnsupportedByBroker",
@@ -54,6 +55,18 @@ class TransactionAborted(AiosignalsError):  # noqa: N818 -- reads as what happen
     a write that may fail in a nested ``transaction()`` (a savepoint) to carry on after it.
 
     .. versionadded:: 0.1
+    """
+
+
+class NestedFlushError(AiosignalsError, RuntimeError):
+    """
+    Raised when a model signal receiver flushes or commits the session that is sending it.
+
+    The receivers of an instrumented session run inside its flush, where SQLAlchemy cannot
+    flush again: add objects with ``session.add()`` (the same flush, or the commit's,
+    writes them and sends their signals) or write through another session.
+
+    .. versionadded:: 0.2
     """
 
 

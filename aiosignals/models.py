@@ -309,6 +309,15 @@ class PostSave(ModelEvent[M], Generic[M]):
     update_fields: frozenset[str] | None = None
     """The fields the write was limited to, or ``None`` for all of them."""
 
+    previous: dict[str, Any] | None = None
+    """
+    For an update by an instrumented session's flush: each changed field's value before
+    the change (``None`` for a value that was never loaded). ``None`` where it is not known:
+    inserts, and writes through a repository.
+
+    .. versionadded:: 0.2
+    """
+
 
 class PreDelete(ModelEvent[M], Generic[M]):
     """

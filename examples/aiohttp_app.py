@@ -1,7 +1,8 @@
 """
 The seed scenario behind HTTP, with aiohttp.
 
-``POST /users`` creates a user in a request transaction; a ``post_save`` receiver with
+``POST /users`` adds a user to the request's session (``session.add()``: the session is
+instrumented, so its flush sends ``post_save``); a receiver with
 ``phase=Phase.AFTER_COMMIT`` creates its profile once that commits (never for a request that
 fails) and publishes a ``UserSignedUp`` event to the app's EventBus, whose worker sends the
 welcome mail in the background. ``GET /users/{id}`` returns the user with its profile,
@@ -33,13 +34,18 @@ import anyio
 import pydantic
 from aiohttp import web
 from sqlalchemy import ForeignKey
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, mapped_column
 
 from aiosignals import Event, EventBus, Phase, Signal
-from aiosignals.integrations.aiohttp import get_bus, init_app, transaction_middleware
+from aiosignals.integrations.aiohttp import (
+    get_bus,
+    get_session,
+    init_app,
+    transaction_middleware,
+)
 from aiosignals.models import PostSave, post_save
-from aiosignals.repository import IntegrityError
-from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
+from aiosignals.sqlalchemy import Database, SQLAlchemyRepository
 
 log = logging.getLogger("example")
 
@@ -99,7 +105,8 @@ def create_app(database_url: str) -> web.Application:
         # gets here. The profile is written in a transaction of its own.
         user = payload.instance
         if payload.created and user.id is not None and bus is not None:
-            await profiles.add(Profile(user_id=user.id, display_name=user.name.title()))
+            async with db.transaction() as session:
+                session.add(Profile(user_id=user.id, display_name=user.name.title()))
             await bus.publish(user_signed_up, User, UserSignedUp(user_id=user.id, email=user.email))
 
     async def send_welcome_mail(sender: type[User], payload: UserSignedUp) -> None:
@@ -133,8 +140,11 @@ def create_app(database_url: str) -> web.Application:
             new = NewUser.model_validate(await request.json())
         except (ValueError, pydantic.ValidationError) as error:
             raise web.HTTPBadRequest(text=str(error)) from None
+        user = User(email=new.email, name=new.name)
+        session = get_session(request)  # the request transaction's instrumented session
+        session.add(user)
         try:
-            user = await users.add(User(email=new.email, name=new.name))
+            await session.flush()  # the INSERT, and post_save: the 409 needs its outcome
         except IntegrityError:
             # Raised, not returned: the middleware rolls the request's transaction back.
             raise web.HTTPConflict(text=f"{new.email} is already registered") from None

@@ -1,7 +1,8 @@
 """
 The seed scenario behind HTTP, with FastAPI.
 
-``POST /users`` creates a user in a request transaction; a ``post_save`` receiver with
+``POST /users`` adds a user to the request's session (``session.add()``, as any FastAPI app
+writes: the session is instrumented, so its flush sends ``post_save``); a receiver with
 ``phase=Phase.AFTER_COMMIT`` creates its profile once that commits (never for a request that
 fails) and publishes a ``UserSignedUp`` event to the app's EventBus, whose worker sends the
 welcome mail in the background. ``GET /users/{id}`` returns the user with its profile,
@@ -17,8 +18,8 @@ app creates its tables ``fastapi_app_users`` and ``fastapi_app_profiles`` (and t
 number of times on one database.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the handlers' annotations at run
+# time, and the session's dependency names the app's own database, a local of create_app().
 import contextlib
 import logging
 import os
@@ -28,7 +29,7 @@ import tempfile
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import httpx
@@ -36,13 +37,14 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 from sqlalchemy import ForeignKey
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, mapped_column
 
 from aiosignals import Event, EventBus, Phase, Signal
 from aiosignals.integrations.fastapi import DepBus, lifespan, transaction_dependency
 from aiosignals.models import PostSave, post_save
-from aiosignals.repository import IntegrityError
-from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
+from aiosignals.sqlalchemy import Database, SQLAlchemyRepository
 
 log = logging.getLogger("example")
 
@@ -117,7 +119,8 @@ def create_app(database_url: str) -> FastAPI:
         # gets here. The profile is written in a transaction of its own.
         user = payload.instance
         if payload.created and user.id is not None and bus is not None:
-            await profiles.add(Profile(user_id=user.id, display_name=user.name.title()))
+            async with db.transaction() as session:
+                session.add(Profile(user_id=user.id, display_name=user.name.title()))
             await bus.publish(user_signed_up, User, UserSignedUp(user_id=user.id, email=user.email))
 
     async def send_welcome_mail(sender: type[User], payload: UserSignedUp) -> None:
@@ -153,12 +156,16 @@ def create_app(database_url: str) -> FastAPI:
     app = FastAPI(title="aiosignals example", lifespan=app_lifespan)
     app.state.welcome_mails = welcome_mails
 
-    # The handler runs in a transaction that commits before the response is sent. (A
-    # handler that needs the session takes `tx: Annotated[AsyncSession, <the same>]`.)
-    @app.post("/users", status_code=201, dependencies=[transaction_dependency(db)])
-    async def create_user(new: NewUser) -> UserOut:
+    # The handler runs in a transaction that commits before the response is sent; the
+    # dependency hands it the transaction's (instrumented) session.
+    @app.post("/users", status_code=201)
+    async def create_user(
+        new: NewUser, session: Annotated[AsyncSession, transaction_dependency(db)]
+    ) -> UserOut:
+        user = User(email=new.email, name=new.name)
+        session.add(user)
         try:
-            user = await users.add(User(email=new.email, name=new.name))
+            await session.flush()  # the INSERT, and post_save: the 409 needs its outcome
         except IntegrityError:
             # Raised, not returned: the dependency rolls the request's transaction back.
             raise HTTPException(409, f"{new.email} is already registered") from None

@@ -23,17 +23,21 @@ def test_demo_runs_the_seed_scenario_on_embedded_sqlite() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "log_user_creation (alice@example.com created)" in out
-    assert out.count("create_user_profile, after commit (profile created)") == 3
+    assert out.count("create_user_profile, after commit (profile created)") == 4
+    added = out.split("add dave@example.com with session.add()")[1].split("- rename dave")[0]
+    assert "log_user_creation (dave@example.com created)" in added
+    assert "create_user_profile, after commit (profile created)" in added
+    assert "dave@example.com updated, ['name'] were {'name': ''}" in out
     rolled_back = out.split("add mallory@example.com, then the transaction rolls back")[1]
     assert "create_user_profile" not in rolled_back.split("Summary")[0]
-    assert "Summary: 3 users, 3 profiles" in out
+    assert "Summary: 4 users, 4 profiles" in out
 
 
 @pytest.mark.postgres
 def test_demo_runs_on_postgresql(postgres_url: str) -> None:
     result = demo("--db", postgres_url)
     assert result.returncode == 0, result.stderr
-    assert "Summary: 3 users, 3 profiles" in result.stdout
+    assert "Summary: 4 users, 4 profiles" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ PUBLIC_MODULES = [
     "aiosignals.pytest_plugin",
     "aiosignals.repository",
     "aiosignals.repository.sqlalchemy",
+    "aiosignals.sqlalchemy",
     "aiosignals.testing",
     "aiosignals.transports",
 ]

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from aiosignals import Event, Phase, Signal
+from aiosignals import Event, Phase, RecursionDepthError, Signal
 from aiosignals._phases import PhaseScope, current_scope
 
 pytestmark = pytest.mark.anyio
@@ -296,3 +298,100 @@ async def test_deferred_receivers_keep_the_error_policy_and_timeout_of_their_sen
     with anyio.fail_after(2), pytest.raises(TimeoutError):
         async with PhaseScope.run(commit=Tx(log).commit, rollback=Tx(log).rollback):
             await signal.send(None, n=2, timeout=0.05)
+
+
+async def test_after_rollback_receivers_of_a_cancelled_transaction_run_to_the_end() -> None:
+    """A transaction cancelled in its body still runs its AFTER_ROLLBACK receivers in full."""
+    log: list[str] = []
+    signal = Signal(Saved, name="saved")
+
+    async def rolled(sender: object, payload: Saved) -> None:
+        log.append("start")
+        await anyio.lowlevel.checkpoint()
+        await anyio.sleep(0.01)
+        log.append("end")
+
+    signal.connect(rolled, phase=Phase.AFTER_ROLLBACK)
+    with anyio.CancelScope() as cancelled:
+        async with PhaseScope.run(commit=Tx(log).commit, rollback=Tx(log).rollback):
+            await signal.send(None, n=1)
+            cancelled.cancel()
+            await anyio.lowlevel.checkpoint()
+    assert cancelled.cancelled_caught
+    assert log == ["ROLLBACK", "start", "end"]
+
+
+async def test_a_shielded_after_rollback_receiver_still_has_its_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hanging AFTER_ROLLBACK receiver of a cancelled transaction stops at its own timeout."""
+    log: list[str] = []
+    signal = Signal(Saved, name="saved")
+
+    async def hangs(sender: object, payload: Saved) -> None:
+        await anyio.sleep_forever()
+
+    signal.connect(hangs, phase=Phase.AFTER_ROLLBACK, timeout=0.05)
+    signal.connect(_recorder(log, "rolled"), phase=Phase.AFTER_ROLLBACK)
+    with anyio.fail_after(5), anyio.CancelScope() as cancelled:
+        async with PhaseScope.run(commit=Tx(log).commit, rollback=Tx(log).rollback):
+            await signal.send(None, n=1)
+            cancelled.cancel()
+            await anyio.lowlevel.checkpoint()
+    # The cancellation, not the receiver's TimeoutError, is what ends the block.
+    assert cancelled.cancelled_caught
+    assert log == ["ROLLBACK", "rolled:1"]
+    assert "TimeoutError" in caplog.text
+
+
+async def test_an_after_commit_receiver_that_saves_its_instance_again_hits_max_depth() -> None:
+    """A receiver re-saving its own entity after each commit is stopped by RecursionDepthError."""
+    from aiosignals.models import PostSave, post_save
+    from aiosignals.repository import MemoryRepository
+
+    @dataclasses.dataclass
+    class Counter:
+        id: int | None = None
+        n: int = 0
+
+    repo = MemoryRepository(Counter)
+    saves: list[int] = []
+
+    async def again(sender: type[Counter], payload: PostSave[Counter]) -> None:
+        saves.append(payload.instance.n)
+        payload.instance.n += 1
+        await repo.save(payload.instance)
+
+    post_save.connect(again, sender=Counter, phase=Phase.AFTER_COMMIT)
+    try:
+        with pytest.raises(RecursionDepthError, match="max_depth=8"):
+            await repo.save(Counter())
+    finally:
+        post_save.disconnect(again, sender=Counter)
+    assert len(saves) == post_save.max_depth
+
+
+async def test_a_transaction_cancelled_while_committing_follows_the_commit() -> None:
+    """Cancelled while its COMMIT is in flight, a transaction that commits runs AFTER_COMMIT."""
+    log: list[str] = []
+    signal = _signal(log)
+    committing, release = anyio.Event(), anyio.Event()
+    scope = anyio.CancelScope()
+
+    async def commit() -> None:
+        committing.set()
+        await release.wait()
+        log.append("COMMIT")
+
+    async def transaction() -> None:
+        with scope:
+            async with PhaseScope.run(commit=commit, rollback=Tx(log).rollback):
+                await signal.send(None, n=1)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(transaction)
+        await committing.wait()
+        scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert log == ["now:1", "before:1", "COMMIT", "after:1"]

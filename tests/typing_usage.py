@@ -152,3 +152,31 @@ async def repositories() -> None:
     if delivery is not None:
         assert_type(delivery.id, int)
         assert_type(delivery.key, str)
+
+
+# -- instrumented sessions --------------------------------------------------------------
+
+from sqlalchemy.ext.asyncio import (  # noqa: E402
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from aiosignals import sqlalchemy as aiosignals_sqlalchemy  # noqa: E402
+
+
+async def sessions() -> None:
+    engine = create_async_engine("sqlite+aiosqlite://")
+    maker = aiosignals_sqlalchemy.instrument(async_sessionmaker(engine))
+    assert_type(maker, async_sessionmaker[AsyncSession])
+    db = aiosignals_sqlalchemy.Database(engine, name="app")
+    assert_type(db.sessionmaker, async_sessionmaker[AsyncSession])
+    async with db.transaction() as session:
+        assert_type(session, AsyncSession)
+        session.add(User(email="a@b.c"))
+    aiosignals_sqlalchemy.instrument(engine)  # type: ignore[arg-type]
+
+
+@receiver(post_save, sender=User)
+async def changed(sender: type[User], payload: PostSave[User]) -> None:
+    assert_type(payload.previous, dict[str, Any] | None)

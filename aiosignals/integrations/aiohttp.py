@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
 
 try:
@@ -36,14 +37,16 @@ from .._bus import EventBus
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
+    from sqlalchemy.ext.asyncio import AsyncSession
 
-    from ..repository.sqlalchemy import Database
+    from ..sqlalchemy import Database
 
 __all__ = [
     "BUS_KEY",
     "WRITE_METHODS",
     "Service",
     "get_bus",
+    "get_session",
     "init_app",
     "transaction_middleware",
 ]
@@ -217,14 +220,16 @@ def transaction_middleware(db: Database, *, methods: Collection[str] = WRITE_MET
     Return a middleware that runs each handler of *methods* inside ``db.transaction()``.
 
     Every repository of *db* used by the handler (and by the receivers of the signals it
-    sends) joins the transaction. It commits when the handler returns, before aiohttp sends
-    the response: a client that reads the response sees the data committed, and the
-    ``AFTER_COMMIT`` receivers have run. If the handler raises, a ``web.HTTPException``
-    included, everything rolls back and ``AFTER_COMMIT`` receivers never run. A handler
-    that *returns* an error response commits: raise (``raise web.HTTPConflict()``) to roll
-    back. A handler that streams (``await response.prepare(request)``) sends its headers
-    before the commit. Other methods (``GET`` by default) run without a transaction, as
-    reads need none and SQLite would queue them behind writers.
+    sends) joins the transaction; :func:`get_session` hands the handler its instrumented
+    session, whose ``session.add()`` sends the model signals. It commits when the handler
+    returns, before aiohttp sends the response: a client that reads the response sees the
+    data committed, and the ``AFTER_COMMIT`` receivers have run. If the handler raises, a
+    ``web.HTTPException`` included, everything rolls back and ``AFTER_COMMIT`` receivers
+    never run. A handler that *returns* an error response commits: raise
+    (``raise web.HTTPConflict()``) to roll back. A handler that streams
+    (``await response.prepare(request)``) sends its headers before the commit. Other
+    methods (``GET`` by default) run without a transaction, as reads need none and SQLite
+    would queue them behind writers.
 
     :param db: the database of the transaction
     :param methods: the HTTP methods to wrap
@@ -238,7 +243,37 @@ def transaction_middleware(db: Database, *, methods: Collection[str] = WRITE_MET
     async def transaction(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method not in wrapped:
             return await handler(request)
-        async with db.transaction():
-            return await handler(request)
+        async with db.transaction() as session:
+            token = _session.set(session)
+            try:
+                return await handler(request)
+            finally:
+                _session.reset(token)
 
     return transaction
+
+
+# The handler runs in the middleware's task: a context variable reaches it on every
+# aiohttp version (web.RequestKey, for the request's own storage, needs aiohttp 3.12).
+_session: ContextVar[AsyncSession | None] = ContextVar("aiosignals_request_session", default=None)
+
+
+def get_session(request: web.Request) -> AsyncSession:
+    """
+    Return the session of the request's transaction, opened by :func:`transaction_middleware`.
+
+    It is instrumented: ``session.add(...)`` in the handler sends the model signals at the
+    flush, and their phases follow the request's transaction.
+
+    :raises LookupError: if the request runs without a transaction (a method the
+        middleware does not wrap, or no middleware)
+
+    .. versionadded:: 0.2
+    """
+    session = _session.get()
+    if session is None:
+        raise LookupError(
+            f"{request.method} {request.path} runs without a transaction: add"
+            " transaction_middleware(db) to the application and include its method in methods="
+        )
+    return session

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Generic, TypeVar
 
 from .._phases import current_scope
@@ -51,6 +51,15 @@ class SignalingRepository(abc.ABC, Generic[M]):
         storage primitives take as *tx*.
         """
 
+    def _turn(self, entity: M) -> AbstractAsyncContextManager[None]:
+        """
+        Return what a write of *entity* holds from start to end; nothing by default.
+
+        A backend whose writes attach the object somewhere (an SQLAlchemy session) makes
+        concurrent writes of one object take turns here.
+        """
+        return _NO_TURN
+
     def _atomic(self) -> AbstractAsyncContextManager[Any]:
         # Inside an open transaction a write joins it, as Django's save() joins an atomic
         # block: a savepoint per write would cost two statements more each. A failed
@@ -63,6 +72,10 @@ class SignalingRepository(abc.ABC, Generic[M]):
     @abc.abstractmethod
     def _key(self, entity: M) -> Any:
         """Return the key of *entity*, or ``None`` if it has none yet."""
+
+    @abc.abstractmethod
+    def _key_field(self) -> str:
+        """Return the name of the key field."""
 
     @abc.abstractmethod
     def _fields(self) -> frozenset[str]:
@@ -85,7 +98,7 @@ class SignalingRepository(abc.ABC, Generic[M]):
 
     async def add(self, entity: M) -> M:
         """Insert *entity*; see :class:`~aiosignals.repository.Repository`."""
-        async with self._atomic() as tx:
+        async with self._turn(entity), self._atomic() as tx:
             await self._write(entity, tx, created=True, update_fields=None)
         return entity
 
@@ -95,7 +108,7 @@ class SignalingRepository(abc.ABC, Generic[M]):
         if fields is not None and not fields:
             # As Django: an empty update_fields is a save with nothing to write.
             return entity
-        async with self._atomic() as tx:
+        async with self._turn(entity), self._atomic() as tx:
             key = self._key(entity)
             created = key is None or not await self._exists(key, tx)
             if created and fields is not None:
@@ -110,7 +123,7 @@ class SignalingRepository(abc.ABC, Generic[M]):
     async def delete(self, entity: M) -> None:
         """Delete *entity*; see :class:`~aiosignals.repository.Repository`."""
         key = self._key(entity)
-        async with self._atomic() as tx:
+        async with self._turn(entity), self._atomic() as tx:
             if key is None or not await self._exists(key, tx):
                 raise NotFound(f"{self.model.__qualname__} with key {key!r} does not exist")
             await pre_delete.send(self.model, PreDelete(instance=entity, using=self.using))
@@ -160,6 +173,13 @@ class SignalingRepository(abc.ABC, Generic[M]):
             raise ValueError(
                 f"update_fields names no field of {self.model.__qualname__}: {sorted(unknown)}"
             )
+        key = self._key_field()
+        if key in fields:
+            # As Django: the key says which row to update; it is never one of its values.
+            raise ValueError(
+                f"update_fields names the primary key {key!r} of {self.model.__qualname__}:"
+                " a save updates the row of that key and cannot change it"
+            )
         return fields
 
 
@@ -176,6 +196,9 @@ class _Joined:
 
     async def __aexit__(self, *_: object) -> None:
         return None
+
+
+_NO_TURN: AbstractAsyncContextManager[None] = nullcontext()
 
 
 def _abort(failure: BaseException) -> None:

@@ -54,8 +54,11 @@ class Repository(Protocol[M]):
         Insert *entity* if it has no row yet, else update it (only *update_fields* if given).
 
         ``created`` in the payloads tells which happened, also when the caller set the key.
+        An update without *update_fields* writes what the entity holds; a field it never
+        set (an attribute a mapped class's constructor left out) keeps its stored value.
 
-        :raises ValueError: if *update_fields* names no field of the entity
+        :raises ValueError: if *update_fields* names no field of the entity, or names its
+            key (as in Django: the key picks the row and is never updated)
         """
         ...
 

@@ -118,6 +118,9 @@ class MemoryRepository(SignalingRepository[M]):
     def _key(self, entity: M) -> Any:
         return getattr(entity, self.key)
 
+    def _key_field(self) -> str:
+        return self.key
+
     def _fields(self) -> frozenset[str]:
         return self._field_names
 

@@ -70,12 +70,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="deliveries before an entry goes to the dead-letter stream (%(default)s)",
     )
     parser.add_argument(
-        "--count", type=positive_int, default=10, metavar="N", help="entries per read (%(default)s)"
+        "--count",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="entries per read (default: the consumer's, 100 with --redis)",
     )
     parser.add_argument(
         "--batch-ack",
-        action="store_true",
-        help="acknowledge each read batch at once: faster, more redelivered after a crash",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="acknowledge each read batch at once (default with --redis); --no-batch-ack:"
+        " each entry, slower, less redelivered after a crash",
     )
 
 
@@ -161,20 +167,21 @@ async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
     from urllib.parse import urlsplit
 
     from . import RedisStreamTransport
-    from ._redis import FATAL_ERRORS
+    from ._redis import FATAL_ERRORS, SubscriberOptions
 
     prefix = "aiosignals:" if args.prefix is None else args.prefix
     async with RedisStreamTransport(
         args.redis, stream_prefix=prefix, group=args.group
     ) as transport:
-        subscriber = transport.consumer(
-            signals,
-            consumer=args.consumer,
-            count=args.count,
-            claim_idle=args.claim_idle,
-            max_deliveries=args.max_deliveries,
-            batch_ack=args.batch_ack,
-        )
+        options: SubscriberOptions = {
+            "consumer": args.consumer,
+            "claim_idle": args.claim_idle,
+            "max_deliveries": args.max_deliveries,
+            "batch_ack": args.batch_ack is not False,  # None: not given, the default.
+        }
+        if args.count is not None:
+            options["count"] = args.count
+        subscriber = transport.consumer(signals, **options)
         loop = asyncio.get_running_loop()
         stops = (os_signal.SIGINT, os_signal.SIGTERM)
         for signum in stops:

@@ -52,9 +52,9 @@ async def _consume(args: argparse.Namespace, transport: Any, signals: list[Signa
         consumer = transport.consumer(
             signals,
             consumer=args.consumer,
-            count=args.count,
             claim_idle=args.claim_idle,
             max_deliveries=args.max_deliveries,
+            **({} if args.count is None else {"count": args.count}),
         )
         loop = asyncio.get_running_loop()
         stops = (os_signal.SIGINT, os_signal.SIGTERM)

@@ -28,6 +28,7 @@ from redis import exceptions as redis_errors
 from .._receivers import ANY
 from .._signal import Signal, registry
 from ..models import dump_payload, load_payload
+from ._batcher import PublishBatcher
 from ._message import StreamMessage as StreamMessage
 from ._message import current_message as current_message
 from ._message import (
@@ -180,6 +181,7 @@ class RedisStreamTransport:
         """Approximate length each stream is trimmed to on publish, or ``None``."""
         self.dead_letter_stream = f"{stream_prefix}dead"
         """Where entries that could not be handled go, with the error."""
+        self._batcher = PublishBatcher(client)
 
     def __repr__(self) -> str:
         return f"<RedisStreamTransport prefix={self.stream_prefix!r} group={self.group!r}>"
@@ -196,7 +198,8 @@ class RedisStreamTransport:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client if the transport created it from a URL."""
+        """Wait for the publishes in flight, then close the client if it created it from a URL."""
+        await self._batcher.wait_sent()
         if self._owns_client:
             await self.client.aclose()
 
@@ -218,12 +221,14 @@ class RedisStreamTransport:
         """
         Append a send of *signal* to its stream and return the entry id.
 
+        Concurrent publishes share pipelines, in issue order; one cancelled before its
+        pipeline is sent writes nothing, one cancelled after is written and logged.
+
         :param signal: a named signal
         :param sender: who sends; it travels as a label (see the class)
         :param payload: an instance of the signal's payload type (anything else is validated
             into it, as :meth:`Signal.send <aiosignals.Signal.send>` does)
-        :param key: an idempotency key, handed to receivers as
-            :attr:`StreamMessage.key`
+        :param key: an idempotency key, handed to receivers as :attr:`StreamMessage.key`
         :raises ValueError: if the signal has no name
         :raises pydantic.ValidationError: if *payload* does not validate
         :raises TypeError: if a value of *payload* has no JSON form
@@ -238,14 +243,10 @@ class RedisStreamTransport:
                 f"cannot publish the payload of signal {signal.name!r} to the stream"
                 f" {stream!r}: {exc}"
             ) from exc
-        fields: dict[FieldT, EncodableT] = {
-            "payload": text,
-            "sender": sender_label(sender),
-        }
+        fields: dict[FieldT, EncodableT] = {"payload": text, "sender": sender_label(sender)}
         if key is not None:
             fields["key"] = key
-        entry_id = await self.client.xadd(stream, fields, maxlen=self.maxlen, approximate=True)
-        return _text(entry_id)
+        return _text(await self._batcher.xadd(stream, fields, maxlen=self.maxlen))
 
     def forward_uid(self, signal: Signal[Any]) -> str:
         """Return the ``dispatch_uid`` of the receiver :meth:`forward` connects to *signal*."""
@@ -406,10 +407,9 @@ class Subscriber:
         already holds, ``"$"`` only what comes after
     :param reconnect_delay: the first pause after a connection error, in seconds
     :param max_reconnect_delay: the longest pause between reconnection attempts
-    :param batch_ack: acknowledge the entries of one read together, in one ``XACK`` once
-        the last one's receivers ran, instead of each as soon as its own did: fewer round
-        trips (several times the throughput), but a consumer killed mid-batch has its
-        already handled entries of that batch delivered again
+    :param batch_ack: acknowledge the entries of one read in one ``XACK`` once the last
+        one's receivers ran (default), or each once its own did (``False``): more round
+        trips, but a consumer killed mid-batch has only the entry in hand delivered again
     :raises ValueError: if a signal has no name, or a number is out of range
 
     .. versionadded:: 0.1
@@ -421,7 +421,7 @@ class Subscriber:
         signals: _Signals,
         *,
         consumer: str | None = None,
-        count: int = 10,
+        count: int = 100,
         block: float = 5.0,
         claim_idle: float = 30.0,
         retry_delay: float = 1.0,
@@ -429,7 +429,7 @@ class Subscriber:
         start_id: str = "0",
         reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 10.0,
-        batch_ack: bool = False,
+        batch_ack: bool = True,
     ) -> None:
         if count < 1 or max_deliveries < 1:
             raise ValueError("count and max_deliveries must be at least 1")

@@ -22,6 +22,7 @@ from aiosignals import Event, EventBus, Phase, Signal
 from aiosignals.integrations.aiohttp import (
     BUS_KEY,
     get_bus,
+    get_session,
     init_app,
     transaction_middleware,
 )
@@ -229,6 +230,17 @@ def app_with_transactions(db: Database, **init_options: Any) -> web.Application:
     async def read(request: web.Request) -> web.Response:
         return web.json_response({"in_transaction": db.current_session() is not None})
 
+    async def add(request: web.Request) -> web.Response:
+        get_session(request).add(User(email=request.match_info["email"], name="n"))
+        return web.json_response("added", status=201)
+
+    async def session_of_read(request: web.Request) -> web.Response:
+        try:
+            get_session(request)
+        except LookupError as error:
+            return web.json_response(str(error))
+        return web.json_response("a session")
+
     async def publish(request: web.Request) -> web.Response:
         await get_bus(request).publish(ping, None, Ping(n=int(request.match_info["n"])))
         return web.json_response(id(get_bus(request)))
@@ -240,8 +252,25 @@ def app_with_transactions(db: Database, **init_options: Any) -> web.Application:
     app.router.add_post("/fail/{email}", fail)
     app.router.add_post("/crash/{email}", crash)
     app.router.add_get("/read", read)
+    app.router.add_post("/add/{email}", add)
+    app.router.add_get("/session", session_of_read)
     app.router.add_post("/publish/{n}", publish)
     return app
+
+
+@pytest.mark.asyncio
+async def test_a_handler_writes_with_the_instrumented_session_of_the_request(
+    tmp_path: Path, after_commit: list[str]
+) -> None:
+    """get_session(request).add(...) sends post_save, committed with the request."""
+    url = sqlite_url(tmp_path)
+    async with serving(app_with_transactions(Database(url))) as client:
+        added = await client.post("/add/sam@x")
+        assert added.status == 201, await added.text()
+        assert after_commit == ["sam@x"]
+        outside = await (await client.get("/session")).json()
+        assert "runs without a transaction" in outside
+    assert await count(url, User, email="sam@x") == 1
 
 
 @pytest.mark.asyncio

@@ -152,6 +152,28 @@ async def test_bad_update_fields_are_refused_before_anything_is_sent(
     assert len(await backend.users.list()) == 1
 
 
+async def test_update_fields_naming_the_key_is_a_value_error_as_in_django(
+    backend: Backend, listen: Listen
+) -> None:
+    """save(update_fields=[<key>]) raises ValueError, sends nothing and writes nothing."""
+    calls: list[Any] = []
+
+    async def record(sender: Any, payload: Any) -> None:
+        calls.append(payload)
+
+    user = await backend.users.add(backend.User(email="a@x"))
+    listen(pre_save, record, backend.User)
+    listen(post_save, record, backend.User)
+    user.name = "Changed"
+    for fields in (["id"], ["id", "name"]):
+        with pytest.raises(ValueError, match="primary key 'id'"):
+            await backend.users.save(user, update_fields=fields)
+    assert calls == []
+    stored = await backend.users.get(user.id)
+    assert stored is not None
+    assert stored.name == ""
+
+
 async def test_add_of_a_taken_key_raises_integrity_error_and_keeps_the_row(
     backend: Backend,
 ) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
+from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from aiosignals import Phase
@@ -116,3 +120,158 @@ async def test_transactions_of_two_databases_nest_without_becoming_savepoints(
     finally:
         post_save.disconnect(before_commit, sender=Item)
         post_save.disconnect(after_commit, sender=Item)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A real database: an SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    found: str = request.getfixturevalue("postgres_url")
+    return found
+
+
+async def test_a_transaction_cancelled_while_its_commit_is_in_flight_follows_the_database(
+    url: str,
+) -> None:
+    """Cancelled as COMMIT starts, a committed row runs AFTER_COMMIT, never AFTER_ROLLBACK."""
+    phases: list[str] = []
+
+    async def committed(sender: type[Item], payload: PostSave[Item]) -> None:
+        phases.append("after_commit")
+
+    async def rolled_back(sender: type[Item], payload: PostSave[Item]) -> None:
+        phases.append("after_rollback")
+
+    post_save.connect(committed, sender=Item, phase=Phase.AFTER_COMMIT)
+    post_save.connect(rolled_back, sender=Item, phase=Phase.AFTER_ROLLBACK)
+    scope = anyio.CancelScope()
+    commits: list[str] = []
+
+    def on_commit(connection: object) -> None:
+        # The engine's commit event fires just before the driver's COMMIT: cancelling
+        # here lands on the task while it awaits the COMMIT's reply.
+        commits.append("COMMIT")
+        scope.cancel()
+
+    try:
+        async with Database(url) as db:
+            await db.create_all(Base.metadata)
+            items = SQLAlchemyRepository(Item, db)
+            event.listen(db.engine.sync_engine, "commit", on_commit)
+            with scope:
+                async with db.transaction():
+                    await items.add(Item(name="kept"))
+            event.remove(db.engine.sync_engine, "commit", on_commit)
+            assert commits == ["COMMIT"]
+            assert scope.cancelled_caught
+            assert [item.name for item in await items.list()] == ["kept"]
+            assert phases == ["after_commit"]
+    finally:
+        post_save.disconnect(committed, sender=Item)
+        post_save.disconnect(rolled_back, sender=Item)
+
+
+async def test_overlapping_transactions_on_in_memory_sqlite_take_turns() -> None:
+    """Two tasks' transactions on the one in-memory connection run one after the other."""
+    async with Database("sqlite+aiosqlite://") as db:
+        await db.create_all(Base.metadata)
+        items = SQLAlchemyRepository(Item, db)
+        first_wrote = anyio.Event()
+
+        async def first() -> None:
+            async with db.transaction():
+                await items.add(Item(name="a1"))
+                first_wrote.set()
+                await anyio.wait_all_tasks_blocked()
+                await items.add(Item(name="a2"))
+
+        async def second() -> None:
+            await first_wrote.wait()
+            with pytest.raises(LookupError, match="second's own"):
+                async with db.transaction():
+                    await items.add(Item(name="b1"))
+                    raise LookupError("second's own")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(first)
+            group.start_soon(second)
+        assert sorted(item.name for item in await items.list()) == ["a1", "a2"]
+
+
+async def test_savepoints_of_two_child_tasks_in_one_transaction_keep_their_own_outcome(
+    url: str,
+) -> None:
+    """Two child tasks' savepoints in one transaction: each its own error, rolled-back rows gone."""
+    async with Database(url) as db:
+        await db.create_all(Base.metadata)
+        items = SQLAlchemyRepository(Item, db)
+        errors: dict[str, BaseException] = {}
+
+        async def child(name: str, *, fail: bool) -> None:
+            try:
+                async with db.transaction():
+                    await items.add(Item(name=name))
+                    await anyio.lowlevel.checkpoint()
+                    await items.add(Item(name=f"{name}-second"))
+                    if fail:
+                        raise LookupError(name)
+            except LookupError as exc:
+                errors[name] = exc
+
+        with anyio.fail_after(10):
+            async with db.transaction():
+                await items.add(Item(name="outer"))
+                async with anyio.create_task_group() as group:
+                    group.start_soon(functools.partial(child, "x", fail=True))
+                    group.start_soon(functools.partial(child, "y", fail=True))
+                    group.start_soon(functools.partial(child, "z", fail=False))
+        assert {name: str(exc) for name, exc in errors.items()} == {"x": "x", "y": "y"}
+        assert sorted(item.name for item in await items.list()) == ["outer", "z", "z-second"]
+
+
+async def test_twenty_tasks_saving_one_new_entity_insert_it_once(url: str) -> None:
+    """20 tasks save() one new entity at once: one insert, then updates, as MemoryRepository."""
+    created: list[bool] = []
+
+    async def record(sender: type[Item], payload: PostSave[Item]) -> None:
+        created.append(payload.created)
+
+    post_save.connect(record, sender=Item)
+    try:
+        async with Database(url) as db:
+            await db.create_all(Base.metadata)
+            items = SQLAlchemyRepository(Item, db)
+            item = Item(name="shared")
+            async with anyio.create_task_group() as group:
+                for _ in range(20):
+                    group.start_soon(items.save, item)
+            assert sorted(created) == [False] * 19 + [True]
+            assert [(i.id, i.name) for i in await items.list()] == [(item.id, "shared")]
+    finally:
+        post_save.disconnect(record, sender=Item)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    plan: Mapped[str] = mapped_column(default="free", server_default="free")
+
+
+async def test_saving_a_fresh_object_whose_key_exists_writes_only_what_it_holds(
+    url: str,
+) -> None:
+    """save(Account(id=42, name=...)) over a stored row keeps the columns it never set."""
+    async with Database(url) as db:
+        await db.create_all(Base.metadata)
+        accounts = SQLAlchemyRepository(Account, db)
+        await accounts.add(Account(id=42, name="Kay", plan="pro"))
+        await accounts.save(Account(id=42, name="Kai"))
+        stored = await accounts.get(42)
+        assert stored is not None
+        assert (stored.name, stored.plan) == ("Kai", "pro")
+        await accounts.save(Account(id=43, name="new"))  # an insert applies the defaults
+        inserted = await accounts.get(43)
+        assert inserted is not None
+        assert inserted.plan == "free"
