@@ -50,3 +50,27 @@ def test_the_reference_documents_every_public_module() -> None:
     reference = (ROOT / "docs" / "reference.md").read_text()
     documented = re.findall(r"^::: (\S+)$", reference, flags=re.M)
     assert sorted(documented) == sorted(PUBLIC_MODULES)
+
+
+README = ROOT / "README.md"
+
+
+def test_the_readme_is_a_landing_page() -> None:
+    """The README stays short: the guide lives on the site, not in one long page."""
+    assert len(README.read_text().splitlines()) <= 200
+
+
+def test_the_readme_links_to_every_page() -> None:
+    """The README links to each page of the site (the changelog page through CHANGELOG.md)."""
+    text = README.read_text()
+    for page in PAGES:
+        assert f"](docs/{page})" in text or f"](docs/{page}#" in text, page
+    assert "](CHANGELOG.md)" in text
+
+
+def test_the_readme_links_resolve() -> None:
+    """Every relative link of the README names a file or folder of the repository."""
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README.read_text())
+    for target in targets:
+        if "://" not in target:
+            assert (ROOT / target).exists(), target
