@@ -25,22 +25,40 @@ LITERAL_AFTER = re.compile(r"(\S)::[ \t]*$", re.M)
 
 
 def _target(scope: griffe.Object, name: str) -> str | None:
-    """The full path of *name* as seen from *scope*, if it is an object of the package."""
+    """
+    The path of *name* as seen from *scope*, if the site renders that object.
+
+    Rendered means public, documented (the site hides undocumented members) and found: an
+    alias (a re-export) is followed to the object it names.
+    """
+    parts = name.split(".")
     if name.startswith("aiosignals."):
-        return name
-    head, _, rest = name.partition(".")
-    # A method's or attribute's roles name its class's members first, then the module's.
-    scopes = [scope] if scope.is_class or scope.is_module else []
-    if scope.parent is not None:
-        scopes.append(scope.parent)
-    for candidate in scopes:
-        if head in candidate.members:
-            member = candidate.members[head]
-            if not member.is_public:
-                return None  # not on the site: shown as code, unlinked
-            path = f"{member.path}.{rest}" if rest else member.path
-            return path if path.startswith("aiosignals.") else None
-    return None
+        found: griffe.Object | griffe.Alias | None = _walk_path(scope.package, parts[1:])
+    else:
+        # A method's or attribute's roles name its class's members first, then the module's.
+        scopes = [scope] if scope.is_class or scope.is_module else []
+        if scope.parent is not None:
+            scopes.append(scope.parent)
+        found = next(
+            (hit for hit in (_walk_path(c, parts) for c in scopes) if hit is not None), None
+        )
+    return found.path if found is not None else None
+
+
+def _walk_path(start: griffe.Object | griffe.Alias, parts: list[str]) -> griffe.Object | None:
+    current: griffe.Object | griffe.Alias = start
+    for part in parts:
+        member = current.members.get(part)
+        if member is None or not member.is_public:
+            return None
+        current = member
+    try:
+        target = current.final_target if isinstance(current, griffe.Alias) else current
+    except (griffe.AliasResolutionError, griffe.CyclicAliasError):
+        return None
+    if not target.path.startswith("aiosignals") or (target.docstring is None and parts):
+        return None
+    return target
 
 
 def _convert(scope: griffe.Object, text: str) -> str:
