@@ -128,7 +128,7 @@ def test_transcript_matches(name: str, transcript: str) -> None:
 
 def test_every_block_passes_mypy_strict(tmp_path: Path) -> None:
     """The docs claim strict typing: each block, as a user would copy it, passes mypy."""
-    # mypy is in the typing and dev groups, not in the tests one: the typing session runs this.
+    # mypy is in the tests group (CI runs this); importorskip serves a bare local venv.
     mypy_api = pytest.importorskip("mypy.api")
     for name, block in BLOCKS:
         if block.startswith(SKIP):
