@@ -7,7 +7,9 @@ event loop: the receivers are awaited from inside the flush, in the task's own c
 (the greenlet shares it), so their sends see the task's transaction scope.
 
 Only sessions of an instrumented sessionmaker are touched: :func:`instrument` gives the
-sessionmaker a subclass of its sync session class and listens on that subclass alone.
+sessionmaker a subclass of its sync session class and listens on that subclass alone, and
+a subclass of its ``AsyncSession`` class whose commit lets a COMMIT in flight finish in a
+cancelled task, so that the phase that runs is the one the database decided.
 """
 
 from __future__ import annotations
@@ -16,10 +18,17 @@ import functools
 from collections.abc import Awaitable, Callable, Set
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_session, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    AsyncSessionTransaction,
+    async_session,
+    async_sessionmaker,
+)
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 
@@ -28,7 +37,7 @@ try:  # SQLAlchemy 2.1 renamed await_only (kept as an alias, deprecated in 2.2).
 except ImportError:  # pragma: no cover -- SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
-from .._phases import PhaseScope
+from .._phases import PhaseScope, shielded
 from .._tracing import observed
 from ..exceptions import NestedFlushError, RecursionDepthError
 from ..models import (
@@ -59,6 +68,7 @@ _COMMITTED = "aiosignals_committed"  # SessionTransactions whose COMMIT (or RELE
 _POST = "aiosignals_post"  # the post_save / post_delete sends of the flush under way
 _CHAIN = "aiosignals_chain"  # flushes in a row whose post_save receivers changed the session
 _QUIET = "aiosignals_quiet"  # ids of objects whose write the repository signals itself
+_PREPARED = "aiosignals_prepared"  # the SessionTransaction whose BEFORE_COMMIT phase has run
 
 
 class _Instrumented:
@@ -97,6 +107,8 @@ def instrument(maker: async_sessionmaker[S]) -> async_sessionmaker[S]:
     # Checked at run time: the argument often comes from untyped code.
     if not isinstance(maker, async_sessionmaker):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise TypeError(_what_to_pass(maker))
+    if not issubclass(maker.class_, _PhasedSession):
+        maker.class_ = _phased_class(maker.class_)
     if is_instrumented(maker):
         return maker
     base: type[Session] = maker.kw.get("sync_session_class") or maker.class_.sync_session_class
@@ -128,6 +140,93 @@ def _instrumented_class(base: type[Session]) -> type[Session]:
         event.listen(cls, "after_transaction_end", _after_transaction_end)
         _classes[base] = cls
     return cls
+
+
+_async_classes: dict[type[AsyncSession], type[AsyncSession]] = {}
+
+
+def _phased_class(base: type[S]) -> type[S]:
+    cls = _async_classes.get(base)
+    if cls is None:
+        # _PhasedSession first: its methods wrap those of *base*, an application's own
+        # AsyncSession subclass included (the MRO puts *base* right after it).
+        cls = type(f"Instrumented{base.__name__}", (_PhasedSession, base), {})
+        _async_classes[base] = cls
+    phased: type[S] = cls  # type: ignore[assignment]  # a subclass of base, made above
+    return phased
+
+
+class _PhasedSession(AsyncSession):
+    """
+    Ends the transactions the application ends itself as :meth:`Database.transaction` does.
+
+    The flush and the BEFORE_COMMIT receivers may be cancelled; then the COMMIT is let
+    finish in a cancelled task (:func:`~aiosignals._phases.shielded`, as in
+    ``Database.transaction``), so that AFTER_COMMIT runs if the database committed and
+    AFTER_ROLLBACK if it did not, and the cancellation is raised once the receivers have
+    run. A ROLLBACK, and the one of ``close()``, is let finish alike.
+    """
+
+    async def commit(self) -> None:
+        """Commit the transaction; a cancellation meanwhile is raised once it has ended."""
+        await _before_the_commit(self)
+        await _ended(self, super().commit)
+
+    async def rollback(self) -> None:
+        """Roll the transaction back; a cancellation meanwhile is raised once it has ended."""
+        await _ended(self, super().rollback)
+
+    async def close(self) -> None:
+        """Close the session; a cancellation meanwhile is raised once its ROLLBACK has ended."""
+        await _ended(self, super().close)
+
+    def begin(self) -> AsyncSessionTransaction:
+        """Return the transaction of ``async with session.begin():``, ended as :meth:`commit`."""
+        return _PhasedTransaction(self)
+
+
+class _PhasedTransaction(AsyncSessionTransaction):
+    """The transaction of ``session.begin()``: ended as :meth:`_PhasedSession.commit`."""
+
+    async def commit(self) -> None:
+        """Commit the transaction; a cancellation meanwhile is raised once it has ended."""
+        await _before_the_commit(self.session)
+        await _ended(self.session, super().commit)
+
+    async def rollback(self) -> None:
+        """Roll the transaction back; a cancellation meanwhile is raised once it has ended."""
+        await _ended(self.session, super().rollback)
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        if type_ is None:
+            try:
+                await _before_the_commit(self.session)
+            except BaseException as exc:
+                # A BEFORE_COMMIT veto (or a failed flush): roll back, as the block would.
+                await _ended(
+                    self.session,
+                    functools.partial(super().__aexit__, type(exc), exc, exc.__traceback__),
+                )
+                raise
+        await _ended(self.session, functools.partial(super().__aexit__, type_, value, traceback))
+
+
+async def _before_the_commit(session: AsyncSession) -> None:
+    # Not shielded: the flush and the BEFORE_COMMIT receivers may still be cancelled, and
+    # then the transaction is not committed. Inside Database.transaction() its own scope
+    # has run them.
+    if not session.sync_session.info.get(_GOVERNED):
+        await session.run_sync(_prepare_ahead)
+
+
+async def _ended(session: AsyncSession, end: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await shielded(end)
+    finally:
+        session.sync_session.info.pop(_PREPARED, None)
+    # The phase's receivers ran inside the commit (or rollback): now the cancellation.
+    # Inside Database.transaction() (itself shielded there) this is no checkpoint.
+    await anyio.lowlevel.checkpoint_if_cancelled()
 
 
 def govern(session: AsyncSession, *, using: str) -> None:
@@ -347,16 +446,35 @@ def _after_flush_postexec(session: Session, flush_context: Any) -> None:
 
 
 def _before_commit(session: Session) -> None:
+    transaction = session.get_transaction()
+    if transaction is not None and session.info.get(_PREPARED) is transaction:
+        return  # _PhasedSession.commit() has run the phase, before shielding the COMMIT
+    _prepare(session)
+
+
+def _prepare(session: Session) -> None:
+    """Flush *session* and run the BEFORE_COMMIT receivers of its transaction."""
     if session.info.get(_GOVERNED):
         return
-    # The commit flushes after this event: flush first, so that the BEFORE_COMMIT
-    # receivers of what it writes run before the COMMIT too.
+    # The commit flushes after this: flush first, so that the BEFORE_COMMIT receivers of
+    # what it writes run before the COMMIT too.
     session.flush()
     transaction = session.get_transaction()
+    if transaction is None:
+        return
     scopes: dict[SessionTransaction, PhaseScope] = session.info.get(_SCOPES, {})
-    scope = scopes.get(transaction) if transaction is not None else None
+    scope = scopes.get(transaction)
     if scope is not None and scope.pending:
         await_(scope.before_commit())
+        session.flush()  # what the receivers added, with its signals
+
+
+def _prepare_ahead(session: Session) -> None:
+    """Run :func:`_prepare` before the commit, which then skips it (see _PhasedSession)."""
+    _prepare(session)
+    transaction = session.get_transaction()
+    if transaction is not None:
+        session.info[_PREPARED] = transaction
 
 
 def _after_commit(session: Session) -> None:
