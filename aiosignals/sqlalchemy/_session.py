@@ -178,6 +178,10 @@ class _PhasedSession(AsyncSession):
 
     async def close(self) -> None:
         """Close the session; a cancellation meanwhile is raised once its ROLLBACK has ended."""
+        if not self.sync_session.in_transaction():
+            # Nothing to roll back (the usual close, after a commit): spare the shield.
+            await super().close()
+            return
         await _ended(self, super().close)
 
     def begin(self) -> AsyncSessionTransaction:
