@@ -68,7 +68,7 @@ _COMMITTED = "aiosignals_committed"  # SessionTransactions whose COMMIT (or RELE
 _POST = "aiosignals_post"  # the post_save / post_delete sends of the flush under way
 _CHAIN = "aiosignals_chain"  # flushes in a row whose post_save receivers changed the session
 _QUIET = "aiosignals_quiet"  # ids of objects whose write the repository signals itself
-_PREPARED = "aiosignals_prepared"  # the SessionTransaction whose BEFORE_COMMIT phase has run
+_SHIELD = "aiosignals_shield"  # the cancel scope of an app's commit, shielded for the COMMIT
 
 
 class _Instrumented:
@@ -161,16 +161,15 @@ class _PhasedSession(AsyncSession):
     Ends the transactions the application ends itself as :meth:`Database.transaction` does.
 
     The flush and the BEFORE_COMMIT receivers may be cancelled; then the COMMIT is let
-    finish in a cancelled task (:func:`~aiosignals._phases.shielded`, as in
-    ``Database.transaction``), so that AFTER_COMMIT runs if the database committed and
-    AFTER_ROLLBACK if it did not, and the cancellation is raised once the receivers have
-    run. A ROLLBACK, and the one of ``close()``, is let finish alike.
+    finish in a cancelled task (shielded, as ``Database.transaction`` shields its own),
+    so that AFTER_COMMIT runs if the database committed and AFTER_ROLLBACK if it did not,
+    and the cancellation is raised once the receivers have run. A ROLLBACK, and the one
+    of ``close()``, is let finish alike (:func:`~aiosignals._phases.shielded`).
     """
 
     async def commit(self) -> None:
         """Commit the transaction; a cancellation meanwhile is raised once it has ended."""
-        await _before_the_commit(self)
-        await _ended(self, super().commit)
+        await _committed(self, super().commit)
 
     async def rollback(self) -> None:
         """Roll the transaction back; a cancellation meanwhile is raised once it has ended."""
@@ -194,42 +193,42 @@ class _PhasedTransaction(AsyncSessionTransaction):
 
     async def commit(self) -> None:
         """Commit the transaction; a cancellation meanwhile is raised once it has ended."""
-        await _before_the_commit(self.session)
-        await _ended(self.session, super().commit)
+        await _committed(self.session, super().commit)
 
     async def rollback(self) -> None:
         """Roll the transaction back; a cancellation meanwhile is raised once it has ended."""
         await _ended(self.session, super().rollback)
 
     async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        end = functools.partial(super().__aexit__, type_, value, traceback)
         if type_ is None:
-            try:
-                await _before_the_commit(self.session)
-            except BaseException as exc:
-                # A BEFORE_COMMIT veto (or a failed flush): roll back, as the block would.
-                await _ended(
-                    self.session,
-                    functools.partial(super().__aexit__, type(exc), exc, exc.__traceback__),
-                )
-                raise
-        await _ended(self.session, functools.partial(super().__aexit__, type_, value, traceback))
+            await _committed(self.session, end)
+        else:
+            await _ended(self.session, end)
 
 
-async def _before_the_commit(session: AsyncSession) -> None:
-    # Not shielded: the flush and the BEFORE_COMMIT receivers may still be cancelled, and
-    # then the transaction is not committed. Inside Database.transaction() its own scope
-    # has run them.
-    if not session.sync_session.info.get(_GOVERNED):
-        await session.run_sync(_prepare_ahead)
+async def _committed(session: AsyncSession, commit: Callable[[], Awaitable[None]]) -> None:
+    info = session.sync_session.info
+    if info.get(_GOVERNED):
+        await commit()  # inside Database.transaction(), which shields it itself
+        return
+    # One greenlet for the flush, the BEFORE_COMMIT receivers and the COMMIT (a second
+    # one would cost each commit as much again as instrumenting): _before_commit shields
+    # this scope once the receivers have run, so only the COMMIT is not cancelled.
+    with anyio.CancelScope() as scope:
+        info[_SHIELD] = scope
+        try:
+            await commit()
+        finally:
+            info.pop(_SHIELD, None)
+    # The phase's receivers ran inside the commit: now the cancellation.
+    await anyio.lowlevel.checkpoint_if_cancelled()
 
 
 async def _ended(session: AsyncSession, end: Callable[[], Awaitable[None]]) -> None:
-    try:
-        await shielded(end)
-    finally:
-        session.sync_session.info.pop(_PREPARED, None)
-    # The phase's receivers ran inside the commit (or rollback): now the cancellation.
-    # Inside Database.transaction() (itself shielded there) this is no checkpoint.
+    await shielded(end)
+    # The phase's receivers ran inside the rollback: now the cancellation. Inside
+    # Database.transaction() (itself shielded there) this is no checkpoint.
     await anyio.lowlevel.checkpoint_if_cancelled()
 
 
@@ -450,35 +449,21 @@ def _after_flush_postexec(session: Session, flush_context: Any) -> None:
 
 
 def _before_commit(session: Session) -> None:
-    transaction = session.get_transaction()
-    if transaction is not None and session.info.get(_PREPARED) is transaction:
-        return  # _PhasedSession.commit() has run the phase, before shielding the COMMIT
-    _prepare(session)
-
-
-def _prepare(session: Session) -> None:
-    """Flush *session* and run the BEFORE_COMMIT receivers of its transaction."""
     if session.info.get(_GOVERNED):
         return
-    # The commit flushes after this: flush first, so that the BEFORE_COMMIT receivers of
-    # what it writes run before the COMMIT too.
+    # The commit flushes after this event: flush first, so that the BEFORE_COMMIT
+    # receivers of what it writes run before the COMMIT too.
     session.flush()
     transaction = session.get_transaction()
-    if transaction is None:
-        return
     scopes: dict[SessionTransaction, PhaseScope] = session.info.get(_SCOPES, {})
-    scope = scopes.get(transaction)
+    scope = scopes.get(transaction) if transaction is not None else None
     if scope is not None and scope.pending:
         await_(scope.before_commit())
-        session.flush()  # what the receivers added, with its signals
-
-
-def _prepare_ahead(session: Session) -> None:
-    """Run :func:`_prepare` before the commit, which then skips it (see _PhasedSession)."""
-    _prepare(session)
-    transaction = session.get_transaction()
-    if transaction is not None:
-        session.info[_PREPARED] = transaction
+        session.flush()  # what the receivers added, with its signals, still cancellable
+    shield: anyio.CancelScope | None = session.info.get(_SHIELD)
+    if shield is not None:
+        # What follows is the COMMIT: let it finish in a cancelled task (_committed).
+        shield.shield = True
 
 
 def _after_commit(session: Session) -> None:
