@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests`` (the CI suite), ``lint``, ``typing``, ``examples``, ``bench``."""
+"""Sessions: ``tests`` (the CI suite), ``lint``, ``typing``, ``examples``, ``docs``, ``bench``."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def coverage_report_args(env: dict[str, str], redis_server_binary: str | None) -
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole test suite (asyncio and trio) with every extra installed."""
-    session.install("-e", ".[all]", *_group("tests"))
+    # The docs group too: tests/test_docs.py builds the site, so CI catches a page that rots.
+    session.install("-e", ".[all]", *_group("tests"), *_group("docs"))
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
@@ -88,11 +89,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    """mypy --strict and pyright on the package, tests and examples; mypy on the README blocks."""
+    """mypy --strict and pyright on the package, tests and examples; mypy on the docs' code."""
     session.install("-e", ".[all]", *_group("typing"))
     session.run("mypy")
     session.run("pyright")
-    # Each README python block, written to a file of its own, through mypy --strict.
+    # Each python block of the README and docs/, a file of its own, through mypy --strict.
     session.run("pytest", "-q", "tests/test_readme.py::test_every_block_passes_mypy_strict")
 
 
@@ -101,6 +102,18 @@ def examples(session: nox.Session) -> None:
     """Run every example and README block as a user would, with the `examples` extra."""
     session.install("-e", ".[examples]", *_group("tests"))
     session.run("pytest", "-q", "tests/test_examples.py", "tests/test_readme.py", *session.posargs)
+
+
+@nox.session(reuse_venv=False)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/, strictly: any warning fails the build."""
+    # A fresh environment with the docs group only: mkdocstrings reads the package's source
+    # (docs_dir and paths in mkdocs.yml), it does not import it. Nothing is fetched at build
+    # time: no web fonts, no remote inventories, no social cards.
+    session.install(*_group("docs"))
+    # Quiet Material's end-of-life banner: the build's own warnings still fail it.
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

@@ -280,3 +280,15 @@ def nats_process(tmp_path: Path) -> Iterator[NatsProcess]:
         yield server
     finally:
         server.stop()
+
+
+def example_env(**extra: str) -> dict[str, str]:
+    """
+    The environment an example runs in under the tests: ours, less a shell's service URLs.
+
+    ``scripts/services.sh`` (and so ``.ci/run``) exports ``DATABASE_URL`` and ``REDIS_URL``
+    for a user's shell; an example reading them would leave its embedded SQLite default
+    untested, so a test passes the URLs it wants in *extra*.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    return {**env, "PYTHONPATH": str(Path(__file__).parent.parent), **extra}

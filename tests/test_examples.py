@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._servers import free_port
+from tests._servers import example_env, free_port
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -21,13 +20,6 @@ ARGS: dict[str, list[str]] = {
     "redis_profiles.py": ["--check"],
 }
 NEEDS_REDIS = {"redis_profiles.py"}
-
-
-def example_env(**extra: str) -> dict[str, str]:
-    """The environment an example runs in: ours, without a shell's DATABASE_URL/REDIS_URL."""
-    # scripts/services.sh exports both for a user's shell; a test says what it wants.
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    return {**env, "PYTHONPATH": str(EXAMPLES.parent), **extra}
 
 
 def run_example(

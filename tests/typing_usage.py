@@ -1,9 +1,13 @@
 """
 The public API used as a user would, checked by mypy --strict and pyright; never run.
 
-Lines marked ``# type: ignore[...]`` must be rejected: mypy's ``warn_unused_ignores``
-fails the check if one of them ever type-checks, so each proves a type error is caught.
+Lines marked ``# type: ignore[...]`` must be rejected: mypy's ``warn_unused_ignores`` and
+pyright's ``reportUnnecessaryTypeIgnoreComment`` (turned on for this file by the comment
+below) fail the check if one of them ever type-checks, so each proves that both checkers
+catch the error.
 """
+
+# pyright: reportUnnecessaryTypeIgnoreComment=true
 
 from __future__ import annotations
 

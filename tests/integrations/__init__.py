@@ -8,7 +8,6 @@ path, once per test session, so that its models and signals are defined a single
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import anyio
 from aiosignals import Phase
 from aiosignals.models import PostSave, post_save
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
-from tests._servers import free_port
+from tests._servers import example_env, free_port
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -64,11 +63,7 @@ def run_example(
         timeout=60,
         check=False,
         cwd=EXAMPLES.parent,
-        # Without a shell's DATABASE_URL / REDIS_URL (scripts/services.sh exports them).
-        env={
-            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
-            **(env or {}),
-        },
+        env=example_env(**(env or {})),
     )
 
 
@@ -92,6 +87,7 @@ __all__ = [
     "EXAMPLES",
     "Recorder",
     "count",
+    "example_env",
     "free_port",
     "load_example",
     "recording_after_commit",

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import signal as os_signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ from . import (
     EXAMPLES,
     Recorder,
     count,
+    example_env,
     free_port,
     load_example,
     recording_after_commit,
@@ -498,7 +498,7 @@ def test_example_serves_with_run_app(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=example_env(),
     )
     try:
         deadline = time.monotonic() + 20

@@ -1,7 +1,6 @@
 # No `from __future__ import annotations`: FastAPI reads handler annotations at run time,
 # and some handlers here are annotated with dependencies on a database local to the test.
 
-import os
 import signal as os_signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from . import (
     EXAMPLES,
     Recorder,
     count,
+    example_env,
     free_port,
     load_example,
     recording_after_commit,
@@ -496,7 +496,7 @@ def test_example_serves_under_uvicorn(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=example_env(),
     )
     try:
         deadline = time.monotonic() + 20
