@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._signal import Signal
     from ._types import ErrorPolicy
 
-__all__ = ["DurableSink", "Phase", "PhaseScope", "current_scope"]
+__all__ = ["DurableSink", "Phase", "PhaseScope", "current_scope", "shielded"]
 
 logger = logging.getLogger("aiosignals")
 
@@ -239,15 +239,10 @@ class PhaseScope:
                         await prepare()
             finally:
                 _current.reset(token)
-            # Shielded: a COMMIT cut off in flight leaves no way to know whether the
-            # database committed. Let it finish, so the phase follows what the database
-            # did; a cancellation is delivered at the next checkpoint after the receivers.
-            with anyio.CancelScope(shield=True):
-                await commit()
+            # A cancellation is delivered at the next checkpoint after the receivers.
+            await shielded(commit)
         except BaseException as exc:
-            # Shielded: a cancelled task must still give its connection back clean.
-            with anyio.CancelScope(shield=True):
-                await rollback()
+            await shielded(rollback)
             if isinstance(exc, Exception):
                 await scope._settle(Phase.AFTER_ROLLBACK)
             else:
@@ -262,6 +257,20 @@ class PhaseScope:
             parent._deferred.extend(scope._deferred)
         else:
             await scope._settle(Phase.AFTER_COMMIT)
+
+
+async def shielded(end: Callable[[], Awaitable[None]]) -> None:
+    """
+    Await *end*, the COMMIT or ROLLBACK of a transaction, to its end even in a cancelled task.
+
+    A COMMIT cut off in flight leaves no way to know whether the database committed: let
+    it finish, so that the phase follows what the database did. A ROLLBACK let finish
+    gives the connection back clean. A cancellation waits for the task's next checkpoint.
+
+    :param end: commits or rolls back the transaction
+    """
+    with anyio.CancelScope(shield=True):
+        await end()
 
 
 _deferred_depth: ContextVar[dict[int, int]] = ContextVar("aiosignals_deferred_depth", default={})  # noqa: B039 -- never mutated, replaced

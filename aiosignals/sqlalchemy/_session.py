@@ -7,7 +7,9 @@ event loop: the receivers are awaited from inside the flush, in the task's own c
 (the greenlet shares it), so their sends see the task's transaction scope.
 
 Only sessions of an instrumented sessionmaker are touched: :func:`instrument` gives the
-sessionmaker a subclass of its sync session class and listens on that subclass alone.
+sessionmaker a subclass of its sync session class and listens on that subclass alone, and
+a subclass of its ``AsyncSession`` class whose commit lets a COMMIT in flight finish in a
+cancelled task, so that the phase that runs is the one the database decided.
 """
 
 from __future__ import annotations
@@ -16,10 +18,17 @@ import functools
 from collections.abc import Awaitable, Callable, Set
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_session, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    AsyncSessionTransaction,
+    async_session,
+    async_sessionmaker,
+)
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 
@@ -28,7 +37,7 @@ try:  # SQLAlchemy 2.1 renamed await_only (kept as an alias, deprecated in 2.2).
 except ImportError:  # pragma: no cover -- SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
-from .._phases import PhaseScope
+from .._phases import PhaseScope, shielded
 from .._tracing import observed
 from ..exceptions import NestedFlushError, RecursionDepthError
 from ..models import (
@@ -59,6 +68,7 @@ _COMMITTED = "aiosignals_committed"  # SessionTransactions whose COMMIT (or RELE
 _POST = "aiosignals_post"  # the post_save / post_delete sends of the flush under way
 _CHAIN = "aiosignals_chain"  # flushes in a row whose post_save receivers changed the session
 _QUIET = "aiosignals_quiet"  # ids of objects whose write the repository signals itself
+_SHIELD = "aiosignals_shield"  # the cancel scope of an app's commit, shielded for the COMMIT
 
 
 class _Instrumented:
@@ -97,6 +107,8 @@ def instrument(maker: async_sessionmaker[S]) -> async_sessionmaker[S]:
     # Checked at run time: the argument often comes from untyped code.
     if not isinstance(maker, async_sessionmaker):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise TypeError(_what_to_pass(maker))
+    if not issubclass(maker.class_, _PhasedSession):
+        maker.class_ = _phased_class(maker.class_)
     if is_instrumented(maker):
         return maker
     base: type[Session] = maker.kw.get("sync_session_class") or maker.class_.sync_session_class
@@ -128,6 +140,96 @@ def _instrumented_class(base: type[Session]) -> type[Session]:
         event.listen(cls, "after_transaction_end", _after_transaction_end)
         _classes[base] = cls
     return cls
+
+
+_async_classes: dict[type[AsyncSession], type[AsyncSession]] = {}
+
+
+def _phased_class(base: type[S]) -> type[S]:
+    cls = _async_classes.get(base)
+    if cls is None:
+        # _PhasedSession first: its methods wrap those of *base*, an application's own
+        # AsyncSession subclass included (the MRO puts *base* right after it).
+        cls = type(f"Instrumented{base.__name__}", (_PhasedSession, base), {})
+        _async_classes[base] = cls
+    phased: type[S] = cls  # type: ignore[assignment]  # a subclass of base, made above
+    return phased
+
+
+class _PhasedSession(AsyncSession):
+    """
+    Ends the transactions the application ends itself as :meth:`Database.transaction` does.
+
+    The flush and the BEFORE_COMMIT receivers may be cancelled; then the COMMIT is let
+    finish in a cancelled task (shielded, as ``Database.transaction`` shields its own),
+    so that AFTER_COMMIT runs if the database committed and AFTER_ROLLBACK if it did not,
+    and the cancellation is raised once the receivers have run. A ROLLBACK, and the one
+    of ``close()``, is let finish alike (:func:`~aiosignals._phases.shielded`).
+    """
+
+    async def commit(self) -> None:
+        """Commit the transaction; a cancellation meanwhile is raised once it has ended."""
+        await _committed(self, super().commit)
+
+    async def rollback(self) -> None:
+        """Roll the transaction back; a cancellation meanwhile is raised once it has ended."""
+        await _ended(self, super().rollback)
+
+    async def close(self) -> None:
+        """Close the session; a cancellation meanwhile is raised once its ROLLBACK has ended."""
+        if not self.sync_session.in_transaction():
+            # Nothing to roll back (the usual close, after a commit): spare the shield.
+            await super().close()
+            return
+        await _ended(self, super().close)
+
+    def begin(self) -> AsyncSessionTransaction:
+        """Return the transaction of ``async with session.begin():``, ended as :meth:`commit`."""
+        return _PhasedTransaction(self)
+
+
+class _PhasedTransaction(AsyncSessionTransaction):
+    """The transaction of ``session.begin()``: ended as :meth:`_PhasedSession.commit`."""
+
+    async def commit(self) -> None:
+        """Commit the transaction; a cancellation meanwhile is raised once it has ended."""
+        await _committed(self.session, super().commit)
+
+    async def rollback(self) -> None:
+        """Roll the transaction back; a cancellation meanwhile is raised once it has ended."""
+        await _ended(self.session, super().rollback)
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        end = functools.partial(super().__aexit__, type_, value, traceback)
+        if type_ is None:
+            await _committed(self.session, end)
+        else:
+            await _ended(self.session, end)
+
+
+async def _committed(session: AsyncSession, commit: Callable[[], Awaitable[None]]) -> None:
+    info = session.sync_session.info
+    if info.get(_GOVERNED):
+        await commit()  # inside Database.transaction(), which shields it itself
+        return
+    # One greenlet for the flush, the BEFORE_COMMIT receivers and the COMMIT (a second
+    # one would cost each commit as much again as instrumenting): _before_commit shields
+    # this scope once the receivers have run, so only the COMMIT is not cancelled.
+    with anyio.CancelScope() as scope:
+        info[_SHIELD] = scope
+        try:
+            await commit()
+        finally:
+            info.pop(_SHIELD, None)
+    # The phase's receivers ran inside the commit: now the cancellation.
+    await anyio.lowlevel.checkpoint_if_cancelled()
+
+
+async def _ended(session: AsyncSession, end: Callable[[], Awaitable[None]]) -> None:
+    await shielded(end)
+    # The phase's receivers ran inside the rollback: now the cancellation. Inside
+    # Database.transaction() (itself shielded there) this is no checkpoint.
+    await anyio.lowlevel.checkpoint_if_cancelled()
 
 
 def govern(session: AsyncSession, *, using: str) -> None:
@@ -357,6 +459,11 @@ def _before_commit(session: Session) -> None:
     scope = scopes.get(transaction) if transaction is not None else None
     if scope is not None and scope.pending:
         await_(scope.before_commit())
+        session.flush()  # what the receivers added, with its signals, still cancellable
+    shield: anyio.CancelScope | None = session.info.get(_SHIELD)
+    if shield is not None:
+        # What follows is the COMMIT: let it finish in a cancelled task (_committed).
+        shield.shield = True
 
 
 def _after_commit(session: Session) -> None:

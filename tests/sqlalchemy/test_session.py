@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import ForeignKey
+from sqlalchemy import ForeignKey, event
 from sqlalchemy.ext.asyncio import async_object_session, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -453,4 +455,112 @@ async def test_a_repository_write_from_a_flush_receiver_is_a_clear_error_not_a_h
     with anyio.fail_after(10), pytest.raises(NestedFlushError, match=r"session\.add\(\)"):
         async with db.transaction() as session:
             session.add(User(email="a@x"))
+    assert await _emails(db) == []
+
+
+def _phase_log(listen: Listen) -> list[str]:
+    """Connect AFTER_COMMIT and AFTER_ROLLBACK receivers of User that log what they see."""
+    log: list[str] = []
+
+    async def after_commit(sender: type[User], payload: PostSave[User]) -> None:
+        log.append(f"committed {payload.instance.email}")
+
+    async def after_rollback(sender: type[User], payload: PostSave[User]) -> None:
+        log.append(f"rolled back {payload.instance.email}")
+
+    listen(post_save, after_commit, User, phase=Phase.AFTER_COMMIT)
+    listen(post_save, after_rollback, User, phase=Phase.AFTER_ROLLBACK)
+    return log
+
+
+@contextmanager
+def _cancelled_on(db: Database, what: str, scope: anyio.CancelScope) -> Iterator[list[str]]:
+    """Cancel *scope* from the engine's *what* event: just before the driver's statement."""
+    seen: list[str] = []
+
+    def cancel(connection: object) -> None:
+        # Fired just before the driver's COMMIT (or ROLLBACK): the cancellation lands on
+        # the task while it awaits the statement's reply.
+        seen.append(what)
+        scope.cancel()
+
+    event.listen(db.engine.sync_engine, what, cancel)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine.sync_engine, what, cancel)
+
+
+@pytest.mark.parametrize("how", ["session.commit()", "session.begin()", "maker.begin()"])
+async def test_an_applications_commit_cancelled_in_flight_follows_the_database(
+    db: Database, listen: Listen, how: str
+) -> None:
+    """Cancelled while its own COMMIT is in flight, a committed row runs AFTER_COMMIT only."""
+    log = _phase_log(listen)
+    maker = instrument(async_sessionmaker(db.engine, expire_on_commit=False))
+    scope = anyio.CancelScope()
+    with _cancelled_on(db, "commit", scope) as seen, scope:
+        if how == "maker.begin()":
+            async with maker.begin() as session:
+                session.add(User(email="kept@x"))
+            log.append("the block went on")
+        else:
+            async with maker() as session:
+                if how == "session.commit()":
+                    session.add(User(email="kept@x"))
+                    await session.commit()
+                else:
+                    async with session.begin():
+                        session.add(User(email="kept@x"))
+                log.append("the block went on")
+    assert seen == ["commit"]
+    assert scope.cancelled_caught  # the cancellation is still delivered, by the commit itself
+    assert log == ["committed kept@x"]
+    assert await _emails(db) == ["kept@x"]
+
+
+@pytest.mark.parametrize("how", ["session.rollback()", "session.close()"])
+async def test_a_rollback_or_close_cancelled_in_flight_runs_after_rollback_only(
+    db: Database, listen: Listen, how: str
+) -> None:
+    """Cancelled while its ROLLBACK is in flight, a flushed row is gone: AFTER_ROLLBACK only."""
+    log = _phase_log(listen)
+    maker = instrument(async_sessionmaker(db.engine, expire_on_commit=False))
+    scope = anyio.CancelScope()
+    async with maker() as session:
+        session.add(User(email="lost@x"))
+        await session.flush()
+        with _cancelled_on(db, "rollback", scope) as seen, scope:
+            if how == "session.rollback()":
+                await session.rollback()
+            else:
+                await session.close()
+            log.append("the block went on")
+    assert seen == ["rollback"]
+    assert scope.cancelled_caught
+    assert log == ["rolled back lost@x"]
+    assert await _emails(db) == []
+
+
+async def test_a_commit_cancelled_in_its_before_commit_receivers_commits_nothing(
+    db: Database, listen: Listen
+) -> None:
+    """Cancelled in a BEFORE_COMMIT receiver, session.commit() sends no COMMIT and rolls back."""
+    log = _phase_log(listen)
+    scope = anyio.CancelScope()
+
+    async def cancels(sender: type[User], payload: PostSave[User]) -> None:
+        scope.cancel()
+        await anyio.lowlevel.checkpoint()
+
+    listen(post_save, cancels, User, phase=Phase.BEFORE_COMMIT)
+    maker = instrument(async_sessionmaker(db.engine, expire_on_commit=False))
+    with _cancelled_on(db, "commit", anyio.CancelScope()) as commits:
+        async with maker() as session:
+            with scope:
+                session.add(User(email="lost@x"))
+                await session.commit()
+            assert scope.cancelled_caught
+    assert commits == []
+    assert log == ["rolled back lost@x"]
     assert await _emails(db) == []
