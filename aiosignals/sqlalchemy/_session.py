@@ -451,6 +451,10 @@ def _after_flush_postexec(session: Session, flush_context: Any) -> None:
 def _before_commit(session: Session) -> None:
     if session.info.get(_GOVERNED):
         return
+    if session.get_nested_transaction() is not None:
+        # SQLAlchemy fires this for a savepoint's RELEASE too; that is no COMMIT, and the
+        # savepoint's deferred receivers go to its parent (_after_commit, at its end).
+        return
     # The commit flushes after this event: flush first, so that the BEFORE_COMMIT
     # receivers of what it writes run before the COMMIT too.
     session.flush()

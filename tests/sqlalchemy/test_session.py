@@ -564,3 +564,25 @@ async def test_a_commit_cancelled_in_its_before_commit_receivers_commits_nothing
     assert commits == []
     assert log == ["rolled back lost@x"]
     assert await _emails(db) == []
+
+
+async def test_before_commit_receivers_run_at_the_commit_not_at_a_savepoints_release(
+    db: Database, listen: Listen
+) -> None:
+    """Releasing a begin_nested() savepoint is no COMMIT: BEFORE_COMMIT waits for the real one."""
+    log: list[str] = []
+
+    async def before_commit(sender: type[User], payload: PostSave[User]) -> None:
+        log.append(f"before commit {payload.instance.email}")
+
+    listen(post_save, before_commit, User, phase=Phase.BEFORE_COMMIT)
+    maker = instrument(async_sessionmaker(db.engine, expire_on_commit=False))
+    async with maker() as session:
+        async with session.begin():
+            session.add(User(email="outer@x"))
+            await session.flush()
+            async with session.begin_nested():
+                session.add(User(email="inner@x"))
+            log.append("released")
+        assert log == ["released", "before commit outer@x", "before commit inner@x"]
+    assert await _emails(db) == ["outer@x", "inner@x"]
