@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from .._receivers import ANY
 from .._signal import Signal, registry
 from ..models import load_payload
 from ._message import (
@@ -154,3 +155,70 @@ def connect_forward(
     publish_send.__qualname__ = f"forward[{signal.name}]"
     signal.connect(publish_send, sender=sender, weak=False, durable=True, dispatch_uid=uid)
     return publish_send
+
+
+class Forwarding:
+    """
+    ``forward`` / ``unforward`` / ``forward_uid``, written once for every transport.
+
+    A transport names its uids by :attr:`forward_namespace` and brings its own
+    ``stream_name`` and ``publish``; the receiver is :func:`connect_forward`'s.
+    """
+
+    forward_namespace: str = "aiosignals"
+    """The first part of :meth:`forward_uid`, naming the transport."""
+
+    def stream_name(self, signal: Signal[Any] | str) -> str:
+        """Return where the messages of *signal* go."""
+        raise NotImplementedError
+
+    async def publish(
+        self, signal: Signal[P], sender: Any, payload: P, *, key: str | None = None
+    ) -> str:
+        """Publish a send of *signal* and return its message id."""
+        raise NotImplementedError
+
+    def forward_uid(self, signal: Signal[Any]) -> str:
+        """Return the ``dispatch_uid`` of the receiver :meth:`forward` connects to *signal*."""
+        return f"{self.forward_namespace}:{require_name(signal)}"
+
+    def forward(
+        self, signal: Signal[P], *, sender: Any = ANY
+    ) -> Callable[[Any, P], Awaitable[None]]:
+        """
+        Publish every send of *signal* (from *sender*), and return the receiver.
+
+        The receiver is connected with ``durable=True`` and ``dispatch_uid`` from
+        :meth:`forward_uid`. Inside a transaction with the durable outbox, the send is
+        written to the outbox with the entity and the outbox relay publishes it after commit,
+        at least once, with ``outbox:<database name>:<row id>`` (the relay's
+        :attr:`Delivery.key <aiosignals.outbox.Delivery.key>`) as the message's idempotency
+        key, the same when the relay publishes a row twice; outside a transaction it is
+        published during the send. Sends a consumer reading this very stream dispatched are
+        not published again, so a process may both forward and consume a signal. Forwarding
+        a signal already forwarded does nothing; undo it with :meth:`unforward`.
+
+        :param signal: a named signal
+        :param sender: forward only the sends of this sender (default: all)
+        :raises ValueError: if the signal has no name
+        """
+        return connect_forward(
+            signal,
+            sender=sender,
+            uid=self.forward_uid(signal),
+            stream=self.stream_name(signal),
+            publish=self._publish_keyed,
+        )
+
+    async def _publish_keyed(
+        self, signal: Signal[P], sender: Any, payload: P, key: str | None
+    ) -> None:
+        await self.publish(signal, sender, payload, key=key)
+
+    def unforward(self, signal: Signal[Any]) -> bool:
+        """
+        Stop publishing the sends of *signal*.
+
+        :return: whether it was forwarded
+        """
+        return signal.disconnect(dispatch_uid=self.forward_uid(signal))

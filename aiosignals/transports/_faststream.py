@@ -21,11 +21,10 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from .._receivers import ANY
 from ..exceptions import UnsupportedByBroker
 from ..models import dump_payload
 from ._brokers import BrokerAdapter, MessageArg, adapter_for, subscribe_options
-from ._dispatch import Outcome, Verdict, connect_forward, dispatch, signal_map
+from ._dispatch import Forwarding, Outcome, Verdict, dispatch, signal_map
 from ._message import StreamMessage, require_name, sender_label
 
 if TYPE_CHECKING:
@@ -90,7 +89,7 @@ def broker_from_url(url: str) -> Any:
         raise ImportError(f"{url.partition(':')[0]}:// needs {exc}: pip install {extra!r}") from exc
 
 
-class FastStreamTransport:
+class FastStreamTransport(Forwarding):
     """
     Publishes the sends of named signals through a FastStream broker, and makes consumers.
 
@@ -128,6 +127,8 @@ class FastStreamTransport:
 
     .. versionadded:: 0.1
     """
+
+    forward_namespace = "aiosignals.faststream"
 
     def __init__(
         self, broker: Any, *, prefix: str = "aiosignals.", group: str = "aiosignals"
@@ -210,44 +211,6 @@ class FastStreamTransport:
         await self.adapter.prepare(stream, self.group)
         await self.adapter.publish(stream, dump_payload(payload).encode(), headers)
         return message_id
-
-    def forward_uid(self, signal: Signal[Any]) -> str:
-        """Return the ``dispatch_uid`` of the receiver :meth:`forward` connects to *signal*."""
-        return f"aiosignals.faststream:{require_name(signal)}"
-
-    def forward(
-        self, signal: Signal[P], *, sender: Any = ANY
-    ) -> Callable[[Any, P], Awaitable[None]]:
-        """
-        Publish every send of *signal* (from *sender*), and return the receiver.
-
-        The receiver is durable: inside a transaction with the durable outbox, the send is
-        written to the outbox with the entity and the relay publishes it after commit, at
-        least once, with ``outbox:<database>:<row id>`` as the message's idempotency key.
-        Sends a consumer of this transport read from the same stream are not published again.
-
-        :raises ValueError: if the signal has no name
-        """
-        return connect_forward(
-            signal,
-            sender=sender,
-            uid=self.forward_uid(signal),
-            stream=self.stream_name(signal),
-            publish=self._publish_keyed,
-        )
-
-    async def _publish_keyed(
-        self, signal: Signal[P], sender: Any, payload: P, key: str | None
-    ) -> None:
-        await self.publish(signal, sender, payload, key=key)
-
-    def unforward(self, signal: Signal[Any]) -> bool:
-        """
-        Stop publishing the sends of *signal*.
-
-        :return: whether it was forwarded
-        """
-        return signal.disconnect(dispatch_uid=self.forward_uid(signal))
 
     def consumer(
         self,

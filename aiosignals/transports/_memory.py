@@ -15,14 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._receivers import ANY
 from ..models import dump_payload
-from ._dispatch import Outcome, connect_forward, dispatch, signal_map
+from ._dispatch import Forwarding, Outcome, dispatch, signal_map
 from ._message import StreamMessage, require_name, sender_label
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from .._signal import Signal
@@ -75,7 +72,7 @@ class _Store:
         self.dead.append((record.id, fields))
 
 
-class MemoryTransport:
+class MemoryTransport(Forwarding):
     """
     Carries the sends of named signals to consumers in the same process, through memory.
 
@@ -94,6 +91,8 @@ class MemoryTransport:
 
     .. versionadded:: 0.1
     """
+
+    forward_namespace = "aiosignals.memory"
 
     def __init__(self, *, group: str = "aiosignals") -> None:
         self.group: str = group
@@ -146,42 +145,6 @@ class MemoryTransport:
             if queued == name:
                 queue.send.send_nowait(_Record(message_id, text, label, key))
         return message_id
-
-    def forward_uid(self, signal: Signal[Any]) -> str:
-        """Return the ``dispatch_uid`` of the receiver :meth:`forward` connects to *signal*."""
-        return f"aiosignals.memory:{require_name(signal)}"
-
-    def forward(
-        self, signal: Signal[P], *, sender: Any = ANY
-    ) -> Callable[[Any, P], Awaitable[None]]:
-        """
-        Publish every send of *signal* (from *sender*), and return the receiver.
-
-        As :meth:`RedisStreamTransport.forward`: a durable receiver, so inside a transaction
-        the outbox relay publishes after commit with its delivery id as the idempotency key.
-
-        :raises ValueError: if the signal has no name
-        """
-        return connect_forward(
-            signal,
-            sender=sender,
-            uid=self.forward_uid(signal),
-            stream=self.stream_name(signal),
-            publish=self._publish_keyed,
-        )
-
-    async def _publish_keyed(
-        self, signal: Signal[P], sender: Any, payload: P, key: str | None
-    ) -> None:
-        await self.publish(signal, sender, payload, key=key)
-
-    def unforward(self, signal: Signal[Any]) -> bool:
-        """
-        Stop publishing the sends of *signal*.
-
-        :return: whether it was forwarded
-        """
-        return signal.disconnect(dispatch_uid=self.forward_uid(signal))
 
     def consumer(
         self,

@@ -26,15 +26,14 @@ import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from .._receivers import ANY
 from .._signal import Signal, registry
 from ..models import dump_payload, load_payload
 from ._batcher import PublishBatcher
+from ._dispatch import Forwarding
 from ._message import StreamMessage as StreamMessage
 from ._message import current_message as current_message
 from ._message import (
     delivering,
-    outbox_key,
     require_name,
 )
 from ._message import resolve_sender as resolve_sender
@@ -153,7 +152,7 @@ def _text(value: bytes | str | int) -> str:
     return str(value)
 
 
-class RedisStreamTransport:
+class RedisStreamTransport(Forwarding):
     """
     Publishes the sends of named signals to Redis Streams, and makes their consumers.
 
@@ -175,6 +174,8 @@ class RedisStreamTransport:
 
     .. versionadded:: 0.1
     """
+
+    forward_namespace = "aiosignals.redis"
 
     def __init__(
         self,
@@ -269,59 +270,6 @@ class RedisStreamTransport:
         if key is not None:
             fields["key"] = key
         return _text(await self._batcher.xadd(stream, fields, maxlen=self.maxlen))
-
-    def forward_uid(self, signal: Signal[Any]) -> str:
-        """Return the ``dispatch_uid`` of the receiver :meth:`forward` connects to *signal*."""
-        return f"aiosignals.redis:{require_name(signal)}"
-
-    def forward(
-        self, signal: Signal[P], *, sender: Any = ANY
-    ) -> Callable[[Any, P], Awaitable[None]]:
-        """
-        Publish every send of *signal* (from *sender*) to its stream, and return the receiver.
-
-        The receiver is connected with ``durable=True`` and ``dispatch_uid`` from
-        :meth:`forward_uid`. Inside a transaction with the durable outbox, the send is
-        written to the outbox with the entity and the outbox relay publishes it after commit,
-        at least once, with ``outbox:<database name>:<row id>`` (the relay's
-        :attr:`Delivery.key <aiosignals.outbox.Delivery.key>`) as the entry's idempotency
-        ``key``, the same when the relay publishes a row twice;
-        outside a transaction it is published during the send.
-
-        Sends dispatched by a :class:`Subscriber` reading this very stream are not published
-        again, so a process may both forward and consume a signal without looping.
-        Forwarding a signal that is already forwarded does nothing; undo it with
-        :meth:`unforward`.
-
-        :param signal: a named signal
-        :param sender: forward only the sends of this sender (default: all)
-        :raises ValueError: if the signal has no name
-        """
-        stream = self.stream_name(signal)
-
-        async def publish_send(sender: Any, payload: P) -> None:
-            message = current_message()
-            if message is not None and message.stream == stream:
-                return  # Read from this stream: publishing it again would loop forever.
-            await self.publish(signal, sender, payload, key=outbox_key())
-
-        publish_send.__qualname__ = f"RedisStreamTransport.forward[{signal.name}]"
-        signal.connect(
-            publish_send,
-            sender=sender,
-            weak=False,
-            durable=True,
-            dispatch_uid=self.forward_uid(signal),
-        )
-        return publish_send
-
-    def unforward(self, signal: Signal[Any]) -> bool:
-        """
-        Stop publishing the sends of *signal*.
-
-        :return: whether it was forwarded
-        """
-        return signal.disconnect(dispatch_uid=self.forward_uid(signal))
 
     def consumer(self, signals: _Signals, **options: Unpack[SubscriberOptions]) -> Subscriber:
         """
