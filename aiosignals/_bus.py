@@ -102,6 +102,7 @@ class EventBus:
     :param workers: how many events are delivered at once
     :param drain_timeout: seconds the exit of the block waits for queued events to be
         delivered (``math.inf`` waits as long as it takes)
+    :raises TypeError: if *max_buffer* or *workers* is not an int
     :raises ValueError: if *max_buffer* or *workers* is below 1, or *drain_timeout* is
         negative
 
@@ -111,6 +112,9 @@ class EventBus:
     def __init__(
         self, *, max_buffer: int = 1000, workers: int = 1, drain_timeout: float = 10.0
     ) -> None:
+        for what, count in (("max_buffer", max_buffer), ("workers", workers)):
+            if isinstance(count, bool) or not isinstance(count, int):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
+                raise TypeError(f"{what} must be an int, got {count!r}")
         if max_buffer < 1:
             raise ValueError(f"max_buffer must be at least 1, got {max_buffer}")
         if workers < 1:

@@ -484,6 +484,14 @@ def test_invalid_settings_are_rejected() -> None:
         EventBus(drain_timeout=-1)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), True, "1"])
+@pytest.mark.parametrize("option", ["max_buffer", "workers"])
+def test_sizes_must_be_ints(option: str, bad: object) -> None:
+    """A size that is not an int is refused at construction (max_buffer=nan failed at start)."""
+    with pytest.raises(TypeError, match=option):
+        EventBus(**{option: bad})  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
 if TYPE_CHECKING:
 
     async def typecheck_publish_payload(bus: EventBus, ping: Signal[Ping]) -> None:

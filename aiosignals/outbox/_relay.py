@@ -122,6 +122,13 @@ def _receiver(signal_name: str, dispatch_uid: str) -> tuple[Any, Any, Any] | Non
     return signal, record, fn
 
 
+def _seconds(what: str, value: object) -> float:
+    """Return *value* if it is a number of seconds (not a bool); NaN fails the range checks."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {value!r}")
+    return value
+
+
 class OutboxRelay:
     """
     Delivers durable receivers' outbox rows after their transactions committed.
@@ -156,8 +163,11 @@ class OutboxRelay:
     :param backoff: seconds before the first retry; doubles with each attempt
     :param max_backoff: the longest wait between two attempts
     :param name: this relay's name in the rows it leases (default: host and pid)
-    :raises ValueError: for a *batch_size* or *max_attempts* below 1, or a *lease* or
-        *delivery_timeout* that is not a positive finite number
+    :raises TypeError: for a *batch_size* or *max_attempts* that is not an int, or a
+        duration that is not a number
+    :raises ValueError: for a *batch_size* or *max_attempts* below 1, a *lease*,
+        *poll_interval* or *delivery_timeout* that is not a positive finite number, or a
+        *backoff* or *max_backoff* that is negative or not finite
 
     .. versionadded:: 0.1
     """
@@ -175,13 +185,24 @@ class OutboxRelay:
         max_backoff: float = 300.0,
         name: str | None = None,
     ) -> None:
-        if batch_size < 1 or max_attempts < 1 or not (0 < lease < math.inf):
+        for what, count in (("batch_size", batch_size), ("max_attempts", max_attempts)):
+            if isinstance(count, bool) or not isinstance(count, int):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
+                raise TypeError(f"{what} must be an int, not {count!r}")
+        if batch_size < 1 or max_attempts < 1 or not (0 < _seconds("lease", lease) < math.inf):
             raise ValueError("batch_size and max_attempts must be at least 1, lease positive")
-        if not (0 < delivery_timeout < math.inf):
-            raise ValueError(
-                f"delivery_timeout must be a positive finite number of seconds,"
-                f" not {delivery_timeout!r}"
-            )
+        for what, seconds in (
+            ("delivery_timeout", delivery_timeout),
+            ("poll_interval", poll_interval),
+        ):
+            if not (0 < _seconds(what, seconds) < math.inf):
+                raise ValueError(
+                    f"{what} must be a positive finite number of seconds, not {seconds!r}"
+                )
+        for what, seconds in (("backoff", backoff), ("max_backoff", max_backoff)):
+            if not (0 <= _seconds(what, seconds) < math.inf):
+                raise ValueError(
+                    f"{what} must be a finite number of seconds, not negative, not {seconds!r}"
+                )
         self.db = db
         self.batch_size = batch_size
         self.max_attempts = max_attempts

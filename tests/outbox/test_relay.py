@@ -677,6 +677,36 @@ def test_a_delivery_timeout_must_be_positive_and_finite() -> None:
             OutboxRelay(Database("sqlite+aiosqlite://"), delivery_timeout=bad)
 
 
+@pytest.mark.parametrize(
+    ("option", "bad", "error"),
+    [
+        ("poll_interval", -1.0, ValueError),  # accepted: run() polled ~500 times a second
+        ("poll_interval", 0, ValueError),  # likewise a busy loop
+        ("poll_interval", float("nan"), ValueError),  # accepted: run() raised later
+        ("poll_interval", float("inf"), ValueError),  # accepted: an idle relay never polled again
+        ("poll_interval", "1", TypeError),
+        ("backoff", -1.0, ValueError),  # accepted: retries due before they failed
+        ("backoff", float("nan"), ValueError),  # accepted: every retry waited max_backoff
+        ("max_backoff", float("nan"), ValueError),
+        ("max_backoff", -1.0, ValueError),
+        ("backoff", "1", TypeError),
+        ("batch_size", float("nan"), TypeError),  # accepted: NaN < 1 is false
+        ("batch_size", float("inf"), TypeError),
+        ("batch_size", True, TypeError),
+        ("max_attempts", float("nan"), TypeError),
+        ("max_attempts", True, TypeError),
+        ("lease", True, TypeError),
+        ("delivery_timeout", True, TypeError),
+    ],
+)
+def test_every_option_is_checked_at_construction(
+    option: str, bad: object, error: type[Exception]
+) -> None:
+    """OutboxRelay refuses a bad option when it is built, not when run() meets it."""
+    with pytest.raises(error, match=option):
+        OutboxRelay(Database("sqlite+aiosqlite://"), **{option: bad})  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
 async def test_each_batch_is_logged_at_info_with_its_counts(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
