@@ -4,7 +4,6 @@ import asyncio
 import logging
 import math
 import os
-import random
 import socket
 import time
 import traceback
@@ -16,6 +15,7 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from .._backoff import backoff
 from .._signal import registry
 from ..models import load_payload, resolve_path
 from ._progress import BatchProgress, ids_in
@@ -256,7 +256,7 @@ class OutboxRelay:
                     finished = await self.run_once()
                 except (OSError, SQLAlchemyError) as exc:
                     failures += 1
-                    delay = min(30.0, 0.1 * 2.0 ** (failures - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
+                    delay = backoff(failures, base=0.1, cap=30.0)
                     logger.warning(
                         "outbox relay %s: the database failed (%s); retrying in %.1f s",
                         self.name,
@@ -581,6 +581,4 @@ class OutboxRelay:
             return rows, group
 
     def _retry_at(self, attempts: int) -> float:
-        delay = min(self.max_backoff, self.backoff * 2.0 ** (attempts - 1))
-        # Jitter: relays retrying the same failure do not hammer it in step.
-        return time.time() + delay * random.uniform(0.5, 1.0)  # noqa: S311 -- not crypto
+        return time.time() + backoff(attempts, base=self.backoff, cap=self.max_backoff)

@@ -16,7 +16,6 @@ import functools
 import inspect
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -26,6 +25,7 @@ import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from .._backoff import backoff
 from .._signal import Signal, registry
 from ..models import dump_payload, load_payload
 from ._batcher import PublishBatcher
@@ -606,10 +606,7 @@ class Subscriber:
     # -- reading -------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        # Exponential, capped, with "equal jitter": never less than half the step, so
-        # consumers that lost one server do not all reconnect at the same instant.
-        step = min(self.max_reconnect_delay, self.reconnect_delay * 2.0 ** min(attempt - 1, 30))
-        return step / 2 + random.uniform(0, step / 2)  # noqa: S311 -- jitter, not crypto
+        return backoff(attempt, base=self.reconnect_delay, cap=self.max_reconnect_delay)
 
     async def _interruptible(
         self, fn: Callable[..., Awaitable[_T]], *args: Any
