@@ -19,7 +19,7 @@ def _group(name: str) -> list[str]:
 
 
 # Modules only a Redis server exercises: the transport and the `aiosignals consume` command.
-REDIS_ONLY = ["aiosignals/transports/_redis.py", "aiosignals/transports/_cli.py"]
+REDIS_ONLY = ["aiosignals/transports/redis/*", "aiosignals/transports/_cli.py"]
 
 
 def coverage_report_args(env: dict[str, str], redis_server_binary: str | None) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import sys
 import types
 import typing
 import weakref
@@ -258,6 +259,44 @@ def resolve_path(path: str) -> Any:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def sender_label(sender: Any) -> str:
+    """
+    Return how *sender* travels in a message; :func:`resolve_sender` reads it back.
+
+    :func:`import_path` for a class, ``""`` for ``None``, else ``str(sender)``.
+
+    :param sender: the sender of a send
+    """
+    if sender is None:
+        return ""
+    if isinstance(sender, type):
+        return import_path(sender)
+    return str(sender)
+
+
+def resolve_sender(label: str) -> Any:
+    """
+    Return the sender a consumer passes on for *label* (see :func:`sender_label`).
+
+    A ``module:qualname`` label whose module is already imported in this process and names a
+    class gives that class back, so receivers connected for ``sender=ThatClass`` receive it.
+    Modules are never imported on behalf of a message. ``""`` gives ``None``; anything else
+    stays the string.
+    """
+    if not label:
+        return None
+    module_name, colon, qualname = label.partition(":")
+    module = sys.modules.get(module_name) if colon else None
+    if module is None:
+        return label
+    value: Any = module
+    for part in qualname.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            return label
+    return value if isinstance(value, type) else label
 
 
 class ModelEvent(Event, Generic[M]):

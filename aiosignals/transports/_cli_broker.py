@@ -44,40 +44,17 @@ def consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
 
 
 async def _consume(args: argparse.Namespace, transport: Any, signals: list[Signal[Any]]) -> int:
-    import asyncio
-    import signal as os_signal
     from urllib.parse import urlsplit
 
+    from ._cli import consumer_options, serve
+
     async with transport:
-        consumer = transport.consumer(
-            signals,
-            consumer=args.consumer,
-            claim_idle=args.claim_idle,
-            max_deliveries=args.max_deliveries,
-            **({} if args.count is None else {"count": args.count}),
-        )
-        loop = asyncio.get_running_loop()
-        stops = (os_signal.SIGINT, os_signal.SIGTERM)
-        for signum in stops:
-            loop.add_signal_handler(signum, consumer.stop)
+        consumer = transport.consumer(signals, **consumer_options(args))
         where = urlsplit(str(args.broker))
         names = ", ".join(signal.name or "" for signal in signals)
-        print(
-            f"aiosignals consume: {names} from {transport.adapter.kind} at"
-            f" {where.hostname}:{where.port} as {consumer.group}/{consumer.name};"
-            " SIGINT or SIGTERM stops",
-            file=sys.stderr,
-            flush=True,
-        )
-        try:
-            await consumer.run()
-        finally:
-            for signum in stops:
-                loop.remove_signal_handler(signum)
-        print(
-            f"aiosignals consume: stopped; {consumer.handled} handled,"
-            f" {consumer.dead} dead-lettered",
-            file=sys.stderr,
-            flush=True,
+        await serve(
+            consumer,
+            f"{names} from {transport.adapter.kind} at {where.hostname}:{where.port}"
+            f" as {consumer.group}/{consumer.name}",
         )
     return 0

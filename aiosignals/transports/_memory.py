@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..models import dump_payload
 from ._dispatch import Forwarding, Outcome, dispatch, signal_map
-from ._message import StreamMessage, require_name, sender_label
+from ._message import StreamMessage, encode_send, require_name
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -136,10 +135,8 @@ class MemoryTransport(Forwarding):
         :raises TypeError: if a value of *payload* has no JSON form
         """
         name = self.stream_name(signal)
-        if payload.__class__ is not signal.payload_type:
-            payload = signal.payload_type.model_validate(payload)
+        text, label = encode_send(signal, name, sender, payload)
         message_id = str(next(self._ids))
-        text, label = dump_payload(payload), sender_label(sender)
         self._store.queue(name, self.group)
         for (queued, _), queue in self._store.queues.items():
             if queued == name:
@@ -293,15 +290,12 @@ class MemoryConsumer:
             # with what a dead consumer held.
             queue.send.send_nowait(record)
             raise
+        if verdict.failed:
+            self.failed += 1
         if verdict.outcome is Outcome.ACK:
             self.handled += 1
-            return
-        error = verdict.error or ""
-        if verdict.outcome is Outcome.RETRY:
-            self.failed += 1
-            if record.deliveries < self.max_deliveries:
-                queue.send.send_nowait(record)
-                return
-            error = f"{error} (after {record.deliveries} deliveries)"
-        self._store.bury(record, message, error)
-        self.dead += 1
+        elif verdict.outcome is Outcome.RETRY:
+            queue.send.send_nowait(record)
+        else:
+            self._store.bury(record, message, verdict.error or "")
+            self.dead += 1

@@ -25,16 +25,15 @@ from pydantic import BaseModel, ConfigDict
 
 from aiosignals import Event, Signal
 from aiosignals._cli import main as cli_main
-from aiosignals.models import PostSave, post_save
+from aiosignals.models import PostSave, post_save, resolve_sender, sender_label
 from aiosignals.transports import (
+    RedisConsumer,
     RedisStreamTransport,
     StreamMessage,
-    Subscriber,
     SubscriberOptions,
     current_message,
 )
 from aiosignals.transports._cli import load_signals
-from aiosignals.transports._redis import resolve_sender, sender_label
 from tests import _servers
 from tests.transports import _app
 
@@ -84,7 +83,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 
 
 @asynccontextmanager
-async def running(subscriber: Subscriber) -> AsyncIterator[asyncio.Task[None]]:
+async def running(subscriber: RedisConsumer) -> AsyncIterator[asyncio.Task[None]]:
     """Run *subscriber* in a task for the block; stop it (and wait) on the way out."""
     task = asyncio.create_task(subscriber.run())
     try:
@@ -694,7 +693,7 @@ async def test_stop_finishes_the_entry_in_hand(transport: RedisStreamTransport) 
     assert await pending(transport.client, transport.stream_name(greeting)) == 0
 
 
-async def _stop_when(subscriber: Subscriber, handled: int) -> None:
+async def _stop_when(subscriber: RedisConsumer, handled: int) -> None:
     async def done() -> bool:
         return subscriber.handled >= handled
 
@@ -1141,7 +1140,7 @@ def test_cli_rejects_a_bad_app_with_exit_status_2(capsys: pytest.CaptureFixture[
     assert cli_main([*base, "tests.transports._app:Ping"]) == 2
     assert "expected a Signal" in capsys.readouterr().err
     assert cli_main([*base, "no_such_module_xyz"]) == 2
-    assert "No module named 'no_such_module_xyz'" in capsys.readouterr().err
+    assert "no module named 'no_such_module_xyz'" in capsys.readouterr().err
 
 
 def test_load_signals_takes_a_signal_a_list_or_a_module() -> None:
