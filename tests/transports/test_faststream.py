@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -27,13 +27,13 @@ from faststream import Context
 from aiosignals import Event, Signal
 from aiosignals._cli import main as cli_main
 from aiosignals.transports import (
-    FastStreamConsumer,
     FastStreamTransport,
     StreamMessage,
     broker_from_url,
     current_message,
 )
 from tests.transports import _app
+from tests.transports._support import SERVICE_LABEL, Greeting, Service, eventually, running
 
 if TYPE_CHECKING:
     from tests._servers import NatsProcess, RabbitMQProcess
@@ -49,16 +49,8 @@ BROKERS = [
 ]
 
 
-class Greeting(Event):
-    text: str
-
-
 class Other(Event):
     n: int
-
-
-class Service:
-    """A sender class: it travels as ``module:qualname`` and comes back as itself."""
 
 
 @pytest.fixture(params=BROKERS)
@@ -97,26 +89,6 @@ async def transport(broker_url: str, prefix: str) -> AsyncIterator[FastStreamTra
             yield transport
         finally:
             await remove_topology(transport, prefix)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    """Wait until *check* holds, failing the test after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"still false after {timeout} s: {check.__doc__ or check}")
-        await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def running(consumer: FastStreamConsumer) -> AsyncIterator[asyncio.Task[None]]:
-    """Run *consumer* in a task for the block; stop it (and wait) on the way out."""
-    task = asyncio.create_task(consumer.run())
-    try:
-        yield task
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 15)
 
 
 async def dead_letters(
@@ -255,7 +227,7 @@ async def test_poison_message_is_dead_lettered_after_max_deliveries_with_the_err
     assert body == b'{"text":"x"}'
     assert {k: v for k, v in headers.items() if k.startswith("aiosignals-")} == {
         "aiosignals-id": message_id,
-        "aiosignals-sender": f"{__name__}:Service",
+        "aiosignals-sender": SERVICE_LABEL,
         "aiosignals-key": "k",
         "aiosignals-error": "ValueError: poison (after 3 deliveries)",
         "aiosignals-stream": transport.stream_name(greeting),

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._message import StreamMessage, current_message
 from ._consumer import RedisConsumer
-from ._errors import FATAL_ERRORS
+
+# What run() raises without retrying: the CLI reports it without a traceback.
+from ._errors import FATAL_ERRORS as FATAL_ERRORS
 from ._options import RedisConsumerOptions, SubscriberOptions
 from ._publisher import RedisStreamTransport
 
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
     """Deprecated alias of :class:`RedisConsumer`."""
 
 __all__ = [
-    "FATAL_ERRORS",
     "RedisConsumer",
     "RedisConsumerOptions",
     "RedisStreamTransport",
