@@ -8,10 +8,7 @@ they handled in Redis (tests/transports/_app.py), so the fault tests need Redis 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal as os_signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,7 +30,8 @@ from aiosignals.transports import (
     current_message,
 )
 from tests.transports import _app
-from tests.transports._support import SERVICE_LABEL, Greeting, Service, eventually, running
+from tests.transports._processes import records, start_consume
+from tests.transports._support import SERVICE_LABEL, Greeting, Service, eventually, in_hand, running
 
 if TYPE_CHECKING:
     from tests._servers import NatsProcess, RabbitMQProcess
@@ -182,8 +180,7 @@ async def test_a_failed_send_is_redelivered_with_the_same_idempotency_key(
 
     @greeting.connect
     async def flaky(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         deliveries.append((message.idempotency_key, message.deliveries))
         if message.deliveries == 1:
             raise RuntimeError("first time")
@@ -265,8 +262,7 @@ async def test_a_live_consumer_keeps_its_message_however_long_its_receivers_take
 
     @greeting.connect
     async def slow(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         deliveries.append(message.deliveries)
         await asyncio.sleep(1.5)
 
@@ -290,8 +286,7 @@ async def test_each_group_gets_every_message(transport: FastStreamTransport) -> 
 
     @greeting.connect
     async def note(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         seen.append((message.group, payload.text))
 
     audit = transport.consumer([greeting], group="audit")
@@ -353,8 +348,7 @@ async def test_forward_publishes_through_the_outbox_with_the_delivery_id_as_key(
 
         @greeting.connect
         async def remember(sender: Any, payload: Greeting) -> None:
-            message = current_message()
-            assert message is not None
+            message = in_hand()
             keys.append(message.key)
 
         consumer = transport.consumer([greeting])
@@ -379,47 +373,11 @@ async def test_forward_publishes_through_the_outbox_with_the_delivery_id_as_key(
 async def start_consumer(
     broker_url: str, prefix: str, name: str, record_url: str, *, delay: float = 0.0
 ) -> asyncio.subprocess.Process:
-    """Run ``aiosignals consume --broker`` on tests/transports/_app.py:ping in a new process."""
-    env = {
-        **os.environ,
-        "AIOSIGNALS_TEST_RECORD_URL": record_url,
-        "AIOSIGNALS_TEST_RECORD_KEY": f"{prefix}processed",
-        "AIOSIGNALS_TEST_DELAY": str(delay),
-    }
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aiosignals",
-        "consume",
-        "--broker",
-        broker_url,
-        "--app",
-        "tests.transports._app:ping",
-        "--prefix",
-        prefix,
-        "--consumer",
-        name,
-        "--claim-idle",
-        "1",
-        "--count",
-        "5",
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    """Run ``aiosignals consume --broker`` in a new process, recording in *record_url*."""
+    options = ("--claim-idle", "1", "--count", "5")
+    return await start_consume(
+        ("--broker", broker_url), record_url, prefix, name, *options, delay=delay
     )
-
-
-async def records(client: aioredis.Redis, prefix: str) -> list[tuple[str, int, int]]:
-    """(consumer, n, deliveries) for each message the consumer processes handled."""
-    rows = await _app.reply(client.lrange(f"{prefix}processed", 0, -1))
-    result = []
-    for row in rows:
-        consumer, n, deliveries = (
-            row.decode().split("|") if isinstance(row, bytes) else row.split("|")
-        )
-        result.append((consumer, int(n), int(deliveries)))
-    return result
 
 
 @pytest.mark.asyncio
@@ -646,8 +604,7 @@ async def test_kafka_acknowledges_after_receivers_and_refuses_to_drop_a_failed_m
 
     @greeting.connect
     async def note(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         seen.append((payload.text, message.key))
         if payload.text == "bad":
             raise RuntimeError("bad")
@@ -681,8 +638,7 @@ async def test_redis_through_faststream_redelivers_then_dead_letters(
 
     @greeting.connect
     async def poison(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         deliveries.append((message.idempotency_key, message.deliveries))
         raise RuntimeError("poison")
 

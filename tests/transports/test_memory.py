@@ -20,7 +20,7 @@ from aiosignals.transports import (
     Transport,
     current_message,
 )
-from tests.transports._support import SERVICE_LABEL, Greeting, Service, eventually, running
+from tests.transports._support import SERVICE_LABEL, Greeting, Service, eventually, in_hand, running
 
 pytestmark = pytest.mark.anyio
 
@@ -98,8 +98,7 @@ async def test_a_failed_send_is_redelivered_with_the_same_idempotency_key() -> N
 
     @greeting.connect
     async def flaky(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         keys.append((message.idempotency_key, message.deliveries))
         if message.deliveries == 1:
             raise RuntimeError("first time")
@@ -166,8 +165,7 @@ async def test_consumers_of_a_group_share_and_each_group_gets_every_message() ->
 
     @greeting.connect
     async def note(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         seen.setdefault(message.group, []).append(payload.text)
         await anyio.lowlevel.checkpoint()  # The other consumer of the group takes the next.
 
@@ -199,8 +197,7 @@ async def test_the_message_in_hand_of_a_cancelled_consumer_goes_to_another() -> 
 
     @greeting.connect
     async def slow(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         deliveries.append((message.consumer, message.deliveries))
         if message.consumer == "doomed":
             started.set()

@@ -10,15 +10,11 @@ import pytest
 from aiosignals._cli import main as cli_main
 from aiosignals.transports._cli import load_signals
 from tests.transports import _app
+from tests.transports._processes import records, stop_consumer
 from tests.transports._support import (
     eventually,
 )
-from tests.transports.redis._processes import (
-    records,
-    start_consumer,
-    stop_consumer,
-    wait_for_consumers,
-)
+from tests.transports.redis._processes import start_consumer, wait_for_consumers
 from tests.transports.redis._streams import (
     pending,
 )

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
 
 from aiosignals import Signal
-from aiosignals.transports import (
-    RedisConsumer,
-    RedisStreamTransport,
-    SubscriberOptions,
-    current_message,
-)
 from tests.transports._support import (
     SERVICE_LABEL,
     Greeting,
     Service,
     eventually,
+    in_hand,
     running,
 )
 from tests.transports.redis._streams import (
@@ -30,6 +25,13 @@ from tests.transports.redis._streams import (
     consumer_names,
     pending,
 )
+
+if TYPE_CHECKING:
+    from aiosignals.transports import (
+        RedisConsumer,
+        RedisStreamTransport,
+        SubscriberOptions,
+    )
 
 pytestmark = pytest.mark.redis
 
@@ -75,8 +77,7 @@ async def test_ack_only_after_receivers_ran_and_failure_is_retried(
 
     @greeting.connect
     async def flaky(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         attempts.append((message.deliveries, await pending(transport.client, stream)))
         if message.deliveries == 1:
             raise RuntimeError("first delivery fails")
@@ -146,8 +147,7 @@ async def test_receiver_failing_every_time_ends_in_the_dead_letter_stream(
 
     @greeting.connect
     async def broken(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         deliveries.append(message.deliveries)
         raise RuntimeError("boom")
 

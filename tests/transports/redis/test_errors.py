@@ -16,13 +16,11 @@ from aiosignals.transports import (
     RedisStreamTransport,
 )
 from tests.transports import _app
+from tests.transports._processes import ROOT
 from tests.transports._support import (
     Greeting,
     eventually,
     running,
-)
-from tests.transports.redis._processes import (
-    ROOT,
 )
 from tests.transports.redis._streams import (
     pending,

@@ -4,33 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from aiosignals import Signal
-from aiosignals.transports import (
-    RedisStreamTransport,
-    current_message,
-)
 from tests.transports import _app
+from tests.transports._processes import records, stop_consumer
 from tests.transports._support import (
     Greeting,
     eventually,
+    in_hand,
     running,
 )
-from tests.transports.redis._processes import (
-    records,
-    start_consumer,
-    stop_consumer,
-    wait_for_consumers,
-)
+from tests.transports.redis._processes import start_consumer, wait_for_consumers
 from tests.transports.redis._streams import (
     GROUP,
     entries,
     pending,
     text,
 )
+
+if TYPE_CHECKING:
+    from aiosignals.transports import (
+        RedisStreamTransport,
+    )
 
 pytestmark = pytest.mark.redis
 
@@ -47,8 +45,7 @@ async def test_entry_of_a_dead_consumer_is_claimed_and_a_crash_looping_one_dead_
 
     @greeting.connect
     async def remember(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         seen.append((payload.text, message.deliveries))
 
     await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
@@ -87,8 +84,7 @@ async def test_a_live_consumer_keeps_its_entries_however_long_its_receivers_take
 
     @greeting.connect
     async def slow(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         started.set()
         if message.consumer == "slow":
             # Each one runs more than twice claim_idle: a duration the test needs, so that

@@ -13,15 +13,13 @@ import pytest
 
 from aiosignals import Event, Signal
 from tests import _servers
+from tests.transports._processes import ROOT
 from tests.transports._support import (
     SERVICE_LABEL,
     Greeting,
     Service,
     eventually,
     running,
-)
-from tests.transports.redis._processes import (
-    ROOT,
 )
 from tests.transports.redis._streams import (
     entries,

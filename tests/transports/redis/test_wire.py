@@ -22,6 +22,7 @@ from tests.transports._support import (
     Greeting,
     Service,
     eventually,
+    in_hand,
     running,
 )
 from tests.transports.redis._streams import (
@@ -130,8 +131,7 @@ async def test_a_clients_own_resp3_decoding_client_works_and_stays_open(
 
     @greeting.connect
     async def remember(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         seen.append((payload.text, message.deliveries))
 
     try:
