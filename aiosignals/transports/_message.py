@@ -1,8 +1,10 @@
 """
-What every transport shares: the message a receiver sees, and how senders travel.
+What every transport shares: the message a receiver sees, and how a send is encoded.
 
 Each transport calls the receivers of a message it consumes inside :func:`delivering`, so
-that :func:`current_message` gives them the message, whichever transport read it.
+that :func:`current_message` gives them the message, whichever transport read it. Each
+publishes a send as :func:`encode_send` makes it (the payload's JSON and the sender's label
+of :mod:`aiosignals.models`) to the stream :func:`prefixed_stream` names.
 """
 
 from __future__ import annotations

@@ -111,16 +111,25 @@ class RedisConsumer:
        Named ``Subscriber`` before, a name kept as a deprecated alias.
     """
 
-    consumer = _Option[str | None]()
+    # Read-only views of self.options, as the attributes of the same names always were.
     count = _Option[int]()
+    """Entries read per round trip (:attr:`RedisConsumerOptions.count`)."""
     block = _Option[float]()
+    """Seconds one read waits for new entries (:attr:`RedisConsumerOptions.block`)."""
     claim_idle = _Option[float]()
+    """Seconds before an idle entry is claimed (:attr:`RedisConsumerOptions.claim_idle`)."""
     retry_delay = _Option[float]()
+    """Seconds before the first retry (:attr:`RedisConsumerOptions.retry_delay`)."""
     max_deliveries = _Option[int]()
+    """Deliveries before the dead-letter stream (:attr:`RedisConsumerOptions.max_deliveries`)."""
     start_id = _Option[str]()
+    """Where a group it creates starts (:attr:`RedisConsumerOptions.start_id`)."""
     reconnect_delay = _Option[float]()
+    """The first pause after a connection error (:attr:`RedisConsumerOptions.reconnect_delay`)."""
     max_reconnect_delay = _Option[float]()
+    """The longest pause (:attr:`RedisConsumerOptions.max_reconnect_delay`)."""
     batch_ack = _Option[bool]()
+    """Whether a read batch is acknowledged at once (:attr:`RedisConsumerOptions.batch_ack`)."""
 
     def __init__(
         self,
