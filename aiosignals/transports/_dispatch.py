@@ -35,6 +35,7 @@ __all__ = [
     "AsyncClosing",
     "Forwarding",
     "Outcome",
+    "Tally",
     "Verdict",
     "connect_forward",
     "dispatch",
@@ -245,6 +246,17 @@ class Forwarding:
         :return: whether it was forwarded
         """
         return signal.disconnect(dispatch_uid=self.forward_uid(signal))
+
+
+class Tally:
+    """The counts every consumer keeps (:class:`~aiosignals.transports.Consumer`), from 0."""
+
+    handled: int = 0
+    """Messages whose send succeeded (and that are acknowledged, or about to be)."""
+    failed: int = 0
+    """Sends that raised or found no signal (each failed delivery counts)."""
+    dead: int = 0
+    """Messages it dead-lettered."""
 
 
 class AsyncClosing:

@@ -27,6 +27,7 @@ from ._dispatch import (
     AsyncClosing,
     Forwarding,
     Outcome,
+    Tally,
     Verdict,
     dispatch,
     redelivery_delay,
@@ -243,7 +244,7 @@ def _start_lock(broker: Any) -> anyio.Lock:
     return lock
 
 
-class FastStreamConsumer:
+class FastStreamConsumer(Tally):
     """
     Consumes the messages of some signals through a :class:`FastStreamTransport`.
 
@@ -305,12 +306,6 @@ class FastStreamConsumer:
         """Seconds after which the message of a silent consumer goes to another (NATS)."""
         self.count: int = count
         """Messages fetched ahead."""
-        self.handled: int = 0
-        """Messages whose send succeeded."""
-        self.failed: int = 0
-        """Sends that raised (each failed delivery counts)."""
-        self.dead: int = 0
-        """Messages it dead-lettered."""
         self._signals = signal_map(signals)
         self._streams = {name: transport.stream_name(name) for name in self._signals}
         self._running = False

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._dispatch import Forwarding, Outcome, dispatch, signal_map
+from ._dispatch import Forwarding, Outcome, Tally, dispatch, signal_map
 from ._message import StreamMessage, encode_send, require_name
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class MemoryTransport(Forwarding):
         return self._store.dead[:count]
 
 
-class MemoryConsumer:
+class MemoryConsumer(Tally):
     """
     Consumes the messages of some signals from a :class:`MemoryTransport`.
 
@@ -213,12 +213,6 @@ class MemoryConsumer:
         """Its name in the group."""
         self.max_deliveries: int = max_deliveries
         """Deliveries of a message before it is dead-lettered."""
-        self.handled: int = 0
-        """Messages whose send succeeded."""
-        self.failed: int = 0
-        """Sends that raised (each failed delivery counts)."""
-        self.dead: int = 0
-        """Messages it dead-lettered."""
         self._store = store
         self._signals = signal_map(signals)
         for name_ in self._signals:

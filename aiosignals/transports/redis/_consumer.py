@@ -20,7 +20,7 @@ import anyio
 from redis import exceptions as redis_errors
 
 from ..._backoff import backoff
-from .._dispatch import Outcome, dispatch, redelivery_delay, signal_map
+from .._dispatch import Outcome, Tally, dispatch, redelivery_delay, signal_map
 from .._message import StreamMessage
 from ._errors import CONNECTION_ERRORS, FATAL_ERRORS, is_vanished_group
 from ._options import RedisConsumerOptions, SubscriberOptions
@@ -57,7 +57,7 @@ class _Option(Generic[_T]):
         return value
 
 
-class RedisConsumer:
+class RedisConsumer(Tally):
     """
     Consumes the streams of some signals and sends each entry to its signal's receivers.
 
@@ -147,12 +147,6 @@ class RedisConsumer:
         """The transport it reads through."""
         self.name: str = self.options.consumer or f"{socket.gethostname()}:{os.getpid()}"
         """Its consumer name in the group."""
-        self.handled = 0
-        """Entries whose send succeeded (and that are acknowledged, or about to be)."""
-        self.failed = 0
-        """Sends that raised (each failed delivery counts)."""
-        self.dead = 0
-        """Entries it moved to the dead-letter stream."""
         # Explicit signals are held here, strongly: they win over the weak registry.
         self._signals = signal_map(signals)
         self._streams = {transport.stream_name(name): name for name in self._signals}
