@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
 from aiosignals import Event
 from aiosignals.transports import Consumer, StreamMessage, current_message
+
+if TYPE_CHECKING:
+    from aiosignals.transports import FastStreamTransport
 
 
 class Greeting(Event):
@@ -60,3 +64,20 @@ def in_hand() -> StreamMessage:
     message = current_message()
     assert message is not None
     return message
+
+
+async def remove_topology(transport: FastStreamTransport, prefix: str) -> None:
+    """Delete what a test created on the shared broker: queues and exchange, or the stream."""
+    connection = await transport.broker.connect()
+    if transport.adapter.kind == "RabbitMQ":
+        channel = await connection.channel()
+        for name in ("greeting", "ping", "x", "dead"):
+            for group in ("aiosignals", "audit", "dead"):
+                await channel.queue_delete(f"{prefix}{name}.{group}")
+        await channel.exchange_delete(prefix.rstrip("."))
+        await channel.close()
+    else:
+        from nats.js.errors import NotFoundError
+
+        with suppress(NotFoundError):
+            await connection.jetstream().delete_stream(prefix.rstrip("."))

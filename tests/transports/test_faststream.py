@@ -12,7 +12,6 @@ import signal as os_signal
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -25,13 +24,19 @@ from aiosignals import Event, Signal
 from aiosignals._cli import main as cli_main
 from aiosignals.transports import (
     FastStreamTransport,
-    StreamMessage,
     broker_from_url,
-    current_message,
 )
 from tests.transports import _app
 from tests.transports._processes import records, start_consume
-from tests.transports._support import SERVICE_LABEL, Greeting, Service, eventually, in_hand, running
+from tests.transports._support import (
+    SERVICE_LABEL,
+    Greeting,
+    Service,
+    eventually,
+    in_hand,
+    remove_topology,
+    running,
+)
 
 if TYPE_CHECKING:
     from tests._servers import NatsProcess, RabbitMQProcess
@@ -61,23 +66,6 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 def prefix() -> str:
     """A prefix of one test's own: its exchange, queues or JetStream stream are its own."""
     return f"t{uuid.uuid4().hex[:10]}."
-
-
-async def remove_topology(transport: FastStreamTransport, prefix: str) -> None:
-    """Delete what a test created on the shared broker: queues and exchange, or the stream."""
-    connection = await transport.broker.connect()
-    if transport.adapter.kind == "RabbitMQ":
-        channel = await connection.channel()
-        for name in ("greeting", "ping", "x", "dead"):
-            for group in ("aiosignals", "audit", "dead"):
-                await channel.queue_delete(f"{prefix}{name}.{group}")
-        await channel.exchange_delete(prefix.rstrip("."))
-        await channel.close()
-    else:
-        from nats.js.errors import NotFoundError
-
-        with suppress(NotFoundError):
-            await connection.jetstream().delete_stream(prefix.rstrip("."))
 
 
 @pytest_asyncio.fixture
@@ -131,43 +119,6 @@ async def dead_letters(
 
 
 # -- publishing and consuming --------------------------------------------------------------
-
-
-@pytest.mark.asyncio
-async def test_roundtrip_with_typed_payload_sender_and_message(
-    transport: FastStreamTransport,
-) -> None:
-    """A published send reaches receivers typed, with its sender class and its message."""
-    greeting = Signal(Greeting, name="greeting")
-    seen: list[tuple[Any, Greeting, StreamMessage | None]] = []
-
-    @greeting.connect
-    async def on_greeting(sender: Any, payload: Greeting) -> None:
-        seen.append((sender, payload, current_message()))
-
-    message_id = await transport.publish(greeting, Service, Greeting(text="hi"), key="k-1")
-    consumer = transport.consumer([greeting], consumer="c1")
-    async with running(consumer):
-
-        async def handled() -> bool:
-            return consumer.handled == 1
-
-        await eventually(handled)
-    assert seen == [
-        (
-            Service,
-            Greeting(text="hi"),
-            StreamMessage(
-                id=message_id,
-                stream=transport.stream_name(greeting),
-                signal="greeting",
-                deliveries=1,
-                key="k-1",
-                group="aiosignals",
-                consumer="c1",
-            ),
-        )
-    ]
 
 
 @pytest.mark.asyncio

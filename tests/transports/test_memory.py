@@ -16,9 +16,7 @@ from aiosignals.transports import (
     MemoryConsumer,
     MemoryTransport,
     RedisStreamTransport,
-    StreamMessage,
     Transport,
-    current_message,
 )
 from tests.transports._support import SERVICE_LABEL, Greeting, Service, eventually, in_hand, running
 
@@ -56,38 +54,6 @@ def test_every_transport_satisfies_the_protocol() -> None:
         ]
         consumers: list[Consumer] = [t.consumer(signal, max_deliveries=2) for t in transports]
     assert [consumer.handled for consumer in consumers] == [0, 0, 0]
-
-
-async def test_roundtrip_with_typed_payload_sender_and_message() -> None:
-    """A published send reaches receivers typed, with its sender class and its message."""
-    transport = new_transport()
-    greeting = Signal(Greeting, name="greeting")
-    seen: list[tuple[Any, Greeting, StreamMessage | None]] = []
-
-    @greeting.connect
-    async def on_greeting(sender: Any, payload: Greeting) -> None:
-        seen.append((sender, payload, current_message()))
-
-    message_id = await transport.publish(greeting, Service, Greeting(text="hi"), key="k-1")
-    consumer = transport.consumer([greeting], consumer="c1")
-    async with running(consumer):
-        await eventually(lambda: consumer.handled == 1)
-    assert seen == [
-        (
-            Service,
-            Greeting(text="hi"),
-            StreamMessage(
-                id=message_id,
-                stream="greeting",
-                signal="greeting",
-                deliveries=1,
-                key="k-1",
-                group="aiosignals",
-                consumer="c1",
-            ),
-        )
-    ]
-    assert transport.pending(greeting) == 0
 
 
 async def test_a_failed_send_is_redelivered_with_the_same_idempotency_key() -> None:

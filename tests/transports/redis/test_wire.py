@@ -14,7 +14,6 @@ from aiosignals import Event, Signal
 from aiosignals.models import PostSave, post_save, resolve_sender, sender_label
 from aiosignals.transports import (
     RedisStreamTransport,
-    StreamMessage,
     current_message,
 )
 from tests.transports._support import (
@@ -27,7 +26,6 @@ from tests.transports._support import (
 )
 from tests.transports.redis._streams import (
     GROUP,
-    pending,
 )
 
 pytestmark = pytest.mark.redis
@@ -55,47 +53,6 @@ def test_sender_labels_round_trip_classes_only_when_already_imported() -> None:
 def test_current_message_is_none_outside_a_consumer() -> None:
     """Receivers called by a plain send see no stream entry."""
     assert current_message() is None
-
-
-@pytest.mark.asyncio
-async def test_roundtrip_with_typed_payload_sender_and_message(
-    transport: RedisStreamTransport,
-) -> None:
-    """A published send reaches the receivers as the typed payload, its sender class and entry."""
-    greeting = Signal(Greeting, name="greeting")
-    received: list[tuple[Any, Greeting, StreamMessage | None]] = []
-
-    @greeting.connect(sender=Service)
-    async def on_greeting(sender: Any, payload: Greeting) -> None:
-        received.append((sender, payload, current_message()))
-
-    entry_id = await transport.publish(greeting, Service, Greeting(text="hi"), key="k-1")
-    await transport.publish(greeting, "someone else", Greeting(text="not for it"))
-    subscriber = transport.consumer([greeting], consumer="c1", block=0.2)
-    async with running(subscriber):
-
-        async def both_handled() -> bool:
-            return subscriber.handled == 2
-
-        await eventually(both_handled)
-    assert received == [
-        (
-            Service,
-            Greeting(text="hi"),
-            StreamMessage(
-                id=entry_id,
-                stream=f"{transport.stream_prefix}greeting",
-                signal="greeting",
-                deliveries=1,
-                key="k-1",
-                group=GROUP,
-                consumer="c1",
-            ),
-        )
-    ]
-    assert received[0][2] is not None
-    assert received[0][2].idempotency_key == "k-1"
-    assert await pending(transport.client, transport.stream_name(greeting)) == 0
 
 
 @pytest.mark.asyncio
