@@ -1,8 +1,8 @@
 """
 The arq app of test_arq.py: a durable receiver that enqueues a job, and the job.
 
-The relay runs either in the test or in a subprocess (``python -m
-tests.transports._arq_jobs DB_URL DB_NAME``), so the receiver reads its Redis URL and queue from the
+The relay runs either in the test or in a subprocess (``aiosignals relay --app
+tests.transports._arq_jobs``), so the receiver reads its Redis URL and queue from the
 environment at its first call and opens its arq pool then, in the relay's event loop.
 Each enqueue is recorded in ``<queue>:enqueued`` (``new`` or ``duplicate``), each run of the
 job in ``<queue>:done`` (``order_id|job_id|job_try``), so that the test sees both.
@@ -11,7 +11,6 @@ job in ``<queue>:done`` (``order_id|job_id|job_try``), so that the test sees bot
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import anyio
@@ -19,8 +18,7 @@ from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 
 from aiosignals import Event, Signal
-from aiosignals.outbox import OutboxRelay, current_delivery
-from aiosignals.repository.sqlalchemy import Database
+from aiosignals.outbox import current_delivery
 
 HANG_AFTER_ENQUEUE = "AIOSIGNALS_TEST_HANG_AFTER_ENQUEUE"
 """Set to 1 in a relay's environment: the receiver enqueues, then never returns."""
@@ -76,14 +74,3 @@ async def make_invoice(ctx: dict[str, Any], order_id: int) -> None:
     """The job: records that it ran, with its id and try."""
     redis: ArqRedis = ctx["redis"]
     await redis.rpush(f"{queue_name()}:done", f"{order_id}|{ctx['job_id']}|{ctx['job_try']}")
-
-
-async def _relay(url: str, name: str) -> None:
-    # Not `aiosignals relay`: that names its database "default", and the job ids name it.
-    async with Database(url, name=name) as db:
-        await OutboxRelay(db, lease=1, poll_interval=0.05).run()
-
-
-if __name__ == "__main__":
-    # python -m tests.transports._arq_jobs DB_URL DB_NAME: a relay process the test kills.
-    anyio.run(_relay, sys.argv[1], sys.argv[2])

@@ -111,7 +111,8 @@ async def test_a_relay_killed_after_enqueuing_redelivers_and_arq_runs_the_job_on
     """
     A relay SIGKILLed between the enqueue and the row's outcome: the row is redelivered and
     enqueued again under the same job id, which arq refuses, whether the first job is still
-    queued or has run already; the job runs once.
+    queued or has run already; the job runs once. The relays agree on the job id through
+    the database's name (``aiosignals relay --db-name``, ``Database(name=...)``).
     """
     name = f"{stream_prefix}shop"
     url = f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}"
@@ -121,7 +122,8 @@ async def test_a_relay_killed_after_enqueuing_redelivers_and_arq_runs_the_job_on
             await order_placed.send(None, order_id=3)
 
     relay = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.transports._arq_jobs", url, name,
+        sys.executable, "-m", "aiosignals", "relay", "--db", url, "--db-name", name,
+        "--app", "tests.transports._arq_jobs", "--lease", "1", "--poll-interval", "0.05",
         cwd=ROOT, env={**os.environ, _arq_jobs.HANG_AFTER_ENQUEUE: "1"},
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
