@@ -85,7 +85,7 @@ async def recorded(key: str) -> list[str]:
 async def test_a_committed_transaction_enqueues_its_job_once_a_rolled_back_one_nothing(
     queue: str, stream_prefix: str, tmp_path: Path
 ) -> None:
-    """Rollback: no job. Commit: one job, enqueued by the relay, keyed by the delivery; run once."""
+    """A rolled-back send enqueues nothing; a committed one, one job keyed by its delivery."""
     name = f"{stream_prefix}shop"
     async with Database(f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}", name=name) as db:
         await OutboxRelay.create_table(db)
@@ -108,12 +108,7 @@ async def test_a_committed_transaction_enqueues_its_job_once_a_rolled_back_one_n
 async def test_a_relay_killed_after_enqueuing_redelivers_and_arq_runs_the_job_once(
     queue: str, stream_prefix: str, tmp_path: Path, ran_before: bool
 ) -> None:
-    """
-    A relay SIGKILLed between the enqueue and the row's outcome: the row is redelivered and
-    enqueued again under the same job id, which arq refuses, whether the first job is still
-    queued or has run already; the job runs once. The relays agree on the job id through
-    the database's name (``aiosignals relay --db-name``, ``Database(name=...)``).
-    """
+    """A relay killed after enqueuing redelivers under the same job id, and arq runs it once."""
     name = f"{stream_prefix}shop"
     url = f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}"
     async with Database(url, name=name) as db:
@@ -121,6 +116,7 @@ async def test_a_relay_killed_after_enqueuing_redelivers_and_arq_runs_the_job_on
         async with db.transaction():
             await order_placed.send(None, order_id=3)
 
+    # --db-name: the killed relay and the next agree on the job id, which names the database.
     relay = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aiosignals", "relay", "--db", url, "--db-name", name,
         "--app", "tests.transports._arq_jobs", "--lease", "1", "--poll-interval", "0.05",
@@ -138,7 +134,7 @@ async def test_a_relay_killed_after_enqueuing_redelivers_and_arq_runs_the_job_on
         await relay.communicate()
     assert relay.returncode == -os_signal.SIGKILL
 
-    if ran_before:
+    if ran_before:  # arq then refuses the id by the job's kept result, not its queued job.
         assert await run_worker() == 1
     async with Database(url, name=name) as db:
         again = OutboxRelay(db, lease=1)
