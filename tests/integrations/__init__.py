@@ -99,22 +99,34 @@ __all__ = [
 class Recorder:
     """A Service that records its life; a stubborn one ignores stop()."""
 
-    def __init__(self, *, stubborn: bool = False) -> None:
+    def __init__(
+        self, name: str = "", *, log: list[str] | None = None, stubborn: bool = False
+    ) -> None:
+        self.name = name
         self.events: list[str] = []
+        self.log = log if log is not None else []
+        """Events of several recorders in the order they came, as "name:event"."""
         self.stubborn = stubborn
         self._stopped = anyio.Event()
 
+    def __repr__(self) -> str:
+        return f"Recorder({self.name!r})"
+
+    def _record(self, event: str) -> None:
+        self.events.append(event)
+        self.log.append(f"{self.name}:{event}")
+
     async def run(self) -> None:
-        self.events.append("run")
+        self._record("run")
         try:
             if self.stubborn:
                 await anyio.sleep_forever()
             await self._stopped.wait()
-            self.events.append("returned")
+            self._record("returned")
         except BaseException:
-            self.events.append("cancelled")
+            self._record("cancelled")
             raise
 
     def stop(self) -> None:
-        self.events.append("stop")
+        self._record("stop")
         self._stopped.set()
