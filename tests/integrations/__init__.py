@@ -67,6 +67,13 @@ def run_example(
     )
 
 
+def run_python(code: str) -> str:
+    """Run *code* in a new interpreter from the project's root and return what it printed."""
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=EXAMPLES.parent)
+    return done.stdout
+
+
 def load_example(name: str) -> ModuleType:
     """Import ``examples/<name>.py`` as the module ``examples_<name>`` and return it."""
     module_name = f"examples_{name}"
@@ -92,6 +99,7 @@ __all__ = [
     "load_example",
     "recording_after_commit",
     "run_example",
+    "run_python",
     "sqlite_url",
 ]
 

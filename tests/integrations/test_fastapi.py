@@ -2,8 +2,6 @@
 
 # No `from __future__ import annotations`: FastAPI reads handler annotations at run time.
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +14,7 @@ from fastapi import FastAPI, Request
 
 from aiosignals.integrations.fastapi import DepBus, lifespan
 
-from . import EXAMPLES, free_port, sqlite_url
+from . import free_port, run_python, sqlite_url
 from .frameworks import FASTAPI
 
 example = FASTAPI.example
@@ -52,14 +50,7 @@ def test_import_aiosignals_does_not_import_the_integrations() -> None:
         "print([m for m in ('fastapi', 'starlette', 'aiohttp', 'aiosignals.integrations.fastapi')"
         " if m in sys.modules])"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=EXAMPLES.parent,
-    )
-    assert out.stdout.strip() == "[]"
+    assert run_python(code).strip() == "[]"
 
 
 # -- under a real server: restarts, mounted sub-apps -------------------------------------
