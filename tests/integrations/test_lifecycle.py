@@ -39,7 +39,7 @@ from . import (
     sqlite_url,
 )
 from . import frameworks as frameworks_module
-from .frameworks import AIOHTTP, FASTAPI, Framework, Ping, ping
+from .frameworks import AIOHTTP, FASTAPI, Client, Framework, Ping, Reply, ping
 
 pytestmark = pytest.mark.anyio
 
@@ -80,6 +80,18 @@ def framework(setup: tuple[Framework, str]) -> Framework:
 
 
 @pytest.fixture
+def url(tmp_path: Path) -> str:
+    """The URL of an SQLite file of the test's own."""
+    return sqlite_url(tmp_path)
+
+
+@pytest.fixture
+def example_app(framework: Framework, url: str) -> Any:
+    """The framework's example app, on the test's database."""
+    return framework.example.create_app(url)
+
+
+@pytest.fixture
 def after_commit(framework: Framework) -> Iterator[list[str]]:
     """Record each AFTER_COMMIT post_save of the example's User, by email."""
     with recording_after_commit(framework.example.User) as seen:
@@ -89,14 +101,18 @@ def after_commit(framework: Framework) -> Iterator[list[str]]:
 # -- the example app, in process -------------------------------------------------------
 
 
+async def sign_up(client: Client, email: str, name: str) -> Reply:
+    """POST /users of the example app."""
+    return await client.post("/users", json={"email": email, "name": name})
+
+
 @BOTH
 async def test_profile_is_created_after_commit_exactly_once(
-    framework: Framework, tmp_path: Path, after_commit: list[str]
+    framework: Framework, example_app: Any, url: str, after_commit: list[str]
 ) -> None:
     """POST /users commits the user; the after-commit receiver creates one profile."""
-    url = sqlite_url(tmp_path)
-    async with framework.serving(framework.example.create_app(url)) as client:
-        created = await client.post("/users", json={"email": "ada@example.com", "name": "ada"})
+    async with framework.serving(example_app) as client:
+        created = await sign_up(client, "ada@example.com", "ada")
         assert created.status == 201, created.text
         user_id = created.json()["id"]
         read = await client.get(f"/users/{user_id}")
@@ -113,10 +129,9 @@ async def test_profile_is_created_after_commit_exactly_once(
 
 @BOTH
 async def test_commit_and_after_commit_receivers_come_before_the_response(
-    framework: Framework, tmp_path: Path, after_commit: list[str]
+    framework: Framework, example_app: Any, url: str, after_commit: list[str]
 ) -> None:
     """By the time the response starts, the user is committed and its profile exists."""
-    url = sqlite_url(tmp_path)
     example = framework.example
     seen_at_response: list[tuple[list[str], int, int]] = []
 
@@ -131,23 +146,21 @@ async def test_commit_and_after_commit_receivers_come_before_the_response(
                 )
             )
 
-    app = example.create_app(url)
-    async with framework.serving(app, before_response=spy) as client:
-        response = await client.post("/users", json={"email": "bo@example.com", "name": "bo"})
+    async with framework.serving(example_app, before_response=spy) as client:
+        response = await sign_up(client, "bo@example.com", "bo")
         assert response.status == 201
     assert seen_at_response == [(["bo@example.com"], 1, 1)]
 
 
 @BOTH
 async def test_duplicate_email_is_409_and_creates_no_profile(
-    framework: Framework, tmp_path: Path, after_commit: list[str]
+    framework: Framework, example_app: Any, url: str, after_commit: list[str]
 ) -> None:
     """A failing request (duplicate email, invalid body) rolls back: no second profile."""
-    url = sqlite_url(tmp_path)
-    async with framework.serving(framework.example.create_app(url)) as client:
-        first = await client.post("/users", json={"email": "cy@example.com", "name": "cy"})
+    async with framework.serving(example_app) as client:
+        first = await sign_up(client, "cy@example.com", "cy")
         assert first.status == 201
-        second = await client.post("/users", json={"email": "cy@example.com", "name": "x"})
+        second = await sign_up(client, "cy@example.com", "x")
         assert second.status == 409
         assert "cy@example.com is already registered" in second.text
         invalid = await client.post("/users", json={"email": "no name"})
@@ -160,10 +173,9 @@ async def test_duplicate_email_is_409_and_creates_no_profile(
 
 
 @BOTH
-async def test_bus_is_reachable_from_handlers(framework: Framework, tmp_path: Path) -> None:
+async def test_bus_is_reachable_from_handlers(framework: Framework, example_app: Any) -> None:
     """GET /stats reads the running bus; it delivered the welcome mails."""
-    example = framework.example
-    app = example.create_app(sqlite_url(tmp_path))
+    example, app = framework.example, example_app
     mailed: list[str] = []
     both_mailed = anyio.Event()
 
@@ -189,10 +201,9 @@ async def test_bus_is_reachable_from_handlers(framework: Framework, tmp_path: Pa
 
 
 @BOTH
-async def test_app_shutdown_drains_the_bus(framework: Framework, tmp_path: Path) -> None:
+async def test_app_shutdown_drains_the_bus(framework: Framework, example_app: Any) -> None:
     """Events still queued at shutdown are delivered; then the bus refuses new ones."""
-    example = framework.example
-    app = example.create_app(sqlite_url(tmp_path))
+    example, app = framework.example, example_app
     gate = anyio.Event()
     held: list[str] = []
     two_held = anyio.Event()
@@ -208,7 +219,7 @@ async def test_app_shutdown_drains_the_bus(framework: Framework, tmp_path: Path)
     try:
         async with framework.serving(app) as client:
             for name in ("fa", "gu", "ha"):
-                response = await client.post("/users", json={"email": f"{name}@x", "name": name})
+                response = await sign_up(client, f"{name}@x", name)
                 assert response.status == 201
             with anyio.fail_after(5):
                 await two_held.wait()  # both workers hold one event; the third waits
@@ -230,10 +241,9 @@ async def test_app_shutdown_drains_the_bus(framework: Framework, tmp_path: Path)
 
 @BOTH
 async def test_a_failed_request_rolls_back(
-    framework: Framework, tmp_path: Path, after_commit: list[str]
+    framework: Framework, url: str, after_commit: list[str]
 ) -> None:
     """An HTTP error or a bug after a write rolls back (after-rollback runs); others commit."""
-    url = sqlite_url(tmp_path)
     user_model = framework.example.User
     immediate: list[str] = []
     rolled_back: list[str] = []
@@ -324,9 +334,8 @@ async def test_a_used_bus_fails_the_startup(framework: Framework) -> None:
 
 
 @BOTH
-async def test_services_run_the_outbox_relay(framework: Framework, tmp_path: Path) -> None:
+async def test_services_run_the_outbox_relay(framework: Framework, url: str) -> None:
     """An OutboxRelay in services= delivers durable receivers while the app runs."""
-    url = sqlite_url(tmp_path)
     delivered: list[tuple[str, int]] = []
     arrived = anyio.Event()
 
