@@ -39,9 +39,7 @@ def new_bus(bus: BusOption) -> EventBus:
     return made
 
 
-def services_option(
-    services: Iterable[Service], relay: Service | None, *, stacklevel: int = 3
-) -> tuple[Service, ...]:
+def services_option(services: Iterable[Service], relay: Service | None) -> tuple[Service, ...]:
     """
     Check the ``services=`` (and deprecated ``relay=``) options once, when the app is built.
 
@@ -55,7 +53,7 @@ def services_option(
         warnings.warn(
             "relay= is deprecated and will be removed in 1.0: pass services=[relay]",
             DeprecationWarning,
-            stacklevel=stacklevel,
+            stacklevel=3,  # the line that called lifespan() or init_app()
         )
         listed = (*listed, relay)
     for service in listed:
