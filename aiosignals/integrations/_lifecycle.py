@@ -8,10 +8,11 @@ and leave it at shutdown; they differ only in where they keep the bus for handle
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import anyio
 import anyio.abc
@@ -39,13 +40,23 @@ def new_bus(bus: BusOption) -> EventBus:
     return made
 
 
-def services_option(services: Iterable[Service], relay: Service | None) -> tuple[Service, ...]:
+def services_option(
+    services: Iterable[Service], relay: Service | None, stop_timeout: float
+) -> tuple[Service, ...]:
     """
-    Check the ``services=`` (and deprecated ``relay=``) options once, when the app is built.
+    Check the ``services=`` (deprecated ``relay=``) and ``stop_timeout=`` options once.
+
+    Called when the app is built, so that a mistake fails there rather than at startup.
 
     :raises TypeError: if *services* is one service rather than a list of them, or holds
-        something without ``run()`` and ``stop()``
+        something without ``run()`` and ``stop()``, or *stop_timeout* is not a number
+    :raises ValueError: if *stop_timeout* is negative, infinite or NaN
     """
+    given = cast("object", stop_timeout)  # as a caller without type checks may pass it
+    if isinstance(given, bool) or not isinstance(given, int | float):
+        raise TypeError(f"stop_timeout must be a number of seconds, not {stop_timeout!r}")
+    if not 0 <= given < math.inf:
+        raise ValueError(f"stop_timeout must be a finite number of seconds, not {stop_timeout!r}")
     if isinstance(services, Service):
         raise TypeError(f"services= takes a list of services: services=[{services!r}]")
     listed = tuple(services)

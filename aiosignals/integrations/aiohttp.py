@@ -97,15 +97,17 @@ def init_app(
     :param relay: deprecated: ``services=[relay]`` does the same
     :param stop_timeout: seconds the services have to return after
         :meth:`~aiosignals.Service.stop`
-    :raises TypeError: if *services* is not a list of services; at startup, if the
-        factory *bus* returns something else than an :class:`~aiosignals.EventBus`
+    :raises TypeError: if *services* is not a list of services, or *stop_timeout* not a
+        number; at startup, if the factory *bus* returns something else than an
+        :class:`~aiosignals.EventBus`
+    :raises ValueError: if *stop_timeout* is negative, infinite or NaN
     :raises RuntimeError: at startup, if a service fails straight away
 
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
        *services*; *relay* is deprecated.
     """
-    listed = services_option(services, relay)
+    listed = services_option(services, relay, stop_timeout)
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         ready: asyncio.Future[EventBus] = asyncio.get_running_loop().create_future()

@@ -92,15 +92,17 @@ def lifespan(
         :meth:`~aiosignals.Service.stop`
     :return: ``app -> async context manager``, what Starlette and FastAPI call a lifespan;
         it yields the lifespan state ``{"aiosignals_bus": bus}``
-    :raises TypeError: if *services* is not a list of services; at startup, if the
-        factory *bus* returns something else than an :class:`~aiosignals.EventBus`
+    :raises TypeError: if *services* is not a list of services, or *stop_timeout* not a
+        number; at startup, if the factory *bus* returns something else than an
+        :class:`~aiosignals.EventBus`
+    :raises ValueError: if *stop_timeout* is negative, infinite or NaN
     :raises RuntimeError: at startup, if a service fails straight away
 
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
        *services*; *relay* is deprecated.
     """
-    listed = services_option(services, relay)
+    listed = services_option(services, relay, stop_timeout)
 
     @asynccontextmanager
     async def run(app: Starlette) -> AsyncGenerator[dict[str, Any]]:

@@ -503,6 +503,19 @@ def test_services_must_be_a_list_of_services(framework: Framework) -> None:
         framework.bare_app(services=[service, "not a service"])
 
 
+@pytest.mark.parametrize("framework", [FASTAPI, AIOHTTP], ids=["fastapi", "aiohttp"])
+@pytest.mark.parametrize(
+    ("stop_timeout", "error"),
+    [(-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError), (True, TypeError)],
+)
+def test_a_bad_stop_timeout_is_refused_at_once(
+    framework: Framework, stop_timeout: object, error: type[Exception]
+) -> None:
+    """stop_timeout must be a finite number of seconds, checked when the app is built."""
+    with pytest.raises(error, match="stop_timeout must be a"):
+        framework.bare_app(stop_timeout=stop_timeout)
+
+
 # -- as a user runs it -----------------------------------------------------------------
 
 
