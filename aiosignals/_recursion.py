@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
 import types
 from typing import Any
 
@@ -44,7 +43,8 @@ def receivers_on_stack(signal_class: type[Any]) -> list[str]:
         instances is a send under way, and its receivers are those looked for
     """
     frames: list[types.FrameType] = []
-    frame: types.FrameType | None = sys._getframe(1)  # pyright: ignore[reportPrivateUsage] -- the stack, read cheaply
+    here = inspect.currentframe()
+    frame = None if here is None else here.f_back
     while frame is not None:
         frames.append(frame)
         frame = frame.f_back

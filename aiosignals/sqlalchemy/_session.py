@@ -37,8 +37,8 @@ try:  # SQLAlchemy 2.1 renamed await_only (kept as an alias, deprecated in 2.2).
 except ImportError:  # pragma: no cover -- SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
+from .._observers import observed
 from .._phases import PhaseScope, shielded
-from .._tracing import observed
 from ..exceptions import NestedFlushError, RecursionDepthError
 from ..models import (
     PostDelete,
@@ -53,7 +53,7 @@ from ..models import (
 
 if TYPE_CHECKING:
     from .._event import Event
-    from .._receivers import ReceiverRecord
+    from .._records import ReceiverRecord
     from .._signal import Signal
 
 __all__ = ["govern", "instrument", "is_instrumented", "unsignalled", "using_info"]
