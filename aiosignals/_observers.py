@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, cast
 
 from ._options import ANY
@@ -27,10 +27,12 @@ __all__ = [
     "add_observer",
     "calling",
     "describe",
+    "mutes",
     "observed",
     "observers",
     "qualified",
     "remove_observer",
+    "sending",
     "signal_label",
     "wraps_receivers",
 ]
@@ -101,6 +103,20 @@ def observed() -> bool:
     flushes): a send with no receiver is still reported to observers.
     """
     return bool(observers)
+
+
+def mutes(signal: Signal[Any]) -> bool:
+    """Return whether an observer mutes *signal* in every task (``aiosignals.testing``)."""
+    return any(observer.mutes(signal) for observer in observers)
+
+
+@contextmanager
+def sending(signal: Signal[Any], sender: Any, payload: Event, receivers: int) -> Generator[None]:
+    """Enter the context manager of every observer around one send, nested."""
+    with ExitStack() as stack:
+        for observer in observers:
+            stack.enter_context(observer.sending(signal, sender, payload, receivers))
+        yield
 
 
 def calling(signal: Signal[Any], receiver: Callable[..., Any]) -> AbstractContextManager[object]:

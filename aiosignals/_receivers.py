@@ -124,9 +124,9 @@ class Receivers:
     The connections of one signal and the plans its sends walk, cached per sender.
 
     :param options: the signal's send options, which each plan picks its runner for
-    :param on_fast_plan: told the plan a default send from any sender may run inline
-        (plain receivers, all for any sender, default options), or ``None``, whenever
-        that changes; the signal keeps it where its send reads it first
+    :param on_plan: told the plan of every send when no connection is for a particular
+        sender (``None`` otherwise, or until it is built) whenever that changes; the
+        signal keeps it where its send reads it first
     """
 
     __slots__ = (
@@ -134,16 +134,17 @@ class Receivers:
         "_any_plan",
         "_detach",
         "_notify",
-        "_options",
         "_plans",
         "_seq",
         "_table",
+        "options",
     )
 
-    def __init__(self, options: SendOptions, on_fast_plan: Callable[[Plan | None], None]) -> None:
+    def __init__(self, options: SendOptions, on_plan: Callable[[Plan | None], None]) -> None:
         self._table = ConnectionTable()
-        self._options = options
-        self._notify = on_fast_plan
+        self.options = options
+        """The signal's send options (see :meth:`set_options`)."""
+        self._notify = on_plan
         self._plans: dict[int, Plan] = {}
         self._any_plan: Plan | None = None
         self._seq = itertools.count()
@@ -158,14 +159,9 @@ class Receivers:
 
         self._detach = detach
 
-    @property
-    def options(self) -> SendOptions:
-        """The signal's send options; setting them drops the cached plans."""
-        return self._options
-
-    @options.setter
-    def options(self, options: SendOptions) -> None:
-        self._options = options
+    def set_options(self, options: SendOptions) -> None:
+        """Replace the signal's send options, dropping the plans made for the old ones."""
+        self.options = options
         self._invalidate()
 
     def __len__(self) -> int:
@@ -223,6 +219,8 @@ class Receivers:
         all_senders: bool,
     ) -> bool:
         """Disconnect as :meth:`Signal.disconnect <aiosignals.Signal.disconnect>` does."""
+        if receiver is None and dispatch_uid is None:
+            raise TypeError("disconnect() needs a receiver or a dispatch_uid")
         if all_senders:
             doomed = (
                 self._table.with_uid(dispatch_uid)
@@ -261,14 +259,14 @@ class Receivers:
             if sender_id in counts:
                 plan = self._plans.get(sender_id)
                 if plan is None:
-                    plan = Plan(self._table.for_sender(sender_id), self._options)
+                    plan = Plan(self._table.for_sender(sender_id), self.options)
                     self._plans[sender_id] = plan
                 return plan
         plan = self._any_plan
         if plan is None:
-            plan = Plan(self._table.for_sender(None), self._options)
+            plan = Plan(self._table.for_sender(None), self.options)
             self._any_plan = plan
-            if plan.runner is None and not counts:
+            if not counts:
                 self._notify(plan)
         return plan
 
@@ -282,7 +280,7 @@ class Receivers:
             (r for r in (*plan.records, *extra) if r.key not in override.muted_keys),
             key=lambda r: r.sort_key,
         )
-        return Plan(tuple(records), self._options)
+        return Plan(tuple(records), self.options)
 
     def connections(self) -> tuple[Connection, ...]:
         """Every live connection, in call order."""

@@ -80,44 +80,74 @@ async def run_sequential(
     return results
 
 
-async def run_plain_concurrent(
-    signal: Signal[Any], plan: Plan, sender: Any, payload: Event, options: SendOptions
-) -> Results:
-    """Run the plain receivers of *plan* by priority, each stage concurrently, as they are."""
-    results: Results = []
-    for fns in plan.fn_stages:
-        outcomes = await _run_stage(signal, fns, sender, payload, None)
-        results.extend(zip(fns, outcomes, strict=True))
-    return results
-
-
 async def run_concurrent(
-    signal: Signal[Any], plan: Plan, sender: Any, payload: Event, options: SendOptions
+    signal: Signal[Any],
+    plan: Plan,
+    sender: Any,
+    payload: Event,
+    options: SendOptions,
+    *,
+    plain: bool = False,
 ) -> Results:
-    """Run the receivers of *plan* by priority, each stage concurrently, under policies."""
+    """
+    Run the receivers of *plan* by priority, each stage concurrently, under policies.
+
+    :param plain: call the receivers as they are (a plain plan under default options)
+    """
     errors, timeout = options.errors, options.timeout
     limit = options.mode.limit if isinstance(options.mode, Concurrent) else None
     results: Results = []
-    for stage in plan.stages:
-        calls: list[tuple[Callable[..., Any], Callable[..., Any]]] = []
-        for record in stage:
-            fn = (
-                record.fn
-                if record.plain
-                else await admit(signal, record, sender, payload, errors, timeout, spend_later=True)
-            )
-            if fn is not None:
-                start = functools.partial(_start, signal, record, fn, errors, timeout)
-                calls.append((fn, start))
+    for number, stage in enumerate(plan.stages):
+        fns: Sequence[Callable[..., Any]]
+        calls: Sequence[Callable[[Any, Event], Coroutine[Any, Any, Any]]]
+        if plain:
+            fns = calls = plan.fn_stages[number]
+        else:
+            fns, calls = await _admitted(signal, stage, sender, payload, errors, timeout)
         if not calls:
             continue
-        outcomes = await _run_stage(signal, [start for _, start in calls], sender, payload, limit)
+        try:
+            # One receiver needs no task: it is awaited here, in a copy of the context.
+            outcomes = (
+                [await in_copy(calls[0](sender, payload))]
+                if len(calls) == 1
+                else await _run_stage(calls, sender, payload, limit)
+            )
+        except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
+            raise grouped(signal, exc) from None
         results.extend(
             (fn, outcome)
-            for (fn, _), outcome in zip(calls, outcomes, strict=True)
+            for fn, outcome in zip(fns, outcomes, strict=True)
             if outcome is not _SKIPPED
         )
     return results
+
+
+run_plain_concurrent: Runner = functools.partial(run_concurrent, plain=True)
+"""Runs a plain plan under default options: its receivers' coroutines as they are."""
+
+
+async def _admitted(
+    signal: Signal[Any],
+    stage: Sequence[ReceiverRecord],
+    sender: Any,
+    payload: Event,
+    errors: ErrorPolicy,
+    timeout: float | None,
+) -> tuple[list[Callable[..., Any]], list[Callable[[Any, Event], Coroutine[Any, Any, Any]]]]:
+    """Return the receivers of *stage* that run now, and the calls that start each."""
+    fns: list[Callable[..., Any]] = []
+    calls: list[Callable[[Any, Event], Coroutine[Any, Any, Any]]] = []
+    for record in stage:
+        fn = (
+            record.fn
+            if record.plain
+            else await admit(signal, record, sender, payload, errors, timeout, spend_later=True)
+        )
+        if fn is not None:
+            fns.append(fn)
+            calls.append(functools.partial(_start, signal, record, fn, errors, timeout))
+    return fns, calls
 
 
 async def _start(
@@ -136,7 +166,6 @@ async def _start(
 
 
 async def _run_stage(
-    signal: Signal[Any],
     calls: Sequence[Callable[[Any, Event], Coroutine[Any, Any, Any]]],
     sender: Any,
     payload: Event,
@@ -145,19 +174,13 @@ async def _run_stage(
     """
     Await ``call(sender, payload)`` for each of *calls* concurrently; return results in order.
 
-    One call needs no task: it is awaited here, in a copy of the context, same semantics.
-    Several run as asyncio tasks on asyncio when no limit applies (the cheapest way there),
-    on anyio workers otherwise. Failures come back as one :class:`ExceptionGroup`.
+    As asyncio tasks on asyncio when no limit applies (the cheapest way there), on anyio
+    workers otherwise: the one place the backend's task group is chosen.
     """
-    try:
-        if len(calls) == 1:
-            return [await in_copy(calls[0](sender, payload))]
-        if (limit is None or limit >= len(calls)) and on_asyncio():
-            return await run_group([call(sender, payload) for call in calls])
-        starts = [functools.partial(call, sender, payload) for call in calls]
-        return await run_limited(starts, limit or len(starts))
-    except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
-        raise grouped(signal, exc) from None
+    if (limit is None or limit >= len(calls)) and on_asyncio():
+        return await run_group([call(sender, payload) for call in calls])
+    starts = [functools.partial(call, sender, payload) for call in calls]
+    return await run_limited(starts, limit or len(starts))
 
 
 async def run_limited(

@@ -1,14 +1,9 @@
 """
-:class:`Signal` and the ``@receiver`` decorator.
+:class:`Signal` (options, connections, task-scoped overrides, send) and ``@receiver``.
 
-A signal has its options, connects through its :class:`~aiosignals._receivers.Receivers`,
-has task-scoped overrides, and sends.
-
-A send reads as layers: :meth:`Signal.send` validates the payload and takes the shortest
-path when the signal's plan allows it (plain receivers, default options, nothing observed
-or overridden); otherwise it finds the plan for the sender and the task, lets observers
-see the send, guards the recursion depth, and hands the plan to the runner the plan
-picked (:mod:`aiosignals._runners`).
+A send takes the inline path when its plan allows (plain receivers, default options,
+nothing observed or overridden); otherwise it finds the plan for the sender and task,
+lets observers see it, guards the depth, and runs the plan's runner.
 """
 
 from __future__ import annotations
@@ -16,8 +11,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable, Generator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from operator import length_hint
 from typing import TYPE_CHECKING, Any, Generic, Unpack, overload
@@ -31,68 +25,23 @@ from ._options import (
     Mode,
     SendOptions,
     Sequential,
-    check_errors,
     check_max_depth,
-    check_mode,
-    check_timeout,
 )
 from ._payloads import coerce, no_sender
-from ._receivers import EMPTY_PLAN, DurableReceiver, Plan, Receivers
+from ._receivers import EMPTY_PLAN, Plan, Receivers
 from ._records import receiver_key
+from ._registry import registry
 from ._types import P, R
-from .exceptions import RecursionDepthError
 
 if TYPE_CHECKING:
     from ._records import Connection
     from ._runners import Results
     from ._types import ErrorPolicy, Receiver
 
-__all__ = ["Signal", "SignalRegistry", "receiver", "registry"]
+__all__ = ["Signal", "receiver", "registry"]
 
 # What send() sees when no sender was passed positionally (Django's send(sender=...)).
 _NO_SENDER: Any = object()
-
-# How deeply each signal's sends (by id) are nested in the current task, once a send of
-# it is under way (see Signal._send_general).
-_send_depth: ContextVar[dict[int, int]] = ContextVar("aiosignals_send_depth", default={})  # noqa: B039 -- never mutated, replaced
-
-
-class SignalRegistry(weakref.WeakValueDictionary[str, "Signal[Any]"]):
-    """
-    The named signals of this process by name (the last one created wins).
-
-    Transports resolve a message's signal here, and the outbox relay a stored row's
-    receiver with :meth:`durable_receiver`. Signals are held weakly.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._receivers: weakref.WeakKeyDictionary[Signal[Any], Receivers] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def add(self, signal: Signal[Any], receivers: Receivers) -> None:
-        """Register *signal*, whose connections *receivers* keeps, under its name."""
-        assert signal.name is not None
-        self[signal.name] = signal
-        self._receivers[signal] = receivers
-
-    def durable_receiver(self, name: str, dispatch_uid: str) -> DurableReceiver | None:
-        """
-        Return the receiver connected under *dispatch_uid* to the signal named *name*.
-
-        The durable receiver of that uid if there is one, else the first connected under
-        it; ``None`` if there is no such signal or receiver in this process (any more).
-        """
-        signal = self.get(name)
-        receivers = None if signal is None else self._receivers.get(signal)
-        if signal is None or receivers is None:
-            return None
-        return receivers.durable(signal, dispatch_uid)
-
-
-registry = SignalRegistry()
-"""Named signals of this process by name (the last one created wins); used by transports."""
 
 
 class Signal(Generic[P]):
@@ -135,32 +84,30 @@ class Signal(Generic[P]):
             raise TypeError(
                 f"a signal's payload type must be an Event subclass, not {payload_type!r}"
             )
-        options = SendOptions(check_mode(mode), check_errors(errors), check_timeout(timeout))
-        max_depth = check_max_depth(max_depth)
+        options = SendOptions(mode, errors, timeout).checked()
         self.payload_type: type[P] = payload_type
         """The payload model of this signal."""
         self.name = name
         """The signal's name, or ``None``."""
-        self.max_depth = max_depth
+        self.max_depth = check_max_depth(max_depth)
         """How deeply its sends may nest in its own receivers."""
-        # The plan a default send may walk without looking anything else up (see send);
-        # the receivers keep it up to date.
+        # The plan of every send, if no connection is for a particular sender, and that
+        # plan again if a default send may walk it inline (see send).
+        self._any_plan: Plan | None = None
         self._fast_plan: Plan | None = None
         # How many sends of this signal are under way, in any task.
         self._active = 0
         self_ref = weakref.ref(self)
 
-        def on_fast_plan(plan: Plan | None) -> None:
+        def on_plan(plan: Plan | None) -> None:
             signal = self_ref()
             if signal is not None:
-                signal._fast_plan = plan
+                signal._any_plan = plan
+                signal._fast_plan = plan if plan is not None and plan.runner is None else None
 
-        self._receivers = Receivers(options, on_fast_plan)
+        self._receivers = Receivers(options, on_plan)
         if name is not None:
             registry.add(self, self._receivers)
-
-    def _set_options(self, options: SendOptions) -> None:
-        self._receivers.options = options
 
     @property
     def mode(self) -> Mode:
@@ -169,7 +116,7 @@ class Signal(Generic[P]):
 
     @mode.setter
     def mode(self, mode: Mode) -> None:
-        self._set_options(replace(self._receivers.options, mode=check_mode(mode)))
+        self._receivers.set_options(replace(self._receivers.options, mode=mode).checked())
 
     @property
     def errors(self) -> ErrorPolicy:
@@ -178,7 +125,7 @@ class Signal(Generic[P]):
 
     @errors.setter
     def errors(self, errors: ErrorPolicy) -> None:
-        self._set_options(replace(self._receivers.options, errors=check_errors(errors)))
+        self._receivers.set_options(replace(self._receivers.options, errors=errors).checked())
 
     @property
     def timeout(self) -> float | None:
@@ -187,27 +134,24 @@ class Signal(Generic[P]):
 
     @timeout.setter
     def timeout(self, timeout: float | None) -> None:
-        self._set_options(replace(self._receivers.options, timeout=check_timeout(timeout)))
+        self._receivers.set_options(replace(self._receivers.options, timeout=timeout).checked())
 
     def __repr__(self) -> str:
-        label = self.name or self.payload_type.__qualname__
-        receivers = len(self._receivers)
-        return f"<Signal {label}[{self.payload_type.__qualname__}] receivers={receivers}>"
+        kind = self.payload_type.__qualname__
+        return f"<Signal {self.name or kind}[{kind}] receivers={len(self._receivers)}>"
 
     def validate(self, payload: object) -> P:
         """
         Return *payload* as an instance of the payload type, as :meth:`send` delivers it.
 
-        For what publishes a payload to be sent later (the bus, the transports): the
-        payload fails at the publisher, where someone sees it, not in a worker.
+        For what publishes a payload to send later (the bus, the transports): a bad one
+        fails at the publisher, where someone sees it, not in a worker.
 
         :raises pydantic.ValidationError: if *payload* does not validate
         """
         if type(payload) is self.payload_type:
             return payload
         return coerce(self.payload_type, payload, {})
-
-    # -- connecting ----------------------------------------------------------------------
 
     @overload
     def connect(
@@ -311,18 +255,13 @@ class Signal(Generic[P]):
         :return: whether a connection was removed
         :raises TypeError: if neither *receiver* nor *dispatch_uid* is given
         """
-        if receiver is None and dispatch_uid is None:
-            raise TypeError("disconnect() needs a receiver or a dispatch_uid")
         return self._receivers.disconnect(receiver, sender, dispatch_uid, all_senders=all_senders)
 
     def _current_plan(self, sender: Any) -> Plan:
         """Return the plan of a send from *sender* in the current task, overrides applied."""
-        plan = self._receivers.plan_for(sender)
-        if _overrides.active:
-            override = _overrides.lookup(id(self))
-            if override is not None:
-                plan = self._receivers.overridden(plan, sender, override)
-        return plan
+        plan = self._any_plan or self._receivers.plan_for(sender)
+        override = _overrides.lookup(id(self)) if _overrides.active else None
+        return plan if override is None else self._receivers.overridden(plan, sender, override)
 
     def receivers_for(self, sender: Any) -> list[Callable[..., Any]]:
         """
@@ -350,8 +289,6 @@ class Signal(Generic[P]):
         """
         return self._receivers.connections()
 
-    # -- task-scoped overrides -----------------------------------------------------------
-
     def muted(self, *receivers: Callable[..., Any]) -> AbstractContextManager[None]:
         """
         Skip receivers of this signal in the current task (and the tasks it starts).
@@ -361,11 +298,8 @@ class Signal(Generic[P]):
 
         :return: a context manager
         """
-        return _overrides.override(
-            id(self),
-            mute_all=not receivers,
-            muted_keys=frozenset(receiver_key(fn) for fn in receivers),
-        )
+        keys = frozenset(receiver_key(fn) for fn in receivers)
+        return _overrides.override(id(self), mute_all=not receivers, muted_keys=keys)
 
     @contextmanager
     def connected_to(
@@ -379,8 +313,6 @@ class Signal(Generic[P]):
         record = self._receivers.task_scoped(receiver, sender, priority)
         with _overrides.override(id(self), extra=(record,)):
             yield
-
-    # -- sending -------------------------------------------------------------------------
 
     async def send(
         self,
@@ -464,7 +396,14 @@ class Signal(Generic[P]):
             # the general path unless the shortest one still applies.
             plan = self._current_plan(sender)
             if _observers.observers:
-                return await self._send_observed(plan, sender, payload, mode, errors, timeout)
+                # Tracing or aiosignals.testing is on: every send is reported, one that
+                # reaches no receiver too, and a test may have muted it in every task.
+                if _observers.mutes(self):
+                    plan = EMPTY_PLAN
+                with _observers.sending(self, sender, payload, len(plan.records)):
+                    if not plan.records:
+                        return []
+                    return await self._send_general(plan, sender, payload, mode, errors, timeout)
             if (
                 plan.runner is not None
                 or self._active
@@ -505,27 +444,6 @@ class Signal(Generic[P]):
         finally:
             self._active -= 1
 
-    async def _send_observed(
-        self,
-        plan: Plan,
-        sender: Any,
-        payload: P,
-        mode: Mode | None,
-        errors: ErrorPolicy | None,
-        timeout: float | None,
-    ) -> Results:
-        # Tracing or aiosignals.testing is on: every send is reported, one that reaches no
-        # receiver too, and a test may have muted this signal in every task.
-        observers = _observers.observers
-        if any(observer.mutes(self) for observer in observers):
-            plan = EMPTY_PLAN
-        with ExitStack() as stack:
-            for observer in observers:
-                stack.enter_context(observer.sending(self, sender, payload, len(plan.records)))
-            if not plan.records:
-                return []
-            return await self._send_general(plan, sender, payload, mode, errors, timeout)
-
     async def _send_general(
         self,
         plan: Plan,
@@ -539,27 +457,20 @@ class Signal(Generic[P]):
         # rest of a one-receiver send, so the per-task depth is only tracked once a send of
         # this signal is already under way somewhere. An unrelated send overlapping
         # another may be counted one level too deep; a runaway loop is caught all the same.
-        token = None
-        if self._active:
-            depths = _send_depth.get()
-            depth = depths.get(id(self), 0) + 1
-            if depth >= self.max_depth:
-                loop = _recursion.receivers_on_stack(Signal)
-                raise RecursionDepthError(
-                    f"{self!r} was sent {depth + 1} levels deep inside its own receivers"
-                    f" (max_depth={self.max_depth})"
-                    + (f"; the receivers of the loop: {', '.join(loop)}" if loop else "")
-                )
-            token = _send_depth.set({**depths, id(self): depth})
+        token = _recursion.deeper(self) if self._active else None
         self._active += 1
         try:
-            options = self._receivers.options.overridden(mode, errors, timeout)
-            runner = plan.runner_for(options, wrapped=_observers.wraps_receivers)
+            options = self._receivers.options
+            if mode is not None or errors is not None or timeout is not None:
+                options = options.overridden(mode, errors, timeout)
+            runner = plan.runner
+            if runner is None or options is not plan.options or _observers.wraps_receivers:
+                runner = plan.runner_for(options, wrapped=_observers.wraps_receivers)
             return await runner(self, plan, sender, payload, options)
         finally:
             self._active -= 1
             if token is not None:
-                _send_depth.reset(token)
+                _recursion.back(token)
 
 
 def receiver(
