@@ -10,9 +10,9 @@ the scope knows nothing of signals or records.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._options import Phase
@@ -65,54 +65,54 @@ async def admit(
         return None
     # A once receiver is spent when it runs, not now: the transaction may roll back.
     phase = Phase.AFTER_COMMIT if record.phase is Phase.IMMEDIATE else record.phase
-    scope.defer(
-        phase,
-        functools.partial(_deliver_deferred, signal, record, sender, payload, errors, timeout),
-    )
+    scope.defer(phase, _Deferred(signal, record, sender, payload, errors, timeout))
     return None
 
 
-async def _deliver_deferred(
-    signal: Signal[Any],
-    record: ReceiverRecord,
-    sender: Any,
-    payload: Event,
-    errors: ErrorPolicy,
-    timeout: float | None,
-    veto: bool,
-) -> Exception | None:
-    """
-    Call a receiver deferred to a transaction phase; return its failure to re-raise.
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A receiver call deferred to a transaction phase, carrying what the call needs."""
 
-    *errors* and *timeout* are those of the send that deferred it; the receiver's own
-    error policy, if it has one, comes first. A BEFORE_COMMIT failure always vetoes.
-    After commit or rollback nobody can receive a result, so ``"collect"`` logs the
-    failure like ``"log"`` and ``"raise"`` hands it back to be raised once the other
-    receivers of the phase have run.
-    """
-    # A deferred receiver runs after its send returned, so the send's own recursion guard
-    # no longer counts it: an AFTER_COMMIT receiver that saves its entity again would
-    # commit and run again until Python's RecursionError. The depth of deferred
-    # deliveries nested in each other is counted here, per signal, against max_depth.
-    depths = _deferred_depth.get()
-    depth = depths.get(id(signal), 0) + 1
-    if depth > signal.max_depth:
-        return RecursionDepthError(
-            f"the receiver {record.resolve()!r} of {signal!r} ran {depth} levels deep"
-            " inside its own deferred deliveries"
-            f" (max_depth={signal.max_depth}): a {record.phase.value} receiver keeps"
-            " causing the send that defers it again"
-        )
-    fn = record.resolve()
-    if fn is None or not record.spend():
+    signal: Signal[Any]
+    record: ReceiverRecord
+    sender: Any
+    payload: Event
+    errors: ErrorPolicy  # the policy of the send that deferred it
+    timeout: float | None  # the timeout of that send
+
+    async def __call__(self, veto: bool) -> Exception | None:
+        """
+        Call a receiver deferred to a transaction phase; return its failure to re-raise.
+
+        The receiver's own error policy, if it has one, comes before the send's. A
+        BEFORE_COMMIT failure always vetoes. After commit or rollback nobody can receive a
+        result, so ``"collect"`` logs the failure like ``"log"`` and ``"raise"`` hands it
+        back to be raised once the other receivers of the phase have run.
+        """
+        # A deferred receiver runs after its send returned, so the send's own recursion
+        # guard no longer counts it: an AFTER_COMMIT receiver that saves its entity again
+        # would commit and run again until Python's RecursionError. The depth of deferred
+        # deliveries nested in each other is counted here, per signal, against max_depth.
+        signal, record = self.signal, self.record
+        depths = _deferred_depth.get()
+        depth = depths.get(id(signal), 0) + 1
+        if depth > signal.max_depth:
+            return RecursionDepthError(
+                f"the receiver {record.resolve()!r} of {signal!r} ran {depth} levels deep"
+                " inside its own deferred deliveries"
+                f" (max_depth={signal.max_depth}): a {record.phase.value} receiver keeps"
+                " causing the send that defers it again"
+            )
+        fn = record.resolve()
+        if fn is None or not record.spend():
+            return None
+        token = _deferred_depth.set({**depths, id(signal): depth})
+        try:
+            await invoke(signal, record, fn, self.sender, self.payload, self.timeout)
+        except Exception as exc:  # noqa: BLE001 -- handed back or logged
+            if veto or (record.errors or self.errors) == "raise":
+                return exc
+            report(signal, fn, exc, "log")
+        finally:
+            _deferred_depth.reset(token)
         return None
-    token = _deferred_depth.set({**depths, id(signal): depth})
-    try:
-        await invoke(signal, record, fn, sender, payload, timeout)
-    except Exception as exc:  # noqa: BLE001 -- handed back or logged
-        if veto or (record.errors or errors) == "raise":
-            return exc
-        report(signal, fn, exc, "log")
-    finally:
-        _deferred_depth.reset(token)
-    return None
