@@ -80,34 +80,36 @@ async def run_sequential(
     return results
 
 
-async def run_concurrent(
-    signal: Signal[Any],
-    plan: Plan,
-    sender: Any,
-    payload: Event,
-    options: SendOptions,
-    *,
-    plain: bool = False,
+async def run_plain_concurrent(
+    signal: Signal[Any], plan: Plan, sender: Any, payload: Event, options: SendOptions
 ) -> Results:
-    """
-    Run the receivers of *plan* by priority, each stage concurrently, under policies.
+    """Run a plain plan by priority, each stage concurrently, its coroutines as they are."""
+    results: Results = []
+    for fns in plan.fn_stages:
+        try:
+            if len(fns) == 1:
+                # One receiver needs no task: it is awaited here, in a copy of the context.
+                results.append((fns[0], await in_copy(fns[0](sender, payload))))
+                continue
+            outcomes = await _run_stage(fns, sender, payload, None)
+        except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
+            raise grouped(signal, exc) from None
+        results.extend(zip(fns, outcomes, strict=True))
+    return results
 
-    :param plain: call the receivers as they are (a plain plan under default options)
-    """
+
+async def run_concurrent(
+    signal: Signal[Any], plan: Plan, sender: Any, payload: Event, options: SendOptions
+) -> Results:
+    """Run the receivers of *plan* by priority, each stage concurrently, under policies."""
     errors, timeout = options.errors, options.timeout
     limit = options.mode.limit if isinstance(options.mode, Concurrent) else None
     results: Results = []
-    for number, stage in enumerate(plan.stages):
-        fns: Sequence[Callable[..., Any]]
-        calls: Sequence[Callable[[Any, Event], Coroutine[Any, Any, Any]]]
-        if plain:
-            fns = calls = plan.fn_stages[number]
-        else:
-            fns, calls = await _admitted(signal, stage, sender, payload, errors, timeout)
+    for stage in plan.stages:
+        fns, calls = await _admitted(signal, stage, sender, payload, errors, timeout)
         if not calls:
             continue
         try:
-            # One receiver needs no task: it is awaited here, in a copy of the context.
             outcomes = (
                 [await in_copy(calls[0](sender, payload))]
                 if len(calls) == 1
@@ -121,10 +123,6 @@ async def run_concurrent(
             if outcome is not _SKIPPED
         )
     return results
-
-
-run_plain_concurrent: Runner = functools.partial(run_concurrent, plain=True)
-"""Runs a plain plan under default options: its receivers' coroutines as they are."""
 
 
 async def _admitted(

@@ -394,7 +394,9 @@ class Signal(Generic[P]):
         ):
             # Not the common case: find the plan for this sender and this task, and take
             # the general path unless the shortest one still applies.
-            plan = self._current_plan(sender)
+            plan = self._any_plan
+            if plan is None or _overrides.active:
+                plan = self._current_plan(sender)
             if _observers.observers:
                 # Tracing or aiosignals.testing is on: every send is reported, one that
                 # reaches no receiver too, and a test may have muted it in every task.
