@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ._imports import SignalImportError, import_signals
-from ._tracing import describe
+from ._observers import describe
 
 if TYPE_CHECKING:
     from ._signal import Signal

@@ -22,6 +22,7 @@ from ._progress import BatchProgress, ids_in
 from ._table import PENDING, outbox, outbox_metadata
 
 if TYPE_CHECKING:
+    from .._receivers import DurableReceiver
     from ..repository.sqlalchemy import Database
 
 __all__ = ["Delivery", "OutboxRelay", "current_delivery"]
@@ -112,14 +113,9 @@ def _cancelled_from_outside() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def _receiver(signal_name: str, dispatch_uid: str) -> tuple[Any, Any, Any] | None:
-    """Return the signal, record and function of a durable receiver, if connected here."""
-    signal = registry.get(signal_name)
-    record = None if signal is None else signal._record_for_uid(dispatch_uid)  # pyright: ignore[reportPrivateUsage]
-    fn = None if record is None else record.resolve()
-    if signal is None or record is None or fn is None:
-        return None
-    return signal, record, fn
+def _receiver(signal_name: str, dispatch_uid: str) -> DurableReceiver | None:
+    """Return the durable receiver of a row, if it is connected in this process."""
+    return registry.durable_receiver(signal_name, dispatch_uid)
 
 
 def _seconds(what: str, value: object) -> float:
@@ -411,7 +407,7 @@ class OutboxRelay:
                     deaths,
                 )
             try:
-                await self._deliver(row, *target)
+                await self._deliver(row, target)
             except _Permanent as exc:
                 progress.dead(row.id, str(exc), failure=True)
                 logger.error("outbox row %s is dead: %s", row.id, exc)  # noqa: TRY400 -- the row keeps the error
@@ -442,10 +438,10 @@ class OutboxRelay:
             progress.failed(row.id, self._retry_at(failures), error)
             logger.warning("outbox row %s failed (failure %s): %s", row.id, failures, error)
 
-    async def _deliver(self, row: Any, signal: Any, record: Any, fn: Any) -> None:
+    async def _deliver(self, row: Any, target: DurableReceiver) -> None:
         sender = _load_sender(row.sender)
         try:
-            payload = load_payload(signal.payload_type, sender, row.payload)
+            payload = load_payload(target.signal.payload_type, sender, row.payload)
         except ValueError as exc:
             # The stored payload no longer fits its model: no retry will make it fit.
             raise _Permanent(f"the stored payload does not validate: {exc}") from exc
@@ -454,7 +450,7 @@ class OutboxRelay:
         try:
             with anyio.move_on_after(self.delivery_timeout) as scope:
                 # The signal's own timeout and thread settings apply, as in a live send.
-                await signal._invoke(record, fn, sender, payload, signal.timeout)  # pyright: ignore[reportPrivateUsage]
+                await target.deliver(sender, payload)
         finally:
             self._in_hand = None
             _delivery.reset(token)

@@ -130,8 +130,7 @@ def encode_send(signal: Signal[P], stream: str, sender: Any, payload: P) -> tupl
     :raises pydantic.ValidationError: if *payload* does not validate
     :raises TypeError: if a value of *payload* has no JSON form
     """
-    if payload.__class__ is not signal.payload_type:
-        payload = signal.payload_type.model_validate(payload)
+    payload = signal.validate(payload)
     try:
         text = dump_payload(payload)
     except TypeError as exc:
