@@ -25,6 +25,7 @@ from .redis import RedisConsumerOptions
 
 if TYPE_CHECKING:
     from .._signal import Signal
+    from ._faststream import FastStreamTransport
     from ._protocol import Consumer
 
 __all__ = ["add_arguments", "load_signals", "run", "serve"]
@@ -107,9 +108,7 @@ def run(args: argparse.Namespace) -> int:
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     if args.broker is not None:
-        from ._cli_broker import consume
-
-        return consume(args, signals)
+        return _consume_broker(args, signals)
     return asyncio.run(_consume(args, signals))
 
 
@@ -164,4 +163,54 @@ async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
                 " check the user and password in --redis and the user's ACL"
             )
             return 1
+    return 0
+
+
+def _consume_broker(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
+    """
+    Consume *signals* through the FastStream broker of ``args.broker``.
+
+    :return: 0 after a clean stop, 2 on a bad URL or option, 1 if the broker cannot do what
+        a message needs (a failed send on Kafka)
+    """
+    import asyncio
+
+    from ..exceptions import UnsupportedByBroker
+    from ._faststream import FastStreamTransport
+
+    if args.batch_ack:
+        _say("--batch-ack works with --redis only")
+        return 2
+    try:
+        transport = FastStreamTransport.from_url(
+            args.broker,
+            prefix="aiosignals." if args.prefix is None else args.prefix,
+            group=args.group,
+        )
+    except (ValueError, TypeError) as exc:
+        _say(str(exc))
+        return 2
+    try:
+        return asyncio.run(_serve_broker(args, transport, signals))
+    except UnsupportedByBroker as exc:
+        _say(str(exc))
+        return 1
+
+
+async def _serve_broker(
+    args: argparse.Namespace, transport: FastStreamTransport, signals: list[Signal[Any]]
+) -> int:
+    from urllib.parse import urlsplit
+
+    async with transport:
+        options = consumer_options(args)
+        options.pop("batch_ack", None)  # --no-batch-ack: what a broker does anyway.
+        consumer = transport.consumer(signals, **options)
+        where = urlsplit(str(args.broker))
+        names = ", ".join(signal.name or "" for signal in signals)
+        await serve(
+            consumer,
+            f"{names} from {transport.adapter.kind} at {where.hostname}:{where.port}"
+            f" as {consumer.group}/{consumer.name}",
+        )
     return 0

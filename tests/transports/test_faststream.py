@@ -27,7 +27,7 @@ from aiosignals.transports import (
     broker_from_url,
 )
 from tests.transports import _app
-from tests.transports._processes import records, start_consume
+from tests.transports._processes import records, start_consume, stop_consumer
 from tests.transports._support import (
     SERVICE_LABEL,
     Greeting,
@@ -535,6 +535,25 @@ def test_cli_consume_refuses_a_bad_broker_url_and_batch_ack(
     with pytest.raises(SystemExit):
         cli_main(["consume", "--app", "tests.transports._app:ping"])
     assert "one of the arguments --redis --broker is required" in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_cli_consume_with_a_broker_takes_no_batch_ack_and_stops_cleanly(
+    broker_url: str, prefix: str, redis_server_url: str, transport: FastStreamTransport
+) -> None:
+    """--no-batch-ack with --broker is what the broker does anyway: it runs, SIGTERM stops it."""
+    process = await start_consume(
+        ("--broker", broker_url), redis_server_url, prefix, "c1", "--no-batch-ack"
+    )
+    try:
+        assert process.stderr is not None
+        first = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert b"SIGINT or SIGTERM stops" in first, first
+        assert "stopped; 0 handled" in await stop_consumer(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 # -- Kafka (FastStream's in-memory test broker) and Redis ---------------------------------
