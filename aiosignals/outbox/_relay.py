@@ -339,7 +339,7 @@ class OutboxRelay:
                 # The signal's own timeout and thread settings apply, as in a live send.
                 await signal._invoke(record, fn, sender, payload, signal.timeout)  # pyright: ignore[reportPrivateUsage]
         finally:
-            del self._in_hand[row.id]
+            self._in_hand.pop(row.id, None)
         if scope.cancelled_caught:
             raise TimeoutError(
                 f"the receiver ran past the relay's delivery_timeout ({self.delivery_timeout} s)"
