@@ -18,7 +18,7 @@ from ..models import ModelEvent, dump_payload, dump_sender, import_path
 
 if TYPE_CHECKING:
     from .._event import Event
-    from .._receivers import ReceiverRecord
+    from .._records import ReceiverRecord
     from .._signal import Signal
     from .._types import Ordering
 
