@@ -228,6 +228,13 @@ def send_keyed(store: MemoryOutboxStore, clock: Clock, key: str, seq: int, uid: 
     store.write(keyed, "tests", payload, dispatch_uid=uid, now=clock(), ordering=ordering)
 
 
+def send_rounds(store: MemoryOutboxStore, clock: Clock, rounds: int, uid: str) -> None:
+    """Send *rounds* rows of keys "a" and "b", alternately, for the receiver *uid*."""
+    for seq in range(rounds):
+        for key in "ab":
+            send_keyed(store, clock, key, seq, uid)
+
+
 def seqs(uid: str, key: str) -> list[int]:
     return [seq for receiver, k, seq in SEEN if receiver == uid and k == key]
 
@@ -251,9 +258,7 @@ async def test_a_failing_row_holds_back_only_its_own_key(
 ) -> None:
     """A failed row holds back the later rows of its key; the other keys are delivered."""
     FAIL_KEYS.add("a")
-    for seq in range(3):
-        for key in "ab":
-            send_keyed(store, clock, key, seq, "by_key")
+    send_rounds(store, clock, 3, "by_key")
     outbox_relay = relay(store, clock, backoff=10.0)
     await outbox_relay.run_once()
     assert (seqs("by_key", "a"), seqs("by_key", "b")) == ([], [0, 1, 2])
@@ -268,9 +273,7 @@ async def test_ordering_receiver_keeps_one_order_over_all_its_rows(
 ) -> None:
     """With ordering="receiver", a failed row holds back every later row of its receiver."""
     FAIL_KEYS.add("a")
-    for seq in range(2):
-        for key in "ab":
-            send_keyed(store, clock, key, seq, "strict")
+    send_rounds(store, clock, 2, "strict")
     assert {row.ordering_key for row in await store.rows()} == {""}
     outbox_relay = relay(store, clock, backoff=10.0)
     await outbox_relay.run_once()
