@@ -54,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lease",
         type=positive_seconds,
-        default=30.0,
+        default=10.0,
         help="how long a claimed row stays this relay's, renewed while delivering;"
-        " seconds (default 30)",
+        " seconds (default 10)",
     )
     parser.add_argument(
         "--poll-interval",

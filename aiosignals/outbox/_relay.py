@@ -20,6 +20,7 @@ from .._signal import registry
 from ..models import load_payload, resolve_path
 from ._progress import BatchProgress, ids_in
 from ._table import PENDING, outbox, outbox_metadata
+from ._wakeup import can_listen, listen
 
 if TYPE_CHECKING:
     from ..repository.sqlalchemy import Database
@@ -154,9 +155,11 @@ class OutboxRelay:
     :param batch_size: rows claimed per round trip
     :param max_attempts: failures (or deaths of the relay delivering it) before a row is
         parked as dead
-    :param lease: seconds a claimed row stays reserved for this relay, renewed while the
-        batch runs
-    :param poll_interval: seconds :meth:`run` waits when nothing is due
+    :param lease: seconds a claimed row stays reserved for this relay, renewed every third
+        of it while the batch runs: a killed relay's rows go to another relay within about
+        this long
+    :param poll_interval: seconds :meth:`run` waits when nothing is due; on PostgreSQL
+        (asyncpg) a commit that writes outbox rows wakes it at once (LISTEN/NOTIFY)
     :param delivery_timeout: seconds one receiver call may take before it fails with
         :class:`TimeoutError` (retried like any failure). The default, 60 s, is far above
         a mail or webhook call, and bounds how long one hung receiver holds up its relay.
@@ -178,7 +181,7 @@ class OutboxRelay:
         *,
         batch_size: int = 100,
         max_attempts: int = 10,
-        lease: float = 30.0,
+        lease: float = 10.0,
         poll_interval: float = 0.5,
         delivery_timeout: float = 60.0,
         backoff: float = 1.0,
@@ -214,6 +217,8 @@ class OutboxRelay:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stopping = False
         self._wake: anyio.Event | None = None
+        # A commit was notified since the last claim began: the next pause is skipped.
+        self._notified = False
         self._lease_until = 0.0
         # The row in hand and when its delivery_timeout is up (the heartbeat stops
         # renewing the batch's leases past it).
@@ -247,32 +252,53 @@ class OutboxRelay:
         A database that cannot be reached is retried with an exponential backoff (logged,
         at most 30 s apart), so a restart of the database does not end the relay. A
         :meth:`stop` that came before ``run`` makes it return at once; after returning
-        the relay may be run again.
+        the relay may be run again. On PostgreSQL through asyncpg it also listens for the
+        commits of outbox rows on a connection of its own, and claims at once instead of
+        waiting out *poll_interval*.
         """
-        failures = 0
         try:
-            while not self._stopping:
-                try:
-                    finished = await self.run_once()
-                except (OSError, SQLAlchemyError) as exc:
-                    failures += 1
-                    delay = backoff(failures, base=0.1, cap=30.0)
-                    logger.warning(
-                        "outbox relay %s: the database failed (%s); retrying in %.1f s",
-                        self.name,
-                        exc,
-                        delay,
-                    )
-                    await self._pause(delay)
-                    continue
-                failures = 0
-                if finished < self.batch_size:
-                    await self._pause(self.poll_interval)
+            async with anyio.create_task_group() as group:
+                if can_listen(self.db):
+                    group.start_soon(listen, self.db, self._on_commit, self.name)
+                await self._run_until_stopped()
+                group.cancel_scope.cancel()
+        except BaseExceptionGroup as error:
+            # The listener raises nothing of its own: unwrap what the loop raised.
+            if len(error.exceptions) == 1:
+                raise error.exceptions[0] from None
+            raise
         finally:
             self._stopping = False
 
+    def _on_commit(self) -> None:
+        self._notified = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _run_until_stopped(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._notified = False
+            try:
+                finished = await self.run_once()
+            except (OSError, SQLAlchemyError) as exc:
+                failures += 1
+                delay = backoff(failures, base=0.1, cap=30.0)
+                logger.warning(
+                    "outbox relay %s: the database failed (%s); retrying in %.1f s",
+                    self.name,
+                    exc,
+                    delay,
+                )
+                await self._pause(delay)
+                continue
+            failures = 0
+            if finished < self.batch_size and not self._notified:
+                await self._pause(self.poll_interval)
+
     async def _pause(self, seconds: float) -> None:
-        # Cut short by stop(): a stopping relay does not sit out its poll interval.
+        # Cut short by stop(), and by a commit's notification (PostgreSQL): a stopping
+        # relay does not sit out its poll interval, nor does a new row.
         if self._stopping:
             return
         self._wake = anyio.Event()

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from ..models import dump_payload, import_path
+from ._wakeup import notifying_insert
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,6 +60,14 @@ outbox = sa.Table(
 
 
 _INSERT = outbox.insert()
+# On PostgreSQL the row's INSERT also wakes the listening relays, at commit.
+_INSERT_NOTIFYING = notifying_insert(
+    outbox,
+    [
+        *("dispatch_uid", "signal", "sender", "payload", "status", "attempts", "failures"),
+        *("receiver", "created_at", "available_at"),
+    ],
+)
 
 
 def dump_sender(sender: Any) -> str:
@@ -114,8 +123,9 @@ async def write_row(
         ) from exc
     # One prebuilt statement with parameters: compiled once and cached by SQLAlchemy,
     # where .values(...) would build (and key) a new statement per row.
+    postgres = session.get_bind().dialect.name == "postgresql"
     await session.execute(
-        _INSERT,
+        _INSERT_NOTIFYING if postgres else _INSERT,
         {
             "dispatch_uid": record.dispatch_uid,
             "signal": signal.name,
