@@ -77,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="first retry delay, doubled at each attempt, seconds (default 1)",
     )
+    parser.add_argument(
+        "--no-listen",
+        dest="listen",
+        action="store_false",
+        help="poll only; do not LISTEN for commits on PostgreSQL (behind PgBouncer in"
+        " transaction mode)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,6 +134,7 @@ async def _serve(args: argparse.Namespace) -> int:
             poll_interval=args.poll_interval,
             delivery_timeout=args.delivery_timeout,
             backoff=args.backoff,
+            listen=args.listen,
         )
 
         async def stop_on_signal(*, task_status: anyio.abc.TaskStatus[None]) -> None:

@@ -166,6 +166,9 @@ class OutboxRelay:
     :param backoff: seconds before the first retry; doubles with each attempt
     :param max_backoff: the longest wait between two attempts
     :param name: this relay's name in the rows it leases (default: host and pid)
+    :param listen: on PostgreSQL through asyncpg, be woken by commits (LISTEN/NOTIFY);
+        ``False`` polls only, as behind a pooler in transaction mode (PgBouncer), where a
+        LISTEN is not kept
     :raises TypeError: for a *batch_size* or *max_attempts* that is not an int, or a
         duration that is not a number
     :raises ValueError: for a *batch_size* or *max_attempts* below 1, a *lease*,
@@ -187,6 +190,7 @@ class OutboxRelay:
         backoff: float = 1.0,
         max_backoff: float = 300.0,
         name: str | None = None,
+        listen: bool = True,
     ) -> None:
         for what, count in (("batch_size", batch_size), ("max_attempts", max_attempts)):
             if isinstance(count, bool) or not isinstance(count, int):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
@@ -215,6 +219,7 @@ class OutboxRelay:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.listen = listen
         self._stopping = False
         self._wake: anyio.Event | None = None
         # A commit was notified since the last claim began: the next pause is skipped.
@@ -258,7 +263,7 @@ class OutboxRelay:
         """
         try:
             async with anyio.create_task_group() as group:
-                if can_listen(self.db):
+                if self.listen and can_listen(self.db):
                     group.start_soon(listen, self.db, self._on_commit, self.name)
                 await self._run_until_stopped()
                 group.cancel_scope.cancel()

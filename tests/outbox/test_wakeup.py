@@ -182,3 +182,15 @@ async def test_a_killed_relays_rows_are_delivered_by_another_within_the_lease(
     ]
     # Within the lease, give or take a renewal and a poll.
     assert taken_over_after < lease + 2.0
+
+
+async def test_a_relay_told_not_to_listen_polls(db: Database) -> None:
+    """With listen=False the relay opens no LISTEN connection and still delivers, by polling."""
+    relay = OutboxRelay(db, poll_interval=0.05, listen=False)
+    async with running(relay):
+        async with db.transaction():
+            await ping.send("tests", Ping(n=1))
+        with anyio.fail_after(10):
+            await ARRIVED.wait()
+        assert await listener_pids(db) == set()
+    assert DELIVERED == [1]
