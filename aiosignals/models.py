@@ -260,6 +260,50 @@ def resolve_path(path: str) -> Any:
     return obj
 
 
+def dump_sender(sender: Any) -> str:
+    """
+    Return how a sender is stored to be found again: ``none:``, ``str:<text>`` or ``py:<path>``.
+
+    A class or function is stored by its import path (``py:module:qualname``), a string as
+    itself, ``None`` as ``none:``: the prefix tells them apart, so :func:`load_sender`
+    gives back exactly what was stored, even a string that looks like a path.
+
+    :raises TypeError: for a sender that cannot be stored and found again
+    """
+    if sender is None:
+        return "none:"
+    if isinstance(sender, str):
+        return f"str:{sender}"
+    if isinstance(sender, type) or callable(sender):
+        path = import_path(sender)
+        if "<locals>" in path:
+            raise TypeError(
+                f"the sender {sender!r} is defined inside a function, so another process"
+                " cannot import it: define it at module level"
+            )
+        return f"py:{path}"
+    raise TypeError(
+        f"a stored sender must be a class, a function, a string or None, not {sender!r}"
+    )
+
+
+def load_sender(stored: str) -> Any:
+    """
+    Return the sender :func:`dump_sender` stored as *stored*, importing its module if needed.
+
+    :raises LookupError: if a stored class or function cannot be imported any more
+    """
+    kind, _, value = stored.partition(":")
+    if kind == "none":
+        return None
+    if kind == "str":
+        return value
+    try:
+        return resolve_path(value)
+    except (ImportError, AttributeError) as exc:
+        raise LookupError(f"cannot import the sender {value!r}: {exc}") from exc
+
+
 class ModelEvent(Event, Generic[M]):
     """
     The base of the model signals' payloads: an entity and the database it lives in.

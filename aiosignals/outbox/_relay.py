@@ -7,97 +7,34 @@ import os
 import socket
 import time
 import traceback
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._backoff import backoff
+from .._delivery import Delivery, delivering
 from .._signal import registry
-from ..models import load_payload, resolve_path
-from ._progress import BatchProgress, ids_in
-from ._table import PENDING, outbox, outbox_metadata
+from ..models import load_payload, load_sender
+from ..repository.sqlalchemy import Database
+from ._progress import BatchProgress
+from ._sqlalchemy import SQLAlchemyOutboxStore
 from ._wakeup import can_listen, listen
 
 if TYPE_CHECKING:
-    from ..repository.sqlalchemy import Database
+    from ._store import OutboxRow, OutboxStore
 
-__all__ = ["Delivery", "OutboxRelay", "current_delivery"]
+__all__ = ["OutboxRelay"]
 
 logger = logging.getLogger("aiosignals.outbox")
-
-# Any constant will do: it only has to be the same in every relay of one database.
-_CLAIM_LOCK = 0x616F_7369_676E
 
 # How often a relay looks for pending rows of receivers it does not have, to warn of them.
 _MISSING_CHECK_SECONDS = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """
-    The outbox row a durable receiver is being called for.
-
-    .. versionadded:: 0.1
-    """
-
-    id: int
-    """
-    The row id: the same on every redelivery and never reused by the database, so a
-    receiver can de-duplicate by it.
-    """
-
-    attempt: int
-    """1 on the first try, 2 on the first retry, and so on."""
-
-    dispatch_uid: str
-    """The receiver's ``dispatch_uid``."""
-
-    database: str = "default"
-    """The ``name`` of the :class:`~aiosignals.repository.sqlalchemy.Database` of the row."""
-
-    @property
-    def key(self) -> str:
-        """
-        ``outbox:<database>:<id>``: an idempotency key to hand to another system.
-
-        Row ids are unique within one database only; the key also names the database, so
-        the rows of two databases (given different ``name`` s) never share a key.
-
-        .. versionadded:: 0.1
-        """
-        return f"outbox:{self.database}:{self.id}"
-
-
-_delivery: ContextVar[Delivery | None] = ContextVar("aiosignals_delivery", default=None)
-
-
-def current_delivery() -> Delivery | None:
-    """
-    Return the outbox delivery of the durable receiver running now, or ``None``.
-
-    .. versionadded:: 0.1
-    """
-    return _delivery.get()
-
-
 class _Permanent(Exception):  # noqa: N818 -- internal marker, never raised to users
     """A row that no retry can deliver: parked as dead at once."""
-
-
-def _load_sender(stored: str) -> Any:
-    kind, _, value = stored.partition(":")
-    if kind == "none":
-        return None
-    if kind == "str":
-        return value
-    try:
-        return resolve_path(value)
-    except (ImportError, AttributeError) as exc:
-        raise LookupError(f"cannot import the sender {value!r}: {exc}") from exc
 
 
 def _cancelled_from_outside() -> bool:
@@ -151,7 +88,8 @@ class OutboxRelay:
     process running the relay imports the modules that connect them. Rows of a receiver
     this process does not have are left pending for a relay that has it, with a warning.
 
-    :param db: the database holding the outbox table
+    :param db: the database holding the outbox table, or an :class:`OutboxStore` (such as
+        a :class:`MemoryOutboxStore` in tests)
     :param batch_size: rows claimed per round trip
     :param max_attempts: failures (or deaths of the relay delivering it) before a row is
         parked as dead
@@ -166,6 +104,9 @@ class OutboxRelay:
     :param backoff: seconds before the first retry; doubles with each attempt
     :param max_backoff: the longest wait between two attempts
     :param name: this relay's name in the rows it leases (default: host and pid)
+    :param clock: returns the time in seconds since the epoch: when rows are due, leases
+        run out and retries come. Tests pass one they can move forward, to age leases and
+        backoffs without waiting them out.
     :param listen: on PostgreSQL through asyncpg, be woken by commits (LISTEN/NOTIFY);
         ``False`` polls only, as behind a pooler in transaction mode (PgBouncer), where a
         LISTEN is not kept
@@ -180,7 +121,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        db: Database,
+        db: Database | OutboxStore,
         *,
         batch_size: int = 100,
         max_attempts: int = 10,
@@ -190,6 +131,7 @@ class OutboxRelay:
         backoff: float = 1.0,
         max_backoff: float = 300.0,
         name: str | None = None,
+        clock: Callable[[], float] = time.time,
         listen: bool = True,
     ) -> None:
         for what, count in (("batch_size", batch_size), ("max_attempts", max_attempts)):
@@ -210,7 +152,12 @@ class OutboxRelay:
                 raise ValueError(
                     f"{what} must be a finite number of seconds, not negative, not {seconds!r}"
                 )
-        self.db = db
+        self.db: Database | None = db if isinstance(db, Database) else None
+        """The database given, or ``None`` for a relay given a store."""
+        self.store: OutboxStore = SQLAlchemyOutboxStore(db) if isinstance(db, Database) else db
+        """Where the rows are: the outbox table of the database given, or the store given."""
+        self.clock = clock
+        """Seconds since the epoch: when rows are due and leases run out."""
         self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.lease = lease
@@ -236,13 +183,12 @@ class OutboxRelay:
         self._missing_warned: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"OutboxRelay({self.db!r}, name={self.name!r})"
+        return f"OutboxRelay({self.db or self.store!r}, name={self.name!r})"
 
     @staticmethod
     async def create_table(db: Database) -> None:
         """Create the outbox table if it does not exist (``db.create_all`` does it too)."""
-        async with db.engine.begin() as connection:
-            await connection.run_sync(outbox_metadata.create_all)
+        await SQLAlchemyOutboxStore(db).create_table()
 
     def stop(self) -> None:
         """Ask :meth:`run` to return once the row in hand is finished."""
@@ -263,7 +209,7 @@ class OutboxRelay:
         """
         try:
             async with anyio.create_task_group() as group:
-                if self.listen and can_listen(self.db):
+                if self.listen and self.db is not None and can_listen(self.db):
                     group.start_soon(listen, self.db, self._on_commit, self.name)
                 await self._run_until_stopped()
                 group.cancel_scope.cancel()
@@ -313,18 +259,33 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         """Deliver what is due now, one batch; return how many rows were finished."""
-        if time.monotonic() - self._missing_checked_at >= _MISSING_CHECK_SECONDS:
-            self._missing_checked_at = time.monotonic()
+        if self.clock() - self._missing_checked_at >= _MISSING_CHECK_SECONDS:
+            self._missing_checked_at = self.clock()
             await self._warn_of_missing_receivers()
         for uid, signal_name in list(self._missing.items()):
             if _receiver(signal_name, uid) is not None:
                 del self._missing[uid]  # connected since
-        rows, marked = await self._claim()
+        now = self.clock()
+        marked: list[int] = []
+
+        def mark(rows: Sequence[OutboxRow]) -> list[int]:
+            marked.extend(self._group(rows, 0, self._group_rows, set()))
+            return marked
+
+        # A claim alone is no attempt: attempts are counted as receivers start.
+        rows = await self.store.claim(
+            self.name,
+            now=now,
+            lease=self.lease,
+            limit=self.batch_size,
+            skip=list(self._missing),
+            mark=mark,
+        )
         if not rows:
             return 0
         started_at = time.monotonic()
-        progress = BatchProgress(self.db, self.name, self._group_rows, marked)
-        self._lease_until = started_at + self.lease
+        progress = BatchProgress(self.store, self.name, self._group_rows, marked)
+        self._lease_until = now + self.lease
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._keep_leases, [row.id for row in rows])
@@ -362,7 +323,7 @@ class OutboxRelay:
         while True:
             await anyio.sleep(self.lease / 3)
             in_hand = self._in_hand
-            if in_hand is not None and time.monotonic() > in_hand[1]:
+            if in_hand is not None and self.clock() > in_hand[1]:
                 # A receiver that ignores its delivery_timeout (a blocking call that cannot
                 # be cancelled): the leases run out, and other relays take the rows.
                 logger.warning(
@@ -373,20 +334,17 @@ class OutboxRelay:
                     self.delivery_timeout,
                 )
                 return
-            renewed_at = time.monotonic()
+            renewed_at = self.clock()
             try:
-                async with self.db.engine.begin() as connection:
-                    await connection.execute(
-                        outbox.update()
-                        .where(ids_in(self.db, ids), outbox.c.locked_by == self.name)
-                        .values(locked_until=time.time() + self.lease)
-                    )
+                await self.store.renew(self.name, ids, renewed_at + self.lease)
             except (OSError, SQLAlchemyError) as exc:
                 logger.warning("outbox relay %s could not renew its lease: %s", self.name, exc)
             else:
                 self._lease_until = renewed_at + self.lease
 
-    def _group(self, rows: list[Any], start: int, size: int, held_back: set[str]) -> list[int]:
+    def _group(
+        self, rows: Sequence[OutboxRow], start: int, size: int, held_back: set[str]
+    ) -> list[int]:
         """Return the rows from *start* on to mark as started together (not yet marked)."""
         group: list[int] = []
         for index in range(start, min(len(rows), start + size)):
@@ -403,10 +361,10 @@ class OutboxRelay:
                 break
         return group
 
-    async def _deliver_all(self, rows: list[Any], progress: BatchProgress) -> None:
+    async def _deliver_all(self, rows: list[OutboxRow], progress: BatchProgress) -> None:
         held_back: set[str] = set()
         for index, row in enumerate(rows):
-            if self._stopping or time.monotonic() >= self._lease_until:
+            if self._stopping or self.clock() >= self._lease_until:
                 # Stopping, or the lease could not be renewed in time: another relay may
                 # own the rest by now, so they are not delivered from here.
                 for rest in rows[index:]:
@@ -463,7 +421,7 @@ class OutboxRelay:
             else:
                 progress.done(row.id)
 
-    def _record_failure(self, row: Any, progress: BatchProgress, error: str) -> None:
+    def _record_failure(self, row: OutboxRow, progress: BatchProgress, error: str) -> None:
         error = error.strip()
         failures = row.failures + 1
         if failures >= self.max_attempts:
@@ -473,22 +431,21 @@ class OutboxRelay:
             progress.failed(row.id, self._retry_at(failures), error)
             logger.warning("outbox row %s failed (failure %s): %s", row.id, failures, error)
 
-    async def _deliver(self, row: Any, signal: Any, record: Any, fn: Any) -> None:
-        sender = _load_sender(row.sender)
+    async def _deliver(self, row: OutboxRow, signal: Any, record: Any, fn: Any) -> None:
+        sender = load_sender(row.sender)
         try:
             payload = load_payload(signal.payload_type, sender, row.payload)
         except ValueError as exc:
             # The stored payload no longer fits its model: no retry will make it fit.
             raise _Permanent(f"the stored payload does not validate: {exc}") from exc
-        token = _delivery.set(Delivery(row.id, row.attempts + 1, row.dispatch_uid, self.db.name))
-        self._in_hand = (row.id, time.monotonic() + self.delivery_timeout + self.lease / 3)
+        delivery = Delivery(row.id, row.attempts + 1, row.dispatch_uid, self.store.name)
+        self._in_hand = (row.id, self.clock() + self.delivery_timeout + self.lease / 3)
         try:
-            with anyio.move_on_after(self.delivery_timeout) as scope:
+            with delivering(delivery), anyio.move_on_after(self.delivery_timeout) as scope:
                 # The signal's own timeout and thread settings apply, as in a live send.
                 await signal._invoke(record, fn, sender, payload, signal.timeout)  # pyright: ignore[reportPrivateUsage]
         finally:
             self._in_hand = None
-            _delivery.reset(token)
         if scope.cancelled_caught:
             raise TimeoutError(
                 f"the receiver ran past the relay's delivery_timeout ({self.delivery_timeout} s)"
@@ -496,22 +453,11 @@ class OutboxRelay:
 
     async def _warn_of_missing_receivers(self) -> None:
         """Warn of the pending rows no receiver of this process can deliver."""
-        query = (
-            sa.select(
-                outbox.c.dispatch_uid,
-                sa.func.min(outbox.c.signal),
-                sa.func.min(outbox.c.receiver),
-                sa.func.count(),
-            )
-            .where(outbox.c.status == PENDING)
-            .group_by(outbox.c.dispatch_uid)
-        )
-        async with self.db.engine.connect() as connection:
-            pending = (await connection.execute(query)).all()
-        for uid, signal_name, receiver, count in pending:
+        for pending in await self.store.pending_receivers():
+            uid, signal_name = pending.dispatch_uid, pending.signal
             if _receiver(signal_name, uid) is None:
                 self._missing[uid] = signal_name
-                self._warn_of_missing(uid, signal_name, receiver, count)
+                self._warn_of_missing(uid, signal_name, pending.receiver, pending.count)
 
     def _warn_of_missing(
         self, uid: str, signal_name: str, receiver: str | None, count: int
@@ -534,82 +480,5 @@ class OutboxRelay:
             hint,
         )
 
-    async def _claim(self) -> tuple[list[Any], list[int]]:
-        """Lease the rows due now and mark the first group as started, in one transaction."""
-        now = time.time()
-        due = sa.and_(
-            outbox.c.status == PENDING,
-            # Rows of receivers this process does not have are left to a relay that has.
-            outbox.c.dispatch_uid.not_in(list(self._missing)),
-            outbox.c.available_at <= now,
-            sa.or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < now),
-        )
-        # A row waits while an earlier row of its receiver is leased or backing off:
-        # that is what keeps each receiver's rows in commit order. The first such row of
-        # each receiver is found in one pass over the pending rows; a correlated "earlier
-        # row exists" test would rescan a receiver's earlier rows for every row: quadratic
-        # in the backlog.
-        waiting = outbox.alias("waiting")
-        blocking = (
-            sa.select(waiting.c.dispatch_uid, sa.func.min(waiting.c.id).label("first_id"))
-            .where(
-                waiting.c.status == PENDING,
-                sa.or_(waiting.c.available_at > now, waiting.c.locked_until >= now),
-            )
-            .group_by(waiting.c.dispatch_uid)
-            .cte("blocking")
-            # Computed once even when the planner's statistics say the table is empty, as
-            # they do for an outbox analyzed while empty: inlined, PostgreSQL may rerun it
-            # for every row.
-            .prefix_with("MATERIALIZED", dialect="postgresql")
-        )
-        held_back = sa.exists().where(
-            blocking.c.dispatch_uid == outbox.c.dispatch_uid, blocking.c.first_id < outbox.c.id
-        )
-        query = sa.select(outbox.c.id).where(due, ~held_back).order_by(outbox.c.id)
-        query = query.limit(self.batch_size)
-        # A claim alone is no attempt: attempts are counted as receivers start.
-        lease = {"locked_until": now + self.lease, "locked_by": self.name}
-        async with self.db.engine.begin() as connection:
-            if self.db.is_sqlite:
-                ids = list((await connection.scalars(query)).all())
-                if not ids:
-                    return [], []
-                await connection.execute(outbox.update().where(outbox.c.id.in_(ids)).values(lease))
-                result = await connection.execute(
-                    sa.select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id)
-                )
-                rows = list(result.all())
-            else:
-                # Claims take turns (deliveries do not): the next claimer then sees these
-                # leases and skips the rows behind them. SKIP LOCKED covers anything else
-                # holding a row, such as `outbox retry`.
-                await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_CLAIM_LOCK)))
-                # One round trip: the rows are chosen, locked, leased and returned together.
-                # MATERIALIZED: the LIMIT is applied once, never re-evaluated per updated row.
-                claimed = (
-                    query.with_for_update(skip_locked=True)
-                    .cte("claimed")
-                    .prefix_with("MATERIALIZED", dialect="postgresql")
-                )
-                result = await connection.execute(
-                    outbox.update()
-                    .where(outbox.c.id == claimed.c.id)
-                    .values(lease)
-                    .returning(*outbox.c)
-                )
-                rows = sorted(result.all(), key=lambda row: row.id)
-                if not rows:
-                    return [], []
-            # The rows keep the attempts they had when claimed: a delivery's is one more.
-            group = self._group(rows, 0, self._group_rows, set())
-            if group:
-                await connection.execute(
-                    outbox.update()
-                    .where(ids_in(self.db, group))
-                    .values(attempts=outbox.c.attempts + 1)
-                )
-            return rows, group
-
     def _retry_at(self, attempts: int) -> float:
-        return time.time() + backoff(attempts, base=self.backoff, cap=self.max_backoff)
+        return self.clock() + backoff(attempts, base=self.backoff, cap=self.max_backoff)

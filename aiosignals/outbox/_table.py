@@ -1,32 +1,20 @@
-"""The outbox table and the writing of its rows, in the entity's transaction."""
+"""The outbox table, and the upgrade of the tables earlier versions made."""
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ..models import dump_payload, import_path
-from ._wakeup import notifying_insert
+from ._store import PENDING
 
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    from .._event import Event
-    from .._receivers import ReceiverRecord
-    from .._signal import Signal
-
-__all__ = ["dump_sender", "outbox", "outbox_metadata", "receiver_path", "write_row"]
+__all__ = ["outbox", "outbox_metadata"]
 
 logger = logging.getLogger("aiosignals.outbox")
 
 outbox_metadata = sa.MetaData()
-
-PENDING = "pending"
-DEAD = "dead"
 
 outbox = sa.Table(
     "aiosignals_outbox",
@@ -57,88 +45,6 @@ outbox = sa.Table(
     # delivered rows are deleted. (PostgreSQL's BIGSERIAL sequence never goes back.)
     sqlite_autoincrement=True,
 )
-
-
-_INSERT = outbox.insert()
-# On PostgreSQL the row's INSERT also wakes the listening relays, at commit.
-_INSERT_NOTIFYING = notifying_insert(
-    outbox,
-    [
-        *("dispatch_uid", "signal", "sender", "payload", "status", "attempts", "failures"),
-        *("receiver", "created_at", "available_at"),
-    ],
-)
-
-
-def dump_sender(sender: Any) -> str:
-    """
-    Return how a durable receiver's sender is stored: by import path, or as a string.
-
-    :raises TypeError: for a sender that cannot be stored and found again
-    """
-    if sender is None:
-        return "none:"
-    if isinstance(sender, str):
-        return f"str:{sender}"
-    if isinstance(sender, type) or callable(sender):
-        path = import_path(sender)
-        if "<locals>" in path:
-            raise TypeError(
-                f"the sender {sender!r} of a durable receiver is defined inside a function,"
-                " so a relay cannot import it: define it at module level"
-            )
-        return f"py:{path}"
-    raise TypeError(
-        f"a durable receiver's sender must be a class, a function, a string or None to be"
-        f" stored in the outbox, not {sender!r}"
-    )
-
-
-def receiver_path(record: ReceiverRecord) -> str | None:
-    """Return ``module:qualname`` of *record*'s receiver, or ``None`` once it is gone."""
-    fn = record.resolve()
-    if fn is None:
-        return None
-    # Bound methods name their function; callable objects their class.
-    target: object = getattr(fn, "__func__", fn)
-    named: object = target if hasattr(target, "__qualname__") else type(target)
-    return f"{getattr(named, '__module__', '?')}:{getattr(named, '__qualname__', '?')}"
-
-
-async def write_row(
-    session: AsyncSession, signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
-) -> None:
-    """Insert one outbox row for *record* in *session*'s transaction."""
-    now = time.time()
-    # Both are checked when a durable receiver connects.
-    assert record.dispatch_uid is not None
-    assert signal.name is not None
-    try:
-        text = dump_payload(payload)
-    except TypeError as exc:
-        # Raised from a save, far from the durable receiver that needs the row: say which.
-        raise TypeError(
-            f"cannot write the payload of signal {signal.name!r} to the outbox table"
-            f" {outbox.name!r} for the durable receiver {record.dispatch_uid!r}: {exc}"
-        ) from exc
-    # One prebuilt statement with parameters: compiled once and cached by SQLAlchemy,
-    # where .values(...) would build (and key) a new statement per row.
-    postgres = session.get_bind().dialect.name == "postgresql"
-    await session.execute(
-        _INSERT_NOTIFYING if postgres else _INSERT,
-        {
-            "dispatch_uid": record.dispatch_uid,
-            "signal": signal.name,
-            "sender": dump_sender(sender),
-            "payload": text,
-            "status": PENDING,
-            "attempts": 0,
-            "failures": 0,
-            "receiver": receiver_path(record),
-            "created_at": now,
-            "available_at": now,
-        },
-    )
 
 
 def _add_new_columns(_metadata: sa.MetaData, connection: sa.Connection, **_: Any) -> None:

@@ -321,7 +321,7 @@ def _outbox_sink(session: Session) -> Callable[..., Awaitable[None]]:
     async def write(
         signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
     ) -> None:
-        from ..outbox._table import write_row
+        from ..outbox._sqlalchemy import write_row
 
         proxy = async_session(session)
         assert proxy is not None, "instrumented sessions are made by an async_sessionmaker"

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from .._delivery import current_delivery
+
 if TYPE_CHECKING:
     from .._signal import Signal
 
@@ -140,20 +142,7 @@ def require_name(signal: Signal[Any]) -> str:
     return signal.name
 
 
-_outbox_missing = False
-
-
 def outbox_key() -> str | None:
     """Return ``outbox:<database>:<row id>`` when the outbox relay is calling us, else ``None``."""
-    global _outbox_missing  # Set once: a failed import is not cached by Python.
-    if _outbox_missing:
-        return None
-    try:
-        # Optional: the outbox needs the sqlalchemy extra, which a process that only
-        # forwards sends outside transactions may not have.
-        from aiosignals.outbox import current_delivery
-    except ImportError:
-        _outbox_missing = True
-        return None
     delivery = current_delivery()
     return None if delivery is None else delivery.key

@@ -25,6 +25,7 @@ from aiosignals.outbox._table import outbox
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
 from tests.outbox import app
 from tests.outbox.app import Job, Order, job_done
+from tests.outbox.clock import Clock
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent.parent
@@ -86,16 +87,20 @@ async def test_a_receiver_that_fails_twice_is_delivered_on_the_third_attempt(
 
 
 async def test_retries_wait_an_exponential_backoff(db: Database) -> None:
+    """A failed row is due again after the first backoff, jittered, and not before."""
     app.FLAKY["flaky"] = 5
     await SQLAlchemyRepository(Order, db).add(Order(item="flaky"))
-    relay = OutboxRelay(db, backoff=60.0)
-    before = time.time()
+    clock = Clock()
+    relay = OutboxRelay(db, backoff=60.0, clock=clock)
     await relay.run_once()
     (row,) = await rows(db)
     # Jittered between half and all of the first delay.
-    assert before + 29 <= row.available_at <= time.time() + 61
+    assert clock() + 30 <= row.available_at <= clock() + 60
     assert "flaky flaky" in row.last_error
+    clock.advance(29.9)
     assert await relay.run_once() == 0  # not due yet
+    clock.advance(30.1)
+    assert await relay.run_once() == 1
 
 
 async def test_a_receiver_that_always_fails_is_dead_listed_and_retried_by_the_cli(
@@ -266,6 +271,7 @@ async def test_a_killed_writer_loses_no_committed_event_and_leaks_no_rolled_back
 async def test_a_relay_killed_mid_delivery_is_redelivered_after_the_lease(
     db: Database, db_url: str, tmp_path: Path
 ) -> None:
+    """A row in the hands of a SIGKILLed relay is delivered again once its lease has run out."""
     log = tmp_path / "deliveries.log"
     await SQLAlchemyRepository(Order, db).add(Order(item="stuck"))
     relay_process = start_relay(db_url, log, "--lease", "1", AIOSIGNALS_TEST_BLOCK_ITEM="stuck")
@@ -276,9 +282,10 @@ async def test_a_relay_killed_mid_delivery_is_redelivered_after_the_lease(
         relay_process.send_signal(signal.SIGKILL)
         relay_process.communicate(timeout=10)  # reaps it and closes its pipe
 
-    relay = relay_for(db)
+    clock = Clock()
+    relay = OutboxRelay(db, backoff=0.0, clock=clock)
     assert await relay.run_once() == 0  # still leased by the dead relay
-    await anyio.sleep(1.1)
+    clock.advance(1.1)
     assert await relay.run_once() == 1
     assert [(attempt, item) for _, attempt, item in app.DELIVERED] == [(2, "stuck")]
 
@@ -356,16 +363,17 @@ async def test_a_stop_before_run_is_not_lost_and_the_relay_can_run_again(db: Dat
 async def test_a_row_backing_off_holds_back_its_receivers_later_rows_across_runs(
     db: Database,
 ) -> None:
+    """A row waiting out its backoff holds back the later rows of its receiver until it is due."""
     app.FLAKY["first"] = 1
     orders = SQLAlchemyRepository(Order, db)
     await orders.add(Order(item="first"))
     await orders.add(Order(item="second"))
-    relay = OutboxRelay(db, backoff=60.0)
+    clock = Clock()
+    relay = OutboxRelay(db, backoff=60.0, clock=clock)
     await relay.run_once()  # "first" fails and backs off for 30 to 60 s
     assert await relay.run_once() == 0  # "second" waits behind it, though due
     assert app.DELIVERED == []
-    async with db.engine.begin() as connection:  # time passes
-        await connection.execute(outbox.update().values(available_at=0))
+    clock.advance(60)
     await relay.run_once()
     assert [item for _, _, item in app.DELIVERED] == ["first", "second"]
 
@@ -568,11 +576,11 @@ async def test_a_killed_relay_does_not_use_up_the_rows_failure_attempts(
         relay_process.send_signal(signal.SIGKILL)
         relay_process.communicate(timeout=10)
     app.FLAKY["stuck"] = 1  # the first real failure
-    relay = relay_for(db, max_attempts=2)
+    # Past the dead relay's lease at once.
+    relay = OutboxRelay(db, backoff=0.0, max_attempts=2, clock=lambda: time.time() + 1)
     with anyio.fail_after(10):
         while len(app.DELIVERED) < 2:
             await relay.run_once()
-            await anyio.sleep(0.05)
     # Start 1 died with its relay, 2 failed, 3 was delivered.
     first, then = [(attempt, item) for _, attempt, item in app.DELIVERED]
     assert first == (3, "stuck")
