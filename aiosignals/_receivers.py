@@ -13,7 +13,7 @@ from ._phases import Phase
 if TYPE_CHECKING:
     from ._event import Event
     from ._signal import Signal
-    from ._types import ErrorPolicy, P, R
+    from ._types import ErrorPolicy, Ordering, P, R
 
 __all__ = ["ANY", "EMPTY_PLAN", "Connection", "Plan", "ReceiverRecord", "receiver"]
 
@@ -144,6 +144,7 @@ class ReceiverRecord:
         "is_async",
         "key",
         "once",
+        "ordering",
         "phase",
         "plain",
         "priority",
@@ -173,6 +174,7 @@ class ReceiverRecord:
         durable: bool,
         is_async: bool,
         errors: ErrorPolicy | None = None,
+        ordering: Ordering = "key",
     ) -> None:
         self.fn = fn
         self.ref = ref
@@ -190,6 +192,7 @@ class ReceiverRecord:
         self.durable = durable
         self.is_async = is_async
         self.errors: ErrorPolicy | None = errors
+        self.ordering: Ordering = ordering
         self.plain = (
             fn is not None
             and is_async
@@ -279,6 +282,7 @@ class ReceiverRecord:
             durable=self.durable,
             weak=self.fn is None,
             errors=self.errors,
+            ordering=self.ordering,
         )
 
     def __repr__(self) -> str:
@@ -364,6 +368,12 @@ class Connection:
     """Whether the signal holds it weakly."""
     errors: ErrorPolicy | None
     """Its own error policy, or ``None`` for the send's."""
+    ordering: Ordering = "key"
+    """
+    The order its outbox rows keep, if it is durable: per ordering key, or per receiver.
+
+    .. versionadded:: 0.2
+    """
 
 
 def receiver(
@@ -378,6 +388,7 @@ def receiver(
     phase: Phase = Phase.IMMEDIATE,
     thread: bool = False,
     durable: bool = False,
+    ordering: Ordering = "key",
     errors: ErrorPolicy | None = None,
 ) -> Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]:
     """
@@ -408,6 +419,7 @@ def receiver(
                 phase=phase,
                 thread=thread,
                 durable=durable,
+                ordering=ordering,
                 errors=errors,
             )
         return fn

@@ -42,7 +42,7 @@ from ._types import P, R
 from .exceptions import RecursionDepthError
 
 if TYPE_CHECKING:
-    from ._types import ErrorPolicy
+    from ._types import ErrorPolicy, Ordering
 
 __all__ = ["Signal", "registry"]
 
@@ -193,6 +193,7 @@ class Signal(Generic[P]):
         phase: Phase = ...,
         thread: bool = ...,
         durable: bool = ...,
+        ordering: Ordering = ...,
         errors: ErrorPolicy | None = ...,
     ) -> Callable[[Any, P], R]: ...
 
@@ -211,6 +212,7 @@ class Signal(Generic[P]):
         phase: Phase = ...,
         thread: bool = ...,
         durable: bool = ...,
+        ordering: Ordering = ...,
         errors: ErrorPolicy | None = ...,
     ) -> Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]: ...
 
@@ -228,6 +230,7 @@ class Signal(Generic[P]):
         phase: Phase = Phase.IMMEDIATE,
         thread: bool = False,
         durable: bool = False,
+        ordering: Ordering = "key",
         errors: ErrorPolicy | None = None,
     ) -> Callable[[Any, P], R] | Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]:
         """
@@ -271,6 +274,11 @@ class Signal(Generic[P]):
             ``anyio.lowlevel.current_token()``.
         :param durable: deliver through the outbox, at least once (needs *dispatch_uid*,
             which then names this receiver only)
+        :param ordering: the order a durable receiver's rows are delivered in: ``"key"``
+            (default) keeps commit order per ordering key (the entity's class and primary
+            key for a model signal, the payload's ``ordering_key`` attribute if it has one,
+            else one key for the whole receiver), so rows of different keys are delivered
+            side by side; ``"receiver"`` keeps strict commit order over all its rows
         :param errors: this receiver's own error policy (``"raise"``, ``"collect"`` or
             ``"log"``), used instead of the send's for it, in deferred phases too: an
             after-commit receiver with ``errors="log"`` never fails the request that
@@ -295,9 +303,12 @@ class Signal(Generic[P]):
                 phase=phase,
                 thread=thread,
                 durable=durable,
+                ordering=ordering,
                 errors=errors,
             )
         check_receiver(receiver, self.payload_type)
+        if ordering not in ("key", "receiver"):
+            raise ValueError(f"ordering must be 'key' or 'receiver', not {ordering!r}")
         if durable and (not dispatch_uid or self.name is None):
             raise ValueError(
                 f"durable receiver {receiver!r} needs a stable dispatch_uid on a named signal:"
@@ -332,6 +343,7 @@ class Signal(Generic[P]):
             durable=durable,
             is_async=is_async,
             errors=errors,
+            ordering=ordering,
         )
         self_ref = weakref.ref(self)
 

@@ -73,6 +73,12 @@ def _relay_arguments(parser: argparse.ArgumentParser) -> None:
         help="rows claimed per round trip (default 100)",
     )
     parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=16,
+        help="ordering keys delivered side by side, each key's rows in order (default 16)",
+    )
+    parser.add_argument(
         "--max-attempts",
         type=positive_int,
         default=10,
@@ -157,6 +163,7 @@ async def _serve(args: argparse.Namespace) -> int:
         relay = OutboxRelay(
             db,
             batch_size=args.batch_size,
+            concurrency=args.concurrency,
             max_attempts=args.max_attempts,
             lease=args.lease,
             poll_interval=args.poll_interval,

@@ -12,6 +12,7 @@ from ._store import DEAD, PENDING, OutboxRow, Outcomes, PendingReceiver, new_row
 if TYPE_CHECKING:
     from .._event import Event
     from .._signal import Signal
+    from .._types import Ordering
 
 __all__ = ["MemoryOutboxStore"]
 
@@ -41,7 +42,14 @@ class MemoryOutboxStore:
         return self._name
 
     def write(
-        self, signal: Signal[Any], sender: Any, payload: Event, *, dispatch_uid: str, now: float
+        self,
+        signal: Signal[Any],
+        sender: Any,
+        payload: Event,
+        *,
+        dispatch_uid: str,
+        now: float,
+        ordering: Ordering = "key",
     ) -> int:
         """
         Store a call of the durable receiver *dispatch_uid* for a send of *signal* at *now*.
@@ -50,7 +58,7 @@ class MemoryOutboxStore:
         :raises TypeError: if the payload or the sender cannot be stored
         """
         row_id = next(self._ids)
-        fields = new_row(signal, dispatch_uid, sender, payload, now)
+        fields = new_row(signal, dispatch_uid, sender, payload, now, ordering=ordering)
         self._rows[row_id] = OutboxRow(id=row_id, **fields)
         return row_id
 
@@ -65,15 +73,16 @@ class MemoryOutboxStore:
         mark: Callable[[Sequence[OutboxRow]], Collection[int]],
     ) -> list[OutboxRow]:
         """Lease the rows due at *now* and mark those *mark* picks."""
-        blocked: set[str] = set()
+        blocked: set[tuple[str, str]] = set()
         claimed: list[OutboxRow] = []
         for row in sorted(self._rows.values(), key=lambda row: row.id):
             if row.status != PENDING or row.dispatch_uid in skip:
                 continue
+            key = (row.dispatch_uid, row.ordering_key)
             leased = row.locked_until is not None and row.locked_until >= now
             if row.available_at > now or leased:
-                blocked.add(row.dispatch_uid)
-            elif row.dispatch_uid not in blocked and len(claimed) < limit:
+                blocked.add(key)
+            elif key not in blocked and len(claimed) < limit:
                 row.locked_until, row.locked_by = now + lease, relay
                 claimed.append(dataclasses.replace(row))
         for row_id in mark(claimed):

@@ -54,29 +54,35 @@ class BatchProgress:
         """Rows whose ``attempts`` were raised for this batch and that are not finished yet."""
         self.counts: Counter[str] = Counter()
         """How many rows were delivered, retrying, dead and given back."""
+        self.settled: set[int] = set()
+        """Rows with an outcome (given back included): nothing more happens to them."""
         self.written_at = time.monotonic()
         self._outcomes = Outcomes()
 
     def done(self, row_id: int) -> None:
         """Record *row_id* as delivered."""
         self.marked.discard(row_id)
+        self.settled.add(row_id)
         self._outcomes.done.append(row_id)
         self.counts["delivered"] += 1
 
     def failed(self, row_id: int, retry_at: float, error: str) -> None:
         """Record a failure of *row_id*, to be retried at *retry_at* (epoch seconds)."""
         self.marked.discard(row_id)
+        self.settled.add(row_id)
         self._outcomes.failed.append((row_id, retry_at, error))
         self.counts["retrying"] += 1
 
     def dead(self, row_id: int, error: str, *, failure: bool) -> None:
         """Park *row_id* as dead; *failure*: its receiver failed (else it was never run)."""
         self.marked.discard(row_id)
+        self.settled.add(row_id)
         self._outcomes.dead.append((row_id, error, failure))
         self.counts["dead"] += 1
 
     def release(self, row_id: int) -> None:
         """Give *row_id* back unfinished; its attempt is not counted if it was marked."""
+        self.settled.add(row_id)
         if row_id in self.marked:
             self.marked.discard(row_id)
             self._outcomes.unmarked.append(row_id)
@@ -99,14 +105,23 @@ class BatchProgress:
         """
         # The pace of the receivers since the last write, not counting this one's own time.
         elapsed = time.monotonic() - self.written_at
-        outcomes = self._outcomes
-        marked_all = await self._store.finish(self._relay, outcomes, mark)
+        # Taken out before the write: rows of other lanes finish while it is under way.
+        outcomes, self._outcomes = self._outcomes, Outcomes()
+        # Marked before the write, so that a row given back meanwhile has its attempt
+        # taken back (by a statement that changes nothing if the mark did not happen).
         self.marked.update(mark)
+        try:
+            marked_all = await self._store.finish(self._relay, outcomes, mark)
+        except BaseException:
+            # Nothing of the transaction happened: the next write has it all to do.
+            self.marked.difference_update(mark)
+            outcomes.extend(self._outcomes)
+            self._outcomes = outcomes
+            raise
         finished = len(outcomes.done) + len(outcomes.failed) + len(outcomes.dead)
         if elapsed > GROUP_SECONDS:
             self.group_rows = max(1, self.group_rows // 2)
         elif finished >= self.group_rows:
             self.group_rows = min(MAX_GROUP_ROWS, self.group_rows * 2)
-        outcomes.clear()
         self.written_at = time.monotonic()
         return marked_all

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
 import socket
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +16,7 @@ from .._delivery import Delivery, delivering
 from .._signal import registry
 from ..models import load_payload, load_sender
 from ..repository.sqlalchemy import Database
+from ._batch import Batch, Permanent, group_to_mark
 from ._progress import BatchProgress
 from ._sqlalchemy import SQLAlchemyOutboxStore
 from ._wakeup import can_listen, listen
@@ -31,23 +30,6 @@ logger = logging.getLogger("aiosignals.outbox")
 
 # How often a relay looks for pending rows of receivers it does not have, to warn of them.
 _MISSING_CHECK_SECONDS = 60.0
-
-
-class _Permanent(Exception):  # noqa: N818 -- internal marker, never raised to users
-    """A row that no retry can deliver: parked as dead at once."""
-
-
-def _cancelled_from_outside() -> bool:
-    """Return whether the task running now is being cancelled (not merely handed one)."""
-    # anyio's cancel scopes are level-triggered: a cancelled enclosing scope shows here.
-    if anyio.current_effective_deadline() == -math.inf:
-        return True
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # not on asyncio
-        return False
-    # asyncio's own Task.cancel(), not through a scope, is counted on the task.
-    return task is not None and task.cancelling() > 0
 
 
 def _receiver(signal_name: str, dispatch_uid: str) -> tuple[Any, Any, Any] | None:
@@ -71,18 +53,23 @@ class OutboxRelay:
     """
     Delivers durable receivers' outbox rows after their transactions committed.
 
-    Delivery is at least once, in commit order per receiver: a receiver's rows go one
-    after the other, and a row that fails holds back that receiver's later rows until it
-    is delivered or dead. A failed row (its receiver raised, or ran past
-    *delivery_timeout*) is retried after an exponential backoff with jitter, and parked as
-    dead (with its last error) after *max_attempts* failures. Rows are claimed with a
-    lease, renewed while the batch runs: a relay that dies mid-delivery leaves them to be
-    redelivered once the lease expires. Each start of a receiver is counted in the row
-    before the receiver runs, so a row whose delivery kills its relay every time is
-    parked as dead after *max_attempts* such deaths, while deaths never use up its
-    failures. Outcomes are recorded as rows finish, a few at a time: a relay killed
-    mid-batch redoes a handful of rows, never the batch. Several relays may share one
-    PostgreSQL database; on SQLite run one.
+    Delivery is at least once, in commit order per ordering key: the rows of one receiver
+    and one key go one after the other, and a row that fails holds back the later rows of
+    its key (only) until it is delivered or dead. The key is the entity for a model
+    signal, the payload's ``ordering_key`` if it declares one, else the receiver; a
+    receiver connected with ``ordering="receiver"`` has one key for all its rows (see
+    :meth:`Signal.connect <aiosignals.Signal.connect>`). Rows of different keys are
+    delivered side by side, up to *concurrency* at once, and by several relays.
+
+    A failed row (its receiver raised, or ran past *delivery_timeout*) is retried after an
+    exponential backoff with jitter, and parked as dead (with its last error) after
+    *max_attempts* failures. Rows are claimed with a lease, renewed while the batch runs: a
+    relay that dies mid-delivery leaves them to be redelivered once the lease expires. Each
+    start of a receiver is counted in the row before the receiver runs, so a row whose
+    delivery kills its relay every time is parked as dead after *max_attempts* such deaths,
+    while deaths never use up its failures. Outcomes are recorded as rows finish, a few at a
+    time: a relay killed mid-batch redoes a handful of rows, never the batch. Several relays
+    may share one PostgreSQL database; on SQLite run one.
 
     Receivers are found by ``dispatch_uid`` among those connected in this process, so the
     process running the relay imports the modules that connect them. Rows of a receiver
@@ -91,6 +78,7 @@ class OutboxRelay:
     :param db: the database holding the outbox table, or an :class:`OutboxStore` (such as
         a :class:`MemoryOutboxStore` in tests)
     :param batch_size: rows claimed per round trip
+    :param concurrency: the most ordering keys whose rows are delivered at once
     :param max_attempts: failures (or deaths of the relay delivering it) before a row is
         parked as dead
     :param lease: seconds a claimed row stays reserved for this relay, renewed every third
@@ -110,13 +98,15 @@ class OutboxRelay:
     :param listen: on PostgreSQL through asyncpg, be woken by commits (LISTEN/NOTIFY);
         ``False`` polls only, as behind a pooler in transaction mode (PgBouncer), where a
         LISTEN is not kept
-    :raises TypeError: for a *batch_size* or *max_attempts* that is not an int, or a
-        duration that is not a number
-    :raises ValueError: for a *batch_size* or *max_attempts* below 1, a *lease*,
-        *poll_interval* or *delivery_timeout* that is not a positive finite number, or a
+    :raises TypeError: for a *batch_size*, *max_attempts* or *concurrency* that is not an
+        int, or a duration that is not a number
+    :raises ValueError: for a *batch_size*, *max_attempts* or *concurrency* below 1, a
+        *lease*, *poll_interval* or *delivery_timeout* that is not a positive finite number, or a
         *backoff* or *max_backoff* that is negative or not finite
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Order per ordering key, not per receiver; *concurrency*, *clock*; a store for *db*.
     """
 
     def __init__(
@@ -132,13 +122,19 @@ class OutboxRelay:
         max_backoff: float = 300.0,
         name: str | None = None,
         clock: Callable[[], float] = time.time,
+        concurrency: int = 16,
         listen: bool = True,
     ) -> None:
-        for what, count in (("batch_size", batch_size), ("max_attempts", max_attempts)):
+        counts = (("batch_size", batch_size), ("max_attempts", max_attempts))
+        for what, count in (*counts, ("concurrency", concurrency)):
             if isinstance(count, bool) or not isinstance(count, int):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
                 raise TypeError(f"{what} must be an int, not {count!r}")
-        if batch_size < 1 or max_attempts < 1 or not (0 < _seconds("lease", lease) < math.inf):
-            raise ValueError("batch_size and max_attempts must be at least 1, lease positive")
+        if min(batch_size, max_attempts, concurrency) < 1 or not (
+            0 < _seconds("lease", lease) < math.inf
+        ):
+            raise ValueError(
+                "batch_size, max_attempts and concurrency must be at least 1, lease positive"
+            )
         for what, seconds in (
             ("delivery_timeout", delivery_timeout),
             ("poll_interval", poll_interval),
@@ -159,6 +155,7 @@ class OutboxRelay:
         self.clock = clock
         """Seconds since the epoch: when rows are due and leases run out."""
         self.batch_size = batch_size
+        self.concurrency = concurrency
         self.max_attempts = max_attempts
         self.lease = lease
         self.poll_interval = poll_interval
@@ -172,9 +169,9 @@ class OutboxRelay:
         # A commit was notified since the last claim began: the next pause is skipped.
         self._notified = False
         self._lease_until = 0.0
-        # The row in hand and when its delivery_timeout is up (the heartbeat stops
+        # The rows in hand and when their delivery_timeout is up (the heartbeat stops
         # renewing the batch's leases past it).
-        self._in_hand: tuple[int, float] | None = None
+        self._in_hand: dict[int, float] = {}
         self._group_rows = 64  # rows marked as started together; adapts to the receivers
         # Receivers this process does not have (uid -> signal name): their rows are left
         # to other relays, and not claimed again until the receiver is connected here.
@@ -269,7 +266,7 @@ class OutboxRelay:
         marked: list[int] = []
 
         def mark(rows: Sequence[OutboxRow]) -> list[int]:
-            marked.extend(self._group(rows, 0, self._group_rows, set()))
+            marked.extend(group_to_mark(rows, 0, self._group_rows, self.max_attempts))
             return marked
 
         # A claim alone is no attempt: attempts are counted as receivers start.
@@ -289,10 +286,19 @@ class OutboxRelay:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._keep_leases, [row.id for row in rows])
-                await self._deliver_all(rows, progress)
+                await Batch(
+                    rows,
+                    progress,
+                    max_attempts=self.max_attempts,
+                    concurrency=self.concurrency,
+                    halted=lambda: self._stopping or self.clock() >= self._lease_until,
+                    find=self._find,
+                    deliver=self._deliver,
+                    retry_at=self._retry_at,
+                ).run()
                 group.cancel_scope.cancel()
         finally:
-            self._in_hand = None
+            self._in_hand.clear()
             # What was never finished (the relay is being cancelled or stopped) is given
             # back at once rather than left leased until the lease expires.
             for row_id in list(progress.marked):
@@ -322,15 +328,15 @@ class OutboxRelay:
         # batch runs, or another relay would claim these rows and deliver them too.
         while True:
             await anyio.sleep(self.lease / 3)
-            in_hand = self._in_hand
-            if in_hand is not None and self.clock() > in_hand[1]:
+            overdue = [i for i, until in self._in_hand.items() if self.clock() > until]
+            if overdue:
                 # A receiver that ignores its delivery_timeout (a blocking call that cannot
                 # be cancelled): the leases run out, and other relays take the rows.
                 logger.warning(
                     "outbox relay %s: the receiver of row %s ignores its delivery_timeout"
                     " (%s s); the batch's leases are no longer renewed",
                     self.name,
-                    in_hand[0],
+                    overdue[0],
                     self.delivery_timeout,
                 )
                 return
@@ -342,110 +348,29 @@ class OutboxRelay:
             else:
                 self._lease_until = renewed_at + self.lease
 
-    def _group(
-        self, rows: Sequence[OutboxRow], start: int, size: int, held_back: set[str]
-    ) -> list[int]:
-        """Return the rows from *start* on to mark as started together (not yet marked)."""
-        group: list[int] = []
-        for index in range(start, min(len(rows), start + size)):
-            row = rows[index]
-            deaths = row.attempts - row.failures
-            if row.dispatch_uid in held_back or deaths >= self.max_attempts:
-                continue  # not delivered in this batch
-            if deaths and group:
-                break
-            group.append(row.id)
-            if deaths:
-                # A row some relay died holding goes alone: if it kills this relay too,
-                # only it is counted.
-                break
-        return group
+    def _find(self, row: OutboxRow) -> tuple[Any, Any, Any] | None:
+        target = _receiver(row.signal, row.dispatch_uid)
+        if target is None:
+            self._missing[row.dispatch_uid] = row.signal
+            self._warn_of_missing(row.dispatch_uid, row.signal, row.receiver, 1)
+        return target
 
-    async def _deliver_all(self, rows: list[OutboxRow], progress: BatchProgress) -> None:
-        held_back: set[str] = set()
-        for index, row in enumerate(rows):
-            if self._stopping or self.clock() >= self._lease_until:
-                # Stopping, or the lease could not be renewed in time: another relay may
-                # own the rest by now, so they are not delivered from here.
-                for rest in rows[index:]:
-                    progress.release(rest.id)
-                return
-            if row.dispatch_uid in held_back:
-                # An earlier row of this receiver failed: keep the order, try again later.
-                progress.release(row.id)
-                continue
-            deaths = row.attempts - row.failures
-            if deaths >= self.max_attempts:
-                error = f"relay died while delivering; {deaths} times"
-                progress.dead(row.id, error, failure=False)
-                logger.error("outbox row %s is dead: %s", row.id, error)
-                continue
-            target = _receiver(row.signal, row.dispatch_uid)
-            if target is None:
-                # Not here: left, untried, to a relay that has the receiver.
-                self._missing[row.dispatch_uid] = row.signal
-                self._warn_of_missing(row.dispatch_uid, row.signal, row.receiver, 1)
-                progress.release(row.id)
-                continue
-            if row.id not in progress.marked or progress.due():
-                group = self._group(rows, index, progress.group_rows, held_back)
-                if not await progress.write([i for i in group if i not in progress.marked]):
-                    for rest in rows[index:]:
-                        progress.release(rest.id)
-                    return
-            if deaths:
-                logger.warning(
-                    "outbox row %s: a relay died while delivering it (%s times); trying again",
-                    row.id,
-                    deaths,
-                )
-            try:
-                await self._deliver(row, *target)
-            except _Permanent as exc:
-                progress.dead(row.id, str(exc), failure=True)
-                logger.error("outbox row %s is dead: %s", row.id, exc)  # noqa: TRY400 -- the row keeps the error
-            except Exception as exc:  # noqa: BLE001 -- any receiver failure is retried
-                held_back.add(row.dispatch_uid)
-                self._record_failure(row, progress, "".join(traceback.format_exception_only(exc)))
-            except (asyncio.CancelledError, anyio.get_cancelled_exc_class()):
-                if _cancelled_from_outside():
-                    raise  # the row is given back, its attempt not counted
-                # A receiver raising CancelledError of its own: a failure like any other,
-                # not a reason to stop the relay.
-                held_back.add(row.dispatch_uid)
-                self._record_failure(
-                    row,
-                    progress,
-                    "CancelledError: raised by the receiver while the relay was not cancelled",
-                )
-            else:
-                progress.done(row.id)
-
-    def _record_failure(self, row: OutboxRow, progress: BatchProgress, error: str) -> None:
-        error = error.strip()
-        failures = row.failures + 1
-        if failures >= self.max_attempts:
-            progress.dead(row.id, error, failure=True)
-            logger.error("outbox row %s is dead after %s failures: %s", row.id, failures, error)
-        else:
-            progress.failed(row.id, self._retry_at(failures), error)
-            logger.warning("outbox row %s failed (failure %s): %s", row.id, failures, error)
-
-    async def _deliver(self, row: OutboxRow, signal: Any, record: Any, fn: Any) -> None:
+    async def _deliver(self, row: OutboxRow, target: tuple[Any, Any, Any]) -> None:
+        signal, record, fn = target
         sender = load_sender(row.sender)
         try:
             payload = load_payload(signal.payload_type, sender, row.payload)
         except ValueError as exc:
             # The stored payload no longer fits its model: no retry will make it fit.
-            raise _Permanent(f"the stored payload does not validate: {exc}") from exc
+            raise Permanent(f"the stored payload does not validate: {exc}") from exc
         delivery = Delivery(row.id, row.attempts + 1, row.dispatch_uid, self.store.name)
-        self._in_hand = (row.id, self.clock() + self.delivery_timeout + self.lease / 3)
+        self._in_hand[row.id] = self.clock() + self.delivery_timeout + self.lease / 3
         try:
             with delivering(delivery), anyio.move_on_after(self.delivery_timeout) as scope:
                 # The signal's own timeout and thread settings apply, as in a live send.
                 await signal._invoke(record, fn, sender, payload, signal.timeout)  # pyright: ignore[reportPrivateUsage]
         finally:
-            self._in_hand = None
+            del self._in_hand[row.id]
         if scope.cancelled_caught:
             raise TimeoutError(
                 f"the receiver ran past the relay's delivery_timeout ({self.delivery_timeout} s)"

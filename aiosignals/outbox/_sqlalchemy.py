@@ -43,6 +43,7 @@ async def write_row(
         sender,
         payload,
         time.time(),
+        ordering=record.ordering,
         receiver=receiver_path(record),
         where=f"the outbox table {outbox.name!r}",
     )
@@ -114,19 +115,23 @@ class SQLAlchemyOutboxStore:
             outbox.c.available_at <= now,
             sa.or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < now),
         )
-        # A row waits while an earlier row of its receiver is leased or backing off:
-        # that is what keeps each receiver's rows in commit order. The first such row of
-        # each receiver is found in one pass over the pending rows; a correlated "earlier
-        # row exists" test would rescan a receiver's earlier rows for every row: quadratic
-        # in the backlog.
+        # A row waits while an earlier row of its receiver and key is leased or backing
+        # off: that is what keeps each key's rows in commit order, whichever relay holds
+        # them. The first such row of each key is found in one pass over the pending rows;
+        # a correlated "earlier row exists" test would rescan a key's earlier rows for
+        # every row: quadratic in the backlog.
         waiting = outbox.alias("waiting")
         blocking = (
-            sa.select(waiting.c.dispatch_uid, sa.func.min(waiting.c.id).label("first_id"))
+            sa.select(
+                waiting.c.dispatch_uid,
+                waiting.c.ordering_key,
+                sa.func.min(waiting.c.id).label("first_id"),
+            )
             .where(
                 waiting.c.status == PENDING,
                 sa.or_(waiting.c.available_at > now, waiting.c.locked_until >= now),
             )
-            .group_by(waiting.c.dispatch_uid)
+            .group_by(waiting.c.dispatch_uid, waiting.c.ordering_key)
             .cte("blocking")
             # Computed once even when the planner's statistics say the table is empty, as
             # they do for an outbox analyzed while empty: inlined, PostgreSQL may rerun it
@@ -134,7 +139,9 @@ class SQLAlchemyOutboxStore:
             .prefix_with("MATERIALIZED", dialect="postgresql")
         )
         held_back = sa.exists().where(
-            blocking.c.dispatch_uid == outbox.c.dispatch_uid, blocking.c.first_id < outbox.c.id
+            blocking.c.dispatch_uid == outbox.c.dispatch_uid,
+            blocking.c.ordering_key == outbox.c.ordering_key,
+            blocking.c.first_id < outbox.c.id,
         )
         return sa.select(outbox.c.id).where(due, ~held_back).order_by(outbox.c.id).limit(limit)
 

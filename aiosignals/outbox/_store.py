@@ -14,12 +14,13 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..models import dump_payload, dump_sender
+from ..models import ModelEvent, dump_payload, dump_sender, import_path
 
 if TYPE_CHECKING:
     from .._event import Event
     from .._receivers import ReceiverRecord
     from .._signal import Signal
+    from .._types import Ordering
 
 __all__ = [
     "DEAD",
@@ -29,6 +30,7 @@ __all__ = [
     "Outcomes",
     "PendingReceiver",
     "new_row",
+    "ordering_key",
 ]
 
 PENDING = "pending"
@@ -96,10 +98,13 @@ class Outcomes:
     def __bool__(self) -> bool:
         return bool(self.done or self.failed or self.dead or self.unmarked or self.released)
 
-    def clear(self) -> None:
-        """Forget everything (once it is written)."""
-        for outcome in (self.done, self.failed, self.dead, self.unmarked, self.released):
-            outcome.clear()
+    def extend(self, other: Outcomes) -> None:
+        """Add the outcomes of *other* to these."""
+        self.done.extend(other.done)
+        self.failed.extend(other.failed)
+        self.dead.extend(other.dead)
+        self.unmarked.extend(other.unmarked)
+        self.released.extend(other.released)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,41 @@ def receiver_path(record: ReceiverRecord) -> str | None:
     return f"{getattr(named, '__module__', '?')}:{getattr(named, '__qualname__', '?')}"
 
 
+def ordering_key(payload: Event, ordering: Ordering) -> str:
+    """
+    Return the key whose rows a durable receiver connected with *ordering* gets in order.
+
+    With ``ordering="key"``: the payload's own ``ordering_key`` (a field or property an
+    :class:`~aiosignals.Event` may declare) when it is not ``None``; for a model signal's
+    payload, the entity's class and primary key (the aggregate); otherwise ``""``, the
+    receiver's one key, as with ``ordering="receiver"``.
+    """
+    if ordering == "receiver":
+        return ""
+    declared: object = getattr(payload, "ordering_key", None)
+    if declared is not None:
+        return str(declared)
+    if isinstance(payload, ModelEvent):
+        # Read as an object: the entity type of a payload is only known to its signal.
+        instance: object = payload.__dict__["instance"]
+        key = _entity_key(instance)
+        if key is not None:
+            return f"{import_path(type(instance))}:{key}"
+    return ""
+
+
+def _entity_key(instance: object) -> str | None:
+    """Return the primary key of *instance* as text, or ``None`` if it has none (yet)."""
+    mapper: Any = getattr(type(instance), "__mapper__", None)
+    if mapper is not None and hasattr(type(instance), "__table__"):
+        values: list[object] = list(mapper.primary_key_from_instance(instance))
+    else:
+        values = [getattr(instance, "id", None)]
+    if any(value is None for value in values):
+        return None
+    return ",".join(map(str, values))
+
+
 def new_row(
     signal: Signal[Any],
     dispatch_uid: str,
@@ -200,12 +240,14 @@ def new_row(
     payload: Event,
     now: float,
     *,
+    ordering: Ordering = "key",
     receiver: str | None = None,
     where: str = "the outbox",
 ) -> dict[str, Any]:
     """
     Return the fields of the row that stores a call of *dispatch_uid*, written at *now*.
 
+    :param ordering: the receiver's ``ordering`` (see :func:`ordering_key`)
     :param receiver: the receiver's ``module:qualname``, for the hint of a relay without it
     :param where: the store, as the error message names it
     :raises TypeError: if the payload or the sender cannot be stored (the message names
@@ -225,6 +267,7 @@ def new_row(
         "signal": signal.name,
         "sender": stored_sender,
         "payload": text,
+        "ordering_key": ordering_key(payload, ordering),
         "status": PENDING,
         "attempts": 0,
         "failures": 0,

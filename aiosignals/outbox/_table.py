@@ -25,6 +25,9 @@ outbox = sa.Table(
     sa.Column("signal", sa.String(255), nullable=False),
     sa.Column("sender", sa.Text(), nullable=False),
     sa.Column("payload", sa.Text(), nullable=False),
+    # Rows of one receiver and one key are delivered in commit order; "" is the key of
+    # a receiver whose rows all keep one order (ordering="receiver", or no entity key).
+    sa.Column("ordering_key", sa.Text(), nullable=False, default="", server_default=""),
     sa.Column("status", sa.String(16), nullable=False, default=PENDING),
     # Times a relay started the receiver on the row, and how many of them failed: the
     # difference is how often a relay died (or lost its lease) with the row in hand.
@@ -39,7 +42,7 @@ outbox = sa.Table(
     # The receiver's "module:qualname" when the row was written: names the module a relay
     # without that receiver has to import.
     sa.Column("receiver", sa.Text(), nullable=True),
-    sa.Index("aiosignals_outbox_due", "status", "dispatch_uid", "id"),
+    sa.Index("aiosignals_outbox_due", "status", "dispatch_uid", "ordering_key", "id"),
     # Delivery ids are idempotency keys, so they are never handed out twice: without
     # AUTOINCREMENT SQLite gives the next row max(id) + 1, which is 1 again once the
     # delivered rows are deleted. (PostgreSQL's BIGSERIAL sequence never goes back.)
@@ -52,7 +55,8 @@ def _add_new_columns(_metadata: sa.MetaData, connection: sa.Connection, **_: Any
     Add to an outbox table of an earlier version the columns it lacks.
 
     ``failures`` starts as the row's ``attempts`` (each of those ended in a failure or a
-    death, told apart only since); ``receiver`` stays empty for rows written before.
+    death, told apart only since); ``receiver`` stays empty for rows written before;
+    ``ordering_key`` is ``""`` for them: each receiver's earlier rows keep one order.
     """
     inspector = sa.inspect(connection)
     if not inspector.has_table(outbox.name):
@@ -65,6 +69,10 @@ def _add_new_columns(_metadata: sa.MetaData, connection: sa.Connection, **_: Any
         connection.exec_driver_sql(f"UPDATE {outbox.name} SET failures = attempts")  # noqa: S608 -- our own names
     if "receiver" not in present:
         connection.exec_driver_sql(f"ALTER TABLE {outbox.name} ADD COLUMN receiver TEXT")
+    if "ordering_key" not in present:
+        connection.exec_driver_sql(
+            f"ALTER TABLE {outbox.name} ADD COLUMN ordering_key TEXT NOT NULL DEFAULT ''"
+        )
 
 
 # Before the SQLite rebuild below, which then copies these columns too.

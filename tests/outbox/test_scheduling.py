@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+import anyio
+import anyio.lowlevel
 import pytest
 
 from aiosignals import Event, Signal
@@ -158,3 +162,130 @@ async def test_purge_deletes_dead_rows_only(store: MemoryOutboxStore, clock: Clo
     send(store, clock, "fine", "a")
     assert await store.purge([]) == 1
     assert [row.status for row in await store.rows()] == ["pending"]
+
+
+class Keyed(Event):
+    ordering_key: str
+    seq: int
+
+
+keyed = Signal(Keyed, name="tests.outbox.scheduling.keyed")
+SEEN: list[tuple[str, str, int]] = []
+"""(receiver, key, seq) of each call of a keyed receiver."""
+FAIL_KEYS: set[str] = set()
+"""Keys whose first call fails (once)."""
+
+
+class Gate:
+    """Lets receivers through once *width* of them are in flight at the same time."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.in_flight = 0
+        self.most = 0
+        self.open = anyio.Event()
+
+    async def pass_through(self) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.width:
+            self.open.set()
+        with anyio.fail_after(5):
+            await self.open.wait()
+        await anyio.lowlevel.checkpoint()
+        self.in_flight -= 1
+
+
+GATE: list[Gate] = []
+
+
+def _keyed_receiver(uid: str, ordering: Literal["key", "receiver"]) -> None:
+    async def deliver(sender: str, payload: Keyed) -> None:
+        if payload.ordering_key in FAIL_KEYS:
+            FAIL_KEYS.discard(payload.ordering_key)
+            raise RuntimeError(f"failing {payload.ordering_key}")
+        if GATE:
+            await GATE[0].pass_through()
+        SEEN.append((uid, payload.ordering_key, payload.seq))
+
+    keyed.connect(deliver, durable=True, dispatch_uid=uid, ordering=ordering)
+
+
+_keyed_receiver("by_key", "key")
+_keyed_receiver("strict", "receiver")
+
+
+@pytest.fixture(autouse=True)
+def fresh_keyed() -> None:
+    SEEN.clear()
+    FAIL_KEYS.clear()
+    GATE.clear()
+
+
+def send_keyed(store: MemoryOutboxStore, clock: Clock, key: str, seq: int, uid: str) -> None:
+    ordering: Literal["key", "receiver"] = "receiver" if uid == "strict" else "key"
+    payload = Keyed(ordering_key=key, seq=seq)
+    store.write(keyed, "tests", payload, dispatch_uid=uid, now=clock(), ordering=ordering)
+
+
+def seqs(uid: str, key: str) -> list[int]:
+    return [seq for receiver, k, seq in SEEN if receiver == uid and k == key]
+
+
+async def test_keys_are_delivered_side_by_side_up_to_the_concurrency(
+    store: MemoryOutboxStore, clock: Clock
+) -> None:
+    """Rows of different keys run at the same time, never more keys at once than concurrency."""
+    GATE.append(Gate(3))
+    for seq in range(4):
+        for key in "abcde":
+            send_keyed(store, clock, key, seq, "by_key")
+    assert await relay(store, clock, concurrency=3).run_once() == 20
+    assert GATE[0].most == 3
+    for key in "abcde":
+        assert seqs("by_key", key) == [0, 1, 2, 3]
+
+
+async def test_a_failing_row_holds_back_only_its_own_key(
+    store: MemoryOutboxStore, clock: Clock
+) -> None:
+    """A failed row holds back the later rows of its key; the other keys are delivered."""
+    FAIL_KEYS.add("a")
+    for seq in range(3):
+        for key in "ab":
+            send_keyed(store, clock, key, seq, "by_key")
+    outbox_relay = relay(store, clock, backoff=10.0)
+    await outbox_relay.run_once()
+    assert (seqs("by_key", "a"), seqs("by_key", "b")) == ([], [0, 1, 2])
+    assert await outbox_relay.run_once() == 0  # "a" 1 and 2 wait behind "a" 0, though due
+    clock.advance(10)
+    assert await outbox_relay.run_once() == 3
+    assert seqs("by_key", "a") == [0, 1, 2]
+
+
+async def test_ordering_receiver_keeps_one_order_over_all_its_rows(
+    store: MemoryOutboxStore, clock: Clock
+) -> None:
+    """With ordering="receiver", a failed row holds back every later row of its receiver."""
+    FAIL_KEYS.add("a")
+    for seq in range(2):
+        for key in "ab":
+            send_keyed(store, clock, key, seq, "strict")
+    assert {row.ordering_key for row in await store.rows()} == {""}
+    outbox_relay = relay(store, clock, backoff=10.0)
+    await outbox_relay.run_once()
+    assert SEEN == []
+    clock.advance(10)
+    await outbox_relay.run_once()
+    assert SEEN == [("strict", "a", 0), ("strict", "b", 0), ("strict", "a", 1), ("strict", "b", 1)]
+
+
+def test_ordering_must_be_key_or_receiver() -> None:
+    """connect() refuses an ordering other than "key" and "receiver"."""
+
+    async def receiver(sender: str, payload: Keyed) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="ordering must be 'key' or 'receiver'"):
+        keyed.connect(receiver, durable=True, dispatch_uid="bad", ordering="entity")  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType]
+    assert [c.ordering for c in keyed.connections if c.dispatch_uid == "strict"] == ["receiver"]
