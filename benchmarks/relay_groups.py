@@ -10,9 +10,13 @@ alternating), so that a busy machine slows both alike:
 - **groups** (the relay as it is): outcomes are written, and the next rows marked as
   started, a group at a time (up to ``MAX_GROUP_ROWS``, 256), so a killed relay redoes at
   most a group;
+- **groups, each a transaction** (before #15): as above, but each group written as a
+  transaction (BEGIN, DELETE, UPDATE, COMMIT: four round trips) instead of one statement;
 - **once per batch** (as before #11): the group is made as large as the batch, so the
-  batch's outcomes are written once, at its end. This patches two internals of the relay
-  (the group cap and the relay's first group size): it is a measurement, not an option.
+  batch's outcomes are written once, at its end.
+
+The last two patch internals of the relay (the group cap, the relay's first group size,
+the store's one-statement write): they are measurements, not options.
 
 The figure is the median events/s over the rounds, with every round's figure.
 """
@@ -42,15 +46,28 @@ from outbox import (
 )
 
 from aiosignals.outbox import OutboxRelay, _progress
+from aiosignals.outbox._sqlalchemy import SQLAlchemyOutboxStore
+from aiosignals.outbox._store import Outcomes
 from aiosignals.repository.sqlalchemy import Database
 
-WAYS = ("groups", "once per batch")
+WAYS = ("groups", "groups, each a transaction", "once per batch")
+ONE_STATEMENT = SQLAlchemyOutboxStore._finish_in_one_statement  # pyright: ignore[reportPrivateUsage]
+
+
+async def in_a_transaction(
+    store: SQLAlchemyOutboxStore, relay: str, done: list[int], mark: list[int]
+) -> bool:
+    outcomes = Outcomes()
+    outcomes.done.extend(done)
+    return await store._finish_in_transaction(relay, outcomes, mark)  # pyright: ignore[reportPrivateUsage]
 
 
 async def drain(db: Database, batch_size: int, way: str, budget: float) -> float:
-    groups = way == "groups"
+    groups = way != "once per batch"
     saved = _progress.MAX_GROUP_ROWS
     _progress.MAX_GROUP_ROWS = saved if groups else 1_000_000
+    write = in_a_transaction if way == "groups, each a transaction" else ONE_STATEMENT
+    SQLAlchemyOutboxStore._finish_in_one_statement = write  # type: ignore[method-assign,assignment]  # pyright: ignore[reportPrivateUsage]
     try:
         with job_receivers(1):
             total = await restore(db, 1)
@@ -62,6 +79,7 @@ async def drain(db: Database, batch_size: int, way: str, budget: float) -> float
             done, last = await relay_loop(relay, start + budget, others=False)
     finally:
         _progress.MAX_GROUP_ROWS = saved
+        SQLAlchemyOutboxStore._finish_in_one_statement = ONE_STATEMENT  # type: ignore[method-assign]  # pyright: ignore[reportPrivateUsage]
     await after_drain(db, Throughput(way, batch_size, done, total, last - start))
     return done / (last - start)
 
@@ -79,7 +97,8 @@ async def main_async(args: argparse.Namespace) -> None:
             await snapshot(db, 1)
             found: dict[tuple[str, int], list[float]] = {}
             for round_no in range(args.rounds):
-                for way in WAYS if round_no % 2 == 0 else WAYS[::-1]:
+                shift = round_no % len(WAYS)
+                for way in WAYS[shift:] + WAYS[:shift]:
                     for batch_size in (100, 500):
                         rate = await drain(db, batch_size, way, args.budget)
                         found.setdefault((way, batch_size), []).append(rate)
