@@ -1,8 +1,12 @@
-"""Sessions: ``tests`` (the CI suite), ``lint``, ``typing``, ``examples``, ``docs``, ``bench``."""
+"""
+Sessions: ``tests`` (the CI suite; queues ``tests_arq``), ``lint``, ``typing``, ``examples``,
+``docs``, ``bench``.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import nox
@@ -16,6 +20,18 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 
 def _group(name: str) -> list[str]:
     return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+def _pick(group: str, *names: str) -> list[str]:
+    """The requirements of dependency group *group* for the distributions *names*."""
+    return [req for req in _group(group) if re.split(r"[\[<>=!~;\s]", req, maxsplit=1)[0] in names]
+
+
+def redis_floor() -> str:
+    """The lowest redis-py the ``redis`` extra allows, pinned: ``redis==5.0.1`` for ``>=5.0.1``."""
+    (requirement,) = PYPROJECT["project"]["optional-dependencies"]["redis"]
+    name, floor = requirement.split(">=")
+    return f"{name}=={floor}"
 
 
 # Modules only a Redis server exercises: the transport and the `aiosignals consume` command.
@@ -42,7 +58,15 @@ def coverage_report_args(env: dict[str, str], redis_server_binary: str | None) -
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite (asyncio and trio) with every extra installed."""
+    """
+    Run the whole test suite (asyncio and trio) with every extra installed, then tests_arq.
+
+    ``tests_arq`` needs an environment of its own; it is queued here so that this session,
+    the README's and CI's one command, runs it too. A run narrowed by arguments
+    (``nox -s tests -- tests/test_signal.py``) does not queue it.
+    """
+    if not session.posargs:
+        session.notify("tests_arq")
     # The docs group too: tests/test_docs.py builds the site, so CI catches a page that rots.
     session.install("-e", ".[all]", *_group("tests"), *_group("docs"))
     session.run("coverage", "erase")
@@ -52,6 +76,35 @@ def tests(session: nox.Session) -> None:
     if any(arg.startswith("--omit") for arg in report):
         session.warn(f"no Redis: {', '.join(REDIS_ONLY)} left out of the coverage report")
     session.run("coverage", "report", *report)
+
+
+# The arq recipe's tests, and the Redis transport's: these are the ones redis-py 5 can break.
+ARQ_TESTS = [
+    "tests/transports/test_arq.py",
+    "tests/test_readme.py",  # its `# requires: arq` blocks (marked arq)
+    "tests/transports/test_redis.py",
+]
+
+
+@nox.session
+def tests_arq(session: nox.Session) -> None:
+    """
+    The arq hand-off recipe, and the Redis transport on the ``redis`` extra's floor.
+
+    arq pins redis<6 while taskiq-redis (in the tests group) needs redis>=8, so arq cannot
+    join the ``tests`` environment. This one has the package with the extras the recipe
+    needs, arq, and the lowest redis-py the ``redis`` extra allows, so the floor is tested
+    too. ``AIOSIGNALS_REQUIRE_ARQ=1`` turns a missing arq into a failure, not a skip. No
+    coverage is measured here: the ``tests`` session's bar is met on its own.
+    """
+    session.install(
+        "-e", ".[sqlalchemy,redis]", "arq>=0.26", redis_floor(),
+        *_pick("tests", "pytest", "pytest-asyncio", "trio"),
+    )  # fmt: skip
+    session.run(
+        "pytest", "-m", "arq or redis", *ARQ_TESTS, *session.posargs,
+        env={"AIOSIGNALS_REQUIRE_ARQ": "1"},
+    )  # fmt: skip
 
 
 @nox.session

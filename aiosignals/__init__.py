@@ -13,6 +13,7 @@ from ._event import Event
 from ._modes import Concurrent, Mode, Sequential
 from ._phases import Phase
 from ._receivers import ANY, Connection, receiver
+from ._service import Service
 from ._signal import Signal
 from ._tracing import instrument, uninstrument
 from ._types import ErrorPolicy, Receiver
@@ -32,6 +33,7 @@ __all__ = [
     "Receiver",
     "RecursionDepthError",
     "Sequential",
+    "Service",
     "Signal",
     "TransactionAborted",
     "instrument",

@@ -142,7 +142,7 @@ async def create_profile(sender: type[User], payload: UserCreated) -> None:
 @asynccontextmanager
 async def app_lifespan(app: FastAPI) -> AsyncGenerator[None]:
     relay = OutboxRelay(db, poll_interval=0.05)
-    async with transport, lifespan(relay=relay)(app):
+    async with transport, lifespan(services=[relay])(app):
         transport.forward(user_created)
         try:
             yield

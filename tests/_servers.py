@@ -13,6 +13,7 @@ is skipped with the reason, so a laptop without PostgreSQL still runs everything
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import shutil
 import socket
@@ -34,6 +35,25 @@ def unavailable(reason: str) -> None:
     if REQUIRED:
         pytest.fail(f"{reason} (AIOSIGNALS_REQUIRE_SERVICES=1)")
     pytest.skip(f'{reason}; run `eval "$(scripts/services.sh start .services)"` first')
+
+
+ARQ_ELSEWHERE = (
+    "arq pins redis<6 and this environment has no arq: its tests run in `nox -s tests_arq`"
+)
+
+
+def require_arq() -> None:
+    """
+    Skip the calling test (or module) without arq; fail instead in ``nox -s tests_arq``.
+
+    arq cannot share the main test environment (it pins redis<6, taskiq-redis needs redis>=8),
+    so its own session installs it and sets ``AIOSIGNALS_REQUIRE_ARQ=1``: there a missing arq
+    is an error, never a silent skip.
+    """
+    if os.environ.get("AIOSIGNALS_REQUIRE_ARQ") == "1":
+        importlib.import_module("arq")
+    else:
+        pytest.importorskip("arq", reason=ARQ_ELSEWHERE)
 
 
 def _reachable(url: str) -> bool:
@@ -118,8 +138,9 @@ def stream_prefix() -> Iterator[str]:
     """
     A stream-name prefix of one test's own, so tests sharing a server never meet.
 
-    Afterwards the keys under it (streams, their groups, test records) are deleted from the
-    shared server, so runs leave nothing behind.
+    Afterwards the keys naming it (streams, their groups, test records, and arq's
+    ``arq:job:<id>`` keys, whose job ids name it inside) are deleted from the shared server,
+    so runs leave nothing behind.
     """
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     yield prefix
@@ -131,7 +152,7 @@ def stream_prefix() -> Iterator[str]:
 
     try:
         with redis.Redis.from_url(url, socket_connect_timeout=2) as client:
-            keys = list(client.scan_iter(match=f"{prefix}*"))
+            keys = list(client.scan_iter(match=f"*{prefix}*"))
             if keys:
                 client.delete(*keys)
     except (redis.ConnectionError, redis.TimeoutError):

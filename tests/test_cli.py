@@ -160,6 +160,7 @@ SQLITE = "sqlite+aiosqlite://"
         (["relay", "--db", SQLITE, "--poll-interval", "inf"], "--poll-interval: must be a finite"),
         (["relay", "--db", SQLITE, "--backoff", "-1"], "--backoff: must be 0 seconds or more"),
         (["relay", "--db", SQLITE, "--app", ""], "--app: must not be empty"),
+        (["relay", "--db", SQLITE, "--db-name", " "], "--db-name: must not be empty"),
         (["relay", "--db", "nonsense"], "--db: expected an SQLAlchemy URL"),
         (["consume", "--redis", "redis://x", "--app", "m", "--count", "0"], "--count: must be"),
         (

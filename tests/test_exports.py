@@ -63,3 +63,15 @@ def test_import_aiosignals_imports_no_integration() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_service_is_the_protocol_of_anything_run_with_an_app() -> None:
+    """aiosignals.Service matches any object with async run() and stop(), and nothing else."""
+
+    class Worker:
+        async def run(self) -> None: ...
+
+        def stop(self) -> None: ...
+
+    assert isinstance(Worker(), aiosignals.Service)
+    assert not isinstance(object(), aiosignals.Service)

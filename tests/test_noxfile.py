@@ -7,6 +7,7 @@ import importlib.util
 import tomllib
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,52 @@ def test_only_a_run_without_redis_leaves_the_redis_modules_out(
     assert bool(omit) is omitted
     if omitted:
         assert "aiosignals/transports/_redis.py" in omit[0]
+
+
+class RecordingSession:
+    """Stands in for a nox session: records what a session function asks of it."""
+
+    def __init__(self, *posargs: str) -> None:
+        self.posargs = list(posargs)
+        self.env: dict[str, str] = {}
+        self.installed: list[str] = []
+        self.runs: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+        self.notified: list[str] = []
+
+    def install(self, *args: str) -> None:
+        self.installed.extend(args)
+
+    def run(self, *args: str, **kwargs: Any) -> None:
+        self.runs.append((args, kwargs))
+
+    def notify(self, target: str, posargs: list[str] | None = None) -> None:
+        self.notified.append(target)
+
+    def warn(self, *args: object) -> None:
+        pass
+
+
+def test_the_readme_command_runs_the_arq_session_too() -> None:
+    """`nox -s tests` queues tests_arq; a run narrowed to some tests does not."""
+    noxfile = load_noxfile()
+    whole = RecordingSession()
+    noxfile.tests(whole)
+    assert whole.notified == ["tests_arq"]
+    narrowed = RecordingSession("tests/test_signal.py")
+    noxfile.tests(narrowed)
+    assert narrowed.notified == []
+
+
+def test_the_arq_session_has_arq_and_the_redis_extras_floor_and_requires_arq() -> None:
+    """tests_arq installs arq and the redis extra's floor, no taskiq-redis, and requires arq."""
+    session = RecordingSession()
+    load_noxfile().tests_arq(session)
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (redis_extra,) = config["project"]["optional-dependencies"]["redis"]
+    assert redis_extra.replace(">=", "==") in session.installed
+    assert any(requirement.startswith("arq") for requirement in session.installed)
+    assert not any(requirement.startswith("taskiq") for requirement in session.installed)
+    ((args, kwargs),) = session.runs
+    assert args[:3] == ("pytest", "-m", "arq or redis")
+    assert "tests/transports/test_arq.py" in args
+    assert kwargs["env"] == {"AIOSIGNALS_REQUIRE_ARQ": "1"}

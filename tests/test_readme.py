@@ -3,7 +3,9 @@ Every ``python`` block of the README and of the documentation site runs, as a pr
 
 A block whose first line is ``# test_<name>.py`` is a test module: pytest runs it. A block
 whose first line is ``# not run: <reason>`` is a fragment the reader sees as such: it is
-skipped with that reason (keep them rare). A block that mentions ``REDIS_URL`` gets the test
+skipped with that reason (keep them rare). A block whose first line is ``# requires: arq``
+needs arq, which cannot share the main test environment: it runs in ``nox -s tests_arq``
+(marked ``arq``) and is skipped elsewhere. A block that mentions ``REDIS_URL`` gets the test
 Redis server (and a stream prefix of its own), one that mentions ``DATABASE_URL`` a fresh
 PostgreSQL database. ``console`` blocks are transcripts: each ``$ aiosignals ...`` command
 runs from the repository's root and must print what the block shows.
@@ -20,9 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from tests._servers import require_arq
+
 ROOT = Path(__file__).parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SKIP = "# not run: "
+NEEDS_ARQ = "# requires: arq"
 
 
 def _blocks(language: str) -> list[tuple[str, str]]:
@@ -40,6 +45,12 @@ def _blocks(language: str) -> list[tuple[str, str]]:
 
 BLOCKS = _blocks("python")
 TRANSCRIPTS = _blocks("console")
+RUNS = [
+    pytest.param(
+        name, block, id=name, marks=[pytest.mark.arq] if block.startswith(NEEDS_ARQ) else []
+    )
+    for name, block in BLOCKS
+]
 
 
 def test_the_pages_have_python_blocks() -> None:
@@ -56,7 +67,7 @@ def test_no_block_escapes_the_runner() -> None:
                 assert line == "```python", f"{page.name}: indented or annotated fence {line!r}"
 
 
-@pytest.mark.parametrize(("name", "block"), BLOCKS, ids=[name for name, _ in BLOCKS])
+@pytest.mark.parametrize(("name", "block"), RUNS)
 def test_block_runs(name: str, block: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     # Each block is a complete program, run in a fresh interpreter: a block that only works
     # after another one would mislead a reader who copies it alone.
@@ -65,6 +76,8 @@ def test_block_runs(name: str, block: str, tmp_path: Path, request: pytest.Fixtu
         reason = first_line.removeprefix(SKIP)
         assert reason.strip(), f"{name}: a skipped block says why"
         pytest.skip(reason)
+    if first_line == NEEDS_ARQ:
+        require_arq()
     is_test_module = first_line.startswith("# test_")
     filename = first_line[2:].split(",")[0].split()[0] if is_test_module else "block.py"
     script = tmp_path / filename

@@ -1,12 +1,12 @@
 """
-aiohttp integration: the bus and relay live as long as the application.
+aiohttp integration: the bus and its services live as long as the application.
 
 ::
 
     from aiosignals.integrations.aiohttp import BUS_KEY, get_bus, init_app, transaction_middleware
 
     app = web.Application(middlewares=[transaction_middleware(db)])
-    init_app(app, bus=partial(EventBus, workers=4), relay=OutboxRelay(db))
+    init_app(app, bus=partial(EventBus, workers=4), services=[OutboxRelay(db)])
 
     async def create_user(request: web.Request) -> web.Response:
         await get_bus(request).publish(...)          # or request.app[BUS_KEY]
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Collection, Iterable
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 try:
     from aiohttp import web
@@ -30,10 +31,9 @@ except ImportError as _error:  # pragma: no cover -- exercised in a subprocess b
         f" ({_error})"
     ) from _error
 
-import anyio
-import anyio.abc
-
 from .._bus import EventBus
+from .._service import Service
+from ._lifecycle import BusOption, running, services_option
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
@@ -60,43 +60,28 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 """The methods :func:`transaction_middleware` wraps in a transaction by default."""
 
 
-class Service(Protocol):
-    """
-    Something that runs in the background as long as the app: an outbox relay, a consumer.
-
-    :class:`~aiosignals.outbox.OutboxRelay` is one.
-    """
-
-    async def run(self) -> None:
-        """Run until :meth:`stop` is called or the task is cancelled."""
-        ...
-
-    def stop(self) -> None:
-        """Ask :meth:`run` to return soon."""
-        ...
-
-
 def init_app(
     app: web.Application,
     *,
-    bus: EventBus | Callable[[], EventBus] | None = None,
+    bus: BusOption = None,
+    services: Iterable[Service] = (),
     relay: Service | None = None,
     stop_timeout: float = 10.0,
 ) -> None:
     """
-    Run an :class:`~aiosignals.EventBus` (and a relay) for as long as *app* runs.
+    Run an :class:`~aiosignals.EventBus` (and services) for as long as *app* runs.
 
     Adds a ``cleanup_ctx`` entry: on startup the bus starts and is stored as
-    ``app[BUS_KEY]`` (read by :func:`get_bus`), then *relay* starts. On cleanup the relay is
-    stopped first (:meth:`Service.stop`; cancelled if it has not returned within
-    *stop_timeout* seconds), then the bus stops taking events and drains its buffer within
-    its own ``drain_timeout``; what it could not deliver is logged and left in
-    ``bus.undelivered``.
+    ``app[BUS_KEY]`` (read by :func:`get_bus`), then each of *services* starts, in order.
+    On cleanup the services are stopped first (:meth:`~aiosignals.Service.stop`;
+    cancelled if they have not returned within *stop_timeout* seconds), then the bus stops
+    taking events and drains its buffer within its own ``drain_timeout``; what it could
+    not deliver is logged and left in ``bus.undelivered``.
 
-    The bus and the relay run in a task of their own, so that their task group never
-    spans the code aiohttp runs between startup and cleanup. If the relay's ``run()``
-    raises, the error is logged on the ``aiosignals`` logger and the app (and its bus) goes
-    on without the relay.
+    The bus and the services run in a task of their own, so that their task group never
+    spans the code aiohttp runs between startup and cleanup. A service whose ``run()``
+    fails straight away (before it first waits) fails the startup; one that fails later
+    is logged on the ``aiosignals`` logger and the app (and its bus) goes on without it.
 
     Call it after appending the ``cleanup_ctx`` entries the bus depends on (a database
     opened, receivers connected): those are set up before the bus and torn down after it.
@@ -107,30 +92,32 @@ def init_app(
         each startup, or one bus. A bus runs once, so an app given one bus cannot start
         twice (two test servers in a row); by default a new ``EventBus()`` is made at
         each startup
-    :param relay: an outbox relay, or any :class:`Service`, run alongside
-    :param stop_timeout: seconds the relay has to return after :meth:`Service.stop`
-    :raises TypeError: at startup, if the factory *bus* returns something else than an
+    :param services: what runs alongside: an :class:`~aiosignals.outbox.OutboxRelay`, a
+        transport's consumer, any :class:`~aiosignals.Service`
+    :param relay: deprecated: ``services=[relay]`` does the same
+    :param stop_timeout: seconds the services have to return after
+        :meth:`~aiosignals.Service.stop`
+    :raises TypeError: if *services* is not a list of services, or *stop_timeout* not a
+        number; at startup, if the factory *bus* returns something else than an
         :class:`~aiosignals.EventBus`
+    :raises ValueError: if *stop_timeout* is negative, infinite or NaN
+    :raises RuntimeError: at startup, if a service fails straight away
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       *services*; *relay* is deprecated.
     """
+    listed = services_option(services, relay, stop_timeout)
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        if bus is None:
-            the_bus = EventBus()
-        elif isinstance(bus, EventBus):
-            the_bus = bus
-        else:
-            the_bus = bus()
-            if not isinstance(the_bus, EventBus):  # pyright: ignore[reportUnnecessaryIsInstance]
-                raise TypeError(f"the bus factory {bus!r} returned {the_bus!r}, not an EventBus")
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ready: asyncio.Future[EventBus] = asyncio.get_running_loop().create_future()
         stop = asyncio.Event()
         task = asyncio.create_task(
-            _run(the_bus, relay, stop_timeout, ready, stop), name=f"aiosignals bus of {app!r}"
+            _host(running(bus, listed, stop_timeout), ready, stop),
+            name=f"aiosignals bus of {app!r}",
         )
         try:
-            await ready
+            the_bus = await ready
         except BaseException:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)  # raised here, not logged
@@ -148,44 +135,19 @@ def init_app(
     app.cleanup_ctx.append(context)
 
 
-async def _run(
-    bus: EventBus,
-    relay: Service | None,
-    stop_timeout: float,
-    ready: asyncio.Future[None],
+async def _host(
+    lifecycle: AbstractAsyncContextManager[EventBus],
+    ready: asyncio.Future[EventBus],
     stop: asyncio.Event,
 ) -> None:
     try:
-        async with bus:
-            if relay is None:
-                ready.set_result(None)
-                await stop.wait()
-                return
-            async with anyio.create_task_group() as group:
-                await group.start(_run_service, relay, name=f"aiosignals {relay!r}")
-                ready.set_result(None)
-                await stop.wait()
-                # Stopped before the bus drains: what the relay delivers may still publish.
-                relay.stop()
-                group.cancel_scope.deadline = anyio.current_time() + stop_timeout
+        async with lifecycle as bus:
+            ready.set_result(bus)
+            await stop.wait()
     except BaseException as exc:
         if not ready.done():
             ready.set_exception(exc)  # the startup fails with it
         raise
-
-
-async def _run_service(
-    service: Service, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    # started() does not yield: run() has begun (and reset any stop flag of its own) by the
-    # time startup goes on, so a stop() at an immediate cleanup is never lost.
-    task_status.started()
-    try:
-        await service.run()
-    except Exception:
-        # Logged, not raised: a failed relay must not take the bus (or the app) down with
-        # it, and a lifespan error would stop nothing but the bus.
-        _logger.exception("%r failed and stopped; the app goes on without it", service)
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:

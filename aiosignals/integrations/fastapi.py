@@ -1,11 +1,11 @@
 """
-FastAPI (and Starlette) integration: the bus and relay live as long as the app.
+FastAPI (and Starlette) integration: the bus and its services live as long as the app.
 
 ::
 
     from aiosignals.integrations.fastapi import DepBus, lifespan, transaction_dependency
 
-    app = FastAPI(lifespan=lifespan(partial(EventBus, workers=4), relay=OutboxRelay(db)))
+    app = FastAPI(lifespan=lifespan(partial(EventBus, workers=4), services=[OutboxRelay(db)]))
     Transaction = Annotated[AsyncSession, transaction_dependency(db)]
 
     @app.post("/users")
@@ -16,10 +16,9 @@ Needs the ``fastapi`` extra: ``pip install "aiosignals[fastapi]"``.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 try:
     from fastapi import Depends, Request, params
@@ -29,10 +28,9 @@ except ImportError as _error:  # pragma: no cover -- exercised in a subprocess b
         f" ({_error})"
     ) from _error
 
-import anyio
-import anyio.abc
-
 from .._bus import EventBus
+from .._service import Service
+from ._lifecycle import BusOption, running, services_option
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,8 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BUS_STATE", "DepBus", "Service", "get_bus", "lifespan", "transaction_dependency"]
 
-_logger = logging.getLogger("aiosignals")
-
 BUS_STATE = "aiosignals_bus"
 """
 The key of the running :class:`~aiosignals.EventBus` in the lifespan state (``request.state``)
@@ -51,48 +47,34 @@ and the attribute of ``app.state`` that holds it.
 """
 
 
-class Service(Protocol):
-    """
-    Something that runs in the background as long as the app: an outbox relay, a consumer.
-
-    :class:`~aiosignals.outbox.OutboxRelay` is one.
-    """
-
-    async def run(self) -> None:
-        """Run until :meth:`stop` is called or the task is cancelled."""
-        ...
-
-    def stop(self) -> None:
-        """Ask :meth:`run` to return soon."""
-        ...
-
-
 def lifespan(
-    bus: EventBus | Callable[[], EventBus] | None = None,
+    bus: BusOption = None,
     *,
+    services: Iterable[Service] = (),
     relay: Service | None = None,
     stop_timeout: float = 10.0,
 ) -> Callable[[Starlette], AbstractAsyncContextManager[dict[str, Any]]]:
     """
-    Return a lifespan that runs an :class:`~aiosignals.EventBus` (and a relay) with the app.
+    Return a lifespan that runs an :class:`~aiosignals.EventBus` (and services) with the app.
 
     On startup the bus starts and is yielded as the lifespan state ``{"aiosignals_bus": bus}``
     (:data:`BUS_STATE`), which Starlette copies into every request's ``request.state``,
     requests of mounted sub-applications included; it is also stored as
     ``app.state.aiosignals_bus``. :func:`get_bus` and :data:`DepBus` read the former, then
-    the latter. Then *relay* starts in a task of its own. On
-    shutdown the relay is stopped first (:meth:`Service.stop`; cancelled if it has not
-    returned within *stop_timeout* seconds), then the bus stops taking events and drains
-    its buffer within its own ``drain_timeout``; what it could not deliver is logged and
-    left in ``bus.undelivered``. If the relay's ``run()`` raises, the error is logged
-    on the ``aiosignals`` logger and the app (and its bus) goes on without the relay.
+    the latter. Then each of *services* starts, in order, in a task of its own. On
+    shutdown the services are stopped first (:meth:`~aiosignals.Service.stop`; cancelled
+    if they have not returned within *stop_timeout* seconds), then the bus stops taking
+    events and drains its buffer within its own ``drain_timeout``; what it could not
+    deliver is logged and left in ``bus.undelivered``. A service whose ``run()`` fails
+    straight away (before it first waits) fails the startup; one that fails later is
+    logged on the ``aiosignals`` logger and the app (and its bus) goes on without it.
 
     Pass it to ``FastAPI(lifespan=...)``, or enter it inside a lifespan of your own and
     yield its state, merged with yours if you have some (``yield {**state, "db": db}``)::
 
         @asynccontextmanager
         async def app_lifespan(app: FastAPI) -> AsyncGenerator[dict[str, Any]]:
-            async with Database(url) as db, lifespan(relay=OutboxRelay(db))(app) as state:
+            async with Database(url) as db, lifespan(services=[OutboxRelay(db)])(app) as state:
                 yield state
 
     A lifespan of your own that yields nothing still works in the main app (``get_bus``
@@ -103,65 +85,36 @@ def lifespan(
         each startup, or one bus. A bus runs once, so an app given one bus cannot start
         twice (two test clients in a row); by default a new ``EventBus()`` is made at
         each startup
-    :param relay: an outbox relay, or any :class:`Service`, run alongside
-    :param stop_timeout: seconds the relay has to return after :meth:`Service.stop`
+    :param services: what runs alongside: an :class:`~aiosignals.outbox.OutboxRelay`, a
+        transport's consumer, any :class:`~aiosignals.Service`
+    :param relay: deprecated: ``services=[relay]`` does the same
+    :param stop_timeout: seconds the services have to return after
+        :meth:`~aiosignals.Service.stop`
     :return: ``app -> async context manager``, what Starlette and FastAPI call a lifespan;
         it yields the lifespan state ``{"aiosignals_bus": bus}``
-    :raises TypeError: at startup, if the factory *bus* returns something else than an
+    :raises TypeError: if *services* is not a list of services, or *stop_timeout* not a
+        number; at startup, if the factory *bus* returns something else than an
         :class:`~aiosignals.EventBus`
+    :raises ValueError: if *stop_timeout* is negative, infinite or NaN
+    :raises RuntimeError: at startup, if a service fails straight away
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       *services*; *relay* is deprecated.
     """
+    listed = services_option(services, relay, stop_timeout)
 
     @asynccontextmanager
     async def run(app: Starlette) -> AsyncGenerator[dict[str, Any]]:
-        the_bus = _new_bus(bus)
-        async with the_bus:
+        async with running(bus, listed, stop_timeout) as the_bus:
             setattr(app.state, BUS_STATE, the_bus)
-            state: dict[str, Any] = {BUS_STATE: the_bus}
             try:
-                if relay is None:
-                    yield state
-                else:
-                    async with anyio.create_task_group() as group:
-                        await group.start(_run_service, relay, name=f"aiosignals {relay!r}")
-                        try:
-                            yield state
-                        finally:
-                            # Stopped before the bus drains: what the relay delivers may
-                            # still publish to the bus.
-                            relay.stop()
-                            group.cancel_scope.deadline = anyio.current_time() + stop_timeout
+                yield {BUS_STATE: the_bus}
             finally:
                 # Handlers of a stopped app get a clear error, not a closed bus.
                 delattr(app.state, BUS_STATE)
 
     return run
-
-
-def _new_bus(bus: EventBus | Callable[[], EventBus] | None) -> EventBus:
-    if bus is None:
-        return EventBus()
-    if isinstance(bus, EventBus):
-        return bus
-    made = bus()
-    if not isinstance(made, EventBus):  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise TypeError(f"the bus factory {bus!r} returned {made!r}, not an EventBus")
-    return made
-
-
-async def _run_service(
-    service: Service, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    # started() does not yield: run() has begun (and reset any stop flag of its own) by the
-    # time the lifespan goes on, so a stop() at an immediate shutdown is never lost.
-    task_status.started()
-    try:
-        await service.run()
-    except Exception:
-        # Logged, not raised: a failed relay must not take the bus (or the app) down with
-        # it, and a lifespan error would stop nothing but the bus.
-        _logger.exception("%r failed and stopped; the app goes on without it", service)
 
 
 def get_bus(request: Request) -> EventBus:

@@ -59,6 +59,15 @@ def _relay_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``relay`` options to *parser*."""
     _database_argument(parser)
     parser.add_argument(
+        "--db-name",
+        type=non_empty,
+        default="default",
+        metavar="NAME",
+        help="the database's name in the delivery keys handed to other systems"
+        " (outbox:NAME:<row id>; default 'default'): each database whose relay feeds"
+        " one queue or stream needs its own",
+    )
+    parser.add_argument(
         "--app",
         action="append",
         type=non_empty,
@@ -158,7 +167,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from ..repository.sqlalchemy import Database
     from ._relay import OutboxRelay
 
-    async with Database(args.db) as db:
+    async with Database(args.db, name=args.db_name) as db:
         await OutboxRelay.create_table(db)
         relay = OutboxRelay(
             db,

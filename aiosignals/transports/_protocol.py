@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
+from .._service import Service
 from .._signal import Signal
 
 if TYPE_CHECKING:
@@ -29,9 +30,11 @@ Signals: TypeAlias = Iterable[Signal[Any] | str] | Mapping[str, Signal[Any]] | S
 """The signals a consumer reads: signals, their names, a name-to-signal mapping, or one."""
 
 
-class Consumer(Protocol):
+class Consumer(Service, Protocol):
     """
     Consumes the messages of some signals and sends each to its signal's receivers.
+
+    A :class:`~aiosignals.Service`: the web integrations run it with the app.
 
     .. versionadded:: 0.1
     """

@@ -67,6 +67,13 @@ def run_example(
     )
 
 
+def run_python(code: str) -> str:
+    """Run *code* in a new interpreter from the project's root and return what it printed."""
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=EXAMPLES.parent)
+    return done.stdout
+
+
 def load_example(name: str) -> ModuleType:
     """Import ``examples/<name>.py`` as the module ``examples_<name>`` and return it."""
     module_name = f"examples_{name}"
@@ -92,6 +99,7 @@ __all__ = [
     "load_example",
     "recording_after_commit",
     "run_example",
+    "run_python",
     "sqlite_url",
 ]
 
@@ -99,22 +107,34 @@ __all__ = [
 class Recorder:
     """A Service that records its life; a stubborn one ignores stop()."""
 
-    def __init__(self, *, stubborn: bool = False) -> None:
+    def __init__(
+        self, name: str = "", *, log: list[str] | None = None, stubborn: bool = False
+    ) -> None:
+        self.name = name
         self.events: list[str] = []
+        self.log = log if log is not None else []
+        """Events of several recorders in the order they came, as "name:event"."""
         self.stubborn = stubborn
         self._stopped = anyio.Event()
 
+    def __repr__(self) -> str:
+        return f"Recorder({self.name!r})"
+
+    def _record(self, event: str) -> None:
+        self.events.append(event)
+        self.log.append(f"{self.name}:{event}")
+
     async def run(self) -> None:
-        self.events.append("run")
+        self._record("run")
         try:
             if self.stubborn:
                 await anyio.sleep_forever()
             await self._stopped.wait()
-            self.events.append("returned")
+            self._record("returned")
         except BaseException:
-            self.events.append("cancelled")
+            self._record("cancelled")
             raise
 
     def stop(self) -> None:
-        self.events.append("stop")
+        self._record("stop")
         self._stopped.set()

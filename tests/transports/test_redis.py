@@ -203,8 +203,8 @@ def test_the_hiredis_extra_makes_redis_py_parse_replies_with_hiredis() -> None:
     import importlib.metadata
 
     requires = importlib.metadata.requires("aiosignals") or []
-    assert "redis[hiredis]>=5.0; extra == 'hiredis'" in requires
-    assert "redis[hiredis]>=5.0; extra == 'all'" in requires
+    assert "redis[hiredis]>=5.0.1; extra == 'hiredis'" in requires
+    assert "redis[hiredis]>=5.0.1; extra == 'all'" in requires
     pytest.importorskip("hiredis", reason="the hiredis extra is not installed")
     from redis._parsers import _AsyncHiredisParser  # pyright: ignore[reportPrivateUsage]
     from redis.asyncio.connection import DefaultParser
