@@ -189,6 +189,14 @@ async def restore(db: Database, receivers: int, *, fresh_statistics: bool = True
     return await outbox_count(db)
 
 
+async def clean_up(db: Database) -> None:
+    """Drop this run's tables and snapshots; close the engine."""
+    async with db.engine.begin() as connection:
+        await connection.run_sync(Base.metadata.drop_all)
+    await drop_snapshots(db)
+    await db.dispose()
+
+
 async def drop_snapshots(db: Database) -> None:
     async with db.engine.begin() as connection:
         for receivers in (1, 4):
@@ -638,10 +646,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 print()
                 await profile_relay(db, args.profile, budget, args.top)
         finally:
-            async with db.engine.begin() as connection:
-                await connection.run_sync(Base.metadata.drop_all)
-            await drop_snapshots(db)
-            await db.dispose()
+            await clean_up(db)
     print()
     print(f"Total time: {time.perf_counter() - started:.1f} s; {load_average()} at end")
 

@@ -36,8 +36,8 @@ from outbox import (
     Base,
     Throughput,
     after_drain,
+    clean_up,
     database,
-    drop_snapshots,
     fill,
     job_receivers,
     relay_loop,
@@ -111,10 +111,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 each = ", ".join(f"{rate:,.0f}" for rate in rates)
                 print(f"| {way} | {batch_size} | **{statistics.median(rates):,.0f}** | {each} |")
         finally:
-            async with db.engine.begin() as connection:
-                await connection.run_sync(Base.metadata.drop_all)
-            await drop_snapshots(db)
-            await db.dispose()
+            await clean_up(db)
     print()
     print(f"{load_average()} at end")
 
