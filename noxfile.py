@@ -127,7 +127,7 @@ def tests_minimal(session: nox.Session) -> None:
         "tests/test_inspect.py",
         "tests/test_bus.py",
         "tests/test_threads.py",
-        "tests/test_fastpath.py",
+        "tests/test_asyncio_runner.py",
         *session.posargs,
     )
 

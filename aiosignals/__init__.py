@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from ._bus import EventBus
 from ._event import Event
-from ._modes import Concurrent, Mode, Sequential
-from ._phases import Phase
-from ._receivers import ANY, Connection, receiver
+from ._options import ANY, Concurrent, Mode, Phase, Sequential
+from ._records import Connection
 from ._service import Service
-from ._signal import Signal
+from ._signal import Signal, receiver
 from ._tracing import instrument, uninstrument
 from ._types import ErrorPolicy, Receiver
 from .exceptions import AiosignalsError, BufferFull, RecursionDepthError, TransactionAborted

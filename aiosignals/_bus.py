@@ -312,10 +312,9 @@ class EventBus:
             )
         if not isinstance(signal, Signal):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(f"publish() needs a Signal, got {signal!r}")
-        if not isinstance(payload, signal.payload_type):
-            # Raises pydantic's ValidationError here, in the publisher, rather than later
-            # in a worker where nobody would see it.
-            payload = signal.payload_type.model_validate(payload)
+        # Raises pydantic's ValidationError here, in the publisher, rather than later in a
+        # worker where nobody would see it.
+        payload = signal.validate(payload)
         return _Queued(signal, sender, payload)
 
     def _from_worker(self) -> bool:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._receivers import ReceiverRecord
+    from ._records import ReceiverRecord
 
 __all__ = ["ConnectionTable"]
 

@@ -8,7 +8,7 @@ import sys
 from sqlalchemy import ForeignKey, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, mapped_column
 
-from ._phases import Phase
+from ._options import Phase
 from .models import PostSave, post_save
 from .sqlalchemy import Database, SQLAlchemyRepository
 

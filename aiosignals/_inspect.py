@@ -15,8 +15,8 @@ import sys
 import types
 from typing import Any, TypeGuard
 
+from ._observers import describe
 from ._signal import Signal
-from ._tracing import describe
 
 __all__ = ["add_arguments", "collect", "run"]
 

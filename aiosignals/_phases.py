@@ -1,49 +1,29 @@
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
-from .exceptions import RecursionDepthError, TransactionAborted
+from ._options import Phase
+from .exceptions import TransactionAborted
 
 if TYPE_CHECKING:
-    from ._event import Event
-    from ._receivers import ReceiverRecord
-    from ._signal import Signal
-    from ._types import ErrorPolicy
+    from ._types import DurableSink
 
-__all__ = ["DurableSink", "Phase", "PhaseScope", "current_scope", "shielded"]
+__all__ = ["DeferredCall", "Phase", "PhaseScope", "current_scope", "shielded"]
 
 logger = logging.getLogger("aiosignals")
 
 
-class Phase(enum.Enum):
-    """
-    When a receiver runs relative to the transaction its signal was sent in.
-
-    .. versionadded:: 0.1
-    """
-
-    IMMEDIATE = "immediate"
-    """During the send, as any receiver (the default)."""
-
-    BEFORE_COMMIT = "before_commit"
-    """Just before the transaction commits; raising vetoes the commit."""
-
-    AFTER_COMMIT = "after_commit"
-    """Once the transaction has committed; never on rollback. At once outside a transaction."""
-
-    AFTER_ROLLBACK = "after_rollback"
-    """Once the transaction (or savepoint) has rolled back; never outside a transaction."""
-
-
-DurableSink = Callable[["Signal[Any]", "ReceiverRecord", Any, "Event"], Awaitable[None]]
-"""Writes one outbox row for a durable receiver in the transaction of the scope."""
+DeferredCall = Callable[[bool], Awaitable[Exception | None]]
+"""
+A receiver call deferred to a phase. Given whether a failure vetoes the commit, it runs
+the receiver and returns the failure to raise once the phase's other calls have run.
+"""
 
 _current: ContextVar[PhaseScope | None] = ContextVar("aiosignals_phase_scope", default=None)
 
@@ -86,9 +66,7 @@ class PhaseScope:
             if durable_sink is not None
             else (parent.durable_sink if parent is not None else None)
         )
-        self._deferred: list[
-            tuple[Phase, Signal[Any], ReceiverRecord, Any, Event, ErrorPolicy, float | None]
-        ] = []
+        self._deferred: list[tuple[Phase, DeferredCall]] = []
         self.failure: BaseException | None = None
         """A write of this transaction that failed: it can only roll back now."""
 
@@ -97,27 +75,18 @@ class PhaseScope:
         if self.failure is None:
             self.failure = failure
 
-    def defer(
-        self,
-        phase: Phase,
-        signal: Signal[Any],
-        record: ReceiverRecord,
-        sender: Any,
-        payload: Event,
-        errors: ErrorPolicy,
-        timeout: float | None,
-    ) -> None:
-        """Queue *record* to run in *phase* of this transaction, with its send's policies."""
-        self._deferred.append((phase, signal, record, sender, payload, errors, timeout))
+    def defer(self, phase: Phase, call: DeferredCall) -> None:
+        """Queue *call* to run in *phase* of this transaction."""
+        self._deferred.append((phase, call))
 
     async def _run_phase(self, phase: Phase, *, veto: bool) -> None:
         if not self._deferred:
             return
         failures: list[Exception] = []
-        for entry_phase, signal, record, sender, payload, errors, timeout in self._deferred:
+        for entry_phase, call in self._deferred:
             if entry_phase is not phase:
                 continue
-            failure = await _deliver(signal, record, sender, payload, veto, errors, timeout)
+            failure = await call(veto)
             if failure is not None:
                 failures.append(failure)
         if len(failures) == 1:
@@ -271,37 +240,3 @@ async def shielded(end: Callable[[], Awaitable[None]]) -> None:
     """
     with anyio.CancelScope(shield=True):
         await end()
-
-
-_deferred_depth: ContextVar[dict[int, int]] = ContextVar("aiosignals_deferred_depth", default={})  # noqa: B039 -- never mutated, replaced
-
-
-async def _deliver(
-    signal: Signal[Any],
-    record: ReceiverRecord,
-    sender: Any,
-    payload: Event,
-    veto: bool,
-    errors: ErrorPolicy,
-    timeout: float | None,
-) -> Exception | None:
-    # A deferred receiver runs after its send returned, so the send's own recursion guard
-    # no longer counts it: an AFTER_COMMIT receiver that saves its entity again would
-    # commit and run again until Python's RecursionError. The depth of deferred
-    # deliveries nested in each other is counted here, per signal, against max_depth.
-    depths = _deferred_depth.get()
-    depth = depths.get(id(signal), 0) + 1
-    if depth > signal.max_depth:
-        return RecursionDepthError(
-            f"the receiver {record.resolve()!r} of {signal!r} ran {depth} levels deep"
-            " inside its own deferred deliveries"
-            f" (max_depth={signal.max_depth}): a {record.phase.value} receiver keeps"
-            " causing the send that defers it again"
-        )
-    token = _deferred_depth.set({**depths, id(signal): depth})
-    try:
-        return await signal._deliver_deferred(  # pyright: ignore[reportPrivateUsage]
-            record, sender, payload, veto=veto, errors=errors, timeout=timeout
-        )
-    finally:
-        _deferred_depth.reset(token)

@@ -1,304 +1,54 @@
+"""
+The receivers of one signal: its connections and the plans its sends walk.
+
+:class:`Receivers` keeps a signal's connections (through
+:class:`~aiosignals._connections.ConnectionTable`) and caches, per sender, the
+:class:`Plan` a send walks: the receivers in call order and the runner picked for them
+once, when the plan is built. Any change of the connections or of the signal's send
+options drops the cached plans; a send under way keeps the plan it started with.
+"""
+
 from __future__ import annotations
 
-import inspect
 import itertools
-import types
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any
 
-from ._phases import Phase
+from ._connections import ConnectionTable
+from ._options import ANY, ConnectOptions, SendOptions
+from ._policies import invoke
+from ._records import ReceiverRecord, check_receiver, is_async_callable, receiver_key
+from ._runners import pick_runner, run_sequential
 
 if TYPE_CHECKING:
     from ._event import Event
+    from ._overrides import Override
+    from ._records import Connection
+    from ._runners import Runner
     from ._signal import Signal
-    from ._types import ErrorPolicy, Ordering, P, R
 
-__all__ = ["ANY", "EMPTY_PLAN", "Connection", "Plan", "ReceiverRecord", "receiver"]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-class _AnySender:
-    """The type of :data:`ANY`."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "ANY"
-
-    def __reduce__(self) -> str:
-        return "ANY"
-
-
-ANY: Final[Any] = _AnySender()
-"""
-Connect a receiver with ``sender=ANY`` (the default) to receive the sends of every sender.
-
-.. versionadded:: 0.1
-"""
-
-
-def receiver_key(fn: object) -> object:
-    """Return what identifies *fn* as a receiver, for de-duplication and disconnect."""
-    # A bound method object is created anew on each attribute access, so its id is not
-    # stable: identify it by its instance and function instead.
-    if isinstance(fn, types.MethodType):
-        return (id(fn.__self__), id(fn.__func__))
-    return id(fn)
-
-
-def is_async_callable(fn: object) -> bool:
-    """Return whether calling *fn* returns an awaitable we must await."""
-    # inspect unwraps functools.partial and bound methods; callable objects need their
-    # class's __call__ checked.
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(type(fn), "__call__", None)  # noqa: B004 -- we want the class attribute
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
-def _takes_two_positionals(fn: types.FunctionType) -> bool:
-    code = fn.__code__
-    required = code.co_argcount - len(fn.__defaults__ or ())
-    required_keywords = code.co_kwonlyargcount - len(fn.__kwdefaults__ or {})
-    takes_two = code.co_argcount >= 2 or bool(code.co_flags & inspect.CO_VARARGS)
-    return takes_two and required <= 2 and required_keywords == 0
-
-
-def check_receiver(fn: object, payload_type: type[Event] | None = None) -> None:
-    """
-    Raise :class:`TypeError` unless *fn* can be called as ``fn(sender, payload)``.
-
-    The message shows the ``(sender, payload)`` form and, for receivers written for
-    Django's ``(sender, **kwargs)`` or ``(sender, instance, created, **kwargs)``, where
-    their keyword arguments went: fields of the payload (``payload.instance``).
-    """
-    if not callable(fn):
-        raise TypeError(f"a receiver must be callable, got {fn!r}")
-    if isinstance(fn, types.FunctionType) and _takes_two_positionals(fn):
-        # The common case, read off the code object: inspect.signature would also
-        # materialise each function's __annotations__ dict (about 130 bytes a receiver).
-        return
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return  # Builtins without a signature: trust them, as Django does.
-    try:
-        signature.bind(None, None)
-    except TypeError as exc:
-        raise TypeError(_shape_message(fn, signature, payload_type, exc)) from None
-
-
-def _shape_message(
-    fn: object, signature: inspect.Signature, payload_type: type[Event] | None, exc: TypeError
-) -> str:
-    name = getattr(fn, "__name__", None) or repr(fn)
-    type_name = payload_type.__name__ if payload_type is not None else "Payload"
-    fields = list(payload_type.model_fields) if payload_type is not None else []
-    define = "async def" if is_async_callable(fn) else "def"
-    lines = [
-        f"receiver {fn!r} cannot be called as receiver(sender, payload): {exc}.",
-        "Receivers take the sender and one payload model, positionally:",
-        f"    {define} {name}(sender, payload: {type_name}) -> None: ...",
-    ]
-    params = list(signature.parameters.values())
-    positional = [
-        p
-        for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
-    ]
-    django_style = [p.name for p in positional[1:] if p.default is p.empty]
-    if any(p.kind is p.VAR_KEYWORD for p in params) or django_style:
-        # Written for Django's send(sender=..., **kwargs): the keyword arguments are
-        # fields of the payload here.
-        named = [n for n in django_style if n in fields] or fields
-        where = ", ".join(f"payload.{n}" for n in named) or "fields of the payload"
-        lines.append(f"Django-style keyword arguments are fields of the payload here: {where}.")
-    elif len(positional) == 1:
-        lines.append(
-            f"{name} takes one argument: the payload comes second, after the sender"
-            + (f" (payload.{', payload.'.join(fields)})." if fields else ".")
-        )
-    return "\n".join(lines)
-
-
-class ReceiverRecord:
-    """
-    One connection of a receiver to a signal.
-
-    ``fn`` holds the receiver strongly; for a weakly held one it is ``None`` and ``ref``
-    returns the receiver or ``None`` once it has been collected. ``plain`` marks the common
-    case the send loop handles inline: a strongly held coroutine function with no timeout,
-    phase, ``once`` or thread.
-    """
-
-    __slots__ = (
-        "__weakref__",
-        "dispatch_uid",
-        "durable",
-        "errors",
-        "fired",
-        "fn",
-        "is_async",
-        "key",
-        "once",
-        "ordering",
-        "phase",
-        "plain",
-        "priority",
-        "ref",
-        "sender_id",
-        "sender_ref",
-        "seq",
-        "thread",
-        "timeout",
-    )
-
-    def __init__(
-        self,
-        fn: Callable[..., Any] | None,
-        ref: Callable[[], Callable[..., Any] | None] | None,
-        *,
-        key: object,
-        sender_id: int | None,
-        sender_ref: object,
-        dispatch_uid: str | None,
-        priority: int,
-        seq: int,
-        once: bool,
-        timeout: float | None,
-        phase: Phase,
-        thread: bool,
-        durable: bool,
-        is_async: bool,
-        errors: ErrorPolicy | None = None,
-        ordering: Ordering = "key",
-    ) -> None:
-        self.fn = fn
-        self.ref = ref
-        self.key = key
-        self.sender_id = sender_id
-        self.sender_ref = sender_ref
-        self.dispatch_uid = dispatch_uid
-        self.priority = priority
-        self.seq = seq
-        self.once = once
-        self.fired = False
-        self.timeout = timeout
-        self.phase = phase
-        self.thread = thread
-        self.durable = durable
-        self.is_async = is_async
-        self.errors: ErrorPolicy | None = errors
-        self.ordering: Ordering = ordering
-        self.plain = (
-            fn is not None
-            and is_async
-            and not once
-            and timeout is None
-            and phase is Phase.IMMEDIATE
-            and not durable
-            and errors is None
-        )
-
-    @property
-    def sort_key(self) -> tuple[int, int]:
-        """Higher priority first, then connection order."""
-        return (-self.priority, self.seq)
-
-    @property
-    def sender(self) -> Any:
-        """The sender this record is restricted to, :data:`ANY`, or ``None`` if it died."""
-        if self.sender_id is None:
-            return ANY
-        ref = self.sender_ref
-        if isinstance(ref, weakref.ref):
-            return cast("weakref.ref[Any]", ref)()  # type: ignore[redundant-cast]
-        return ref
-
-    def resolve(self) -> Callable[..., Any] | None:
-        """Return the receiver, or ``None`` if it was held weakly and has been collected."""
-        if self.fn is not None:
-            return self.fn
-        assert self.ref is not None
-        return self.ref()
-
-    def hold(
-        self,
-        receiver: Callable[..., Any],
-        sender: Any,
-        *,
-        weak: bool,
-        on_death: Callable[[ReceiverRecord], None],
-    ) -> None:
-        """
-        Hold *receiver* weakly if *weak*, and *sender* weakly when it can be.
-
-        *on_death* gets this record when either is collected.
-
-        :raises TypeError: if *receiver* cannot be held weakly
-        """
-        record_ref = weakref.ref(self)
-
-        def prune(_: object) -> None:
-            # Called by the garbage collector when the receiver or its sender dies.
-            dead = record_ref()
-            if dead is not None:
-                on_death(dead)
-
-        if weak:
-            try:
-                self.ref = (
-                    weakref.WeakMethod(receiver, prune)
-                    if isinstance(receiver, types.MethodType)
-                    else weakref.ref(receiver, prune)
-                )
-            except TypeError:
-                raise TypeError(
-                    f"{receiver!r} cannot be held weakly; connect it with weak=False"
-                ) from None
-        if self.sender_id is not None:
-            try:
-                self.sender_ref = weakref.ref(sender, prune)
-            except TypeError:
-                self.sender_ref = sender  # Not weakly referenceable (an int, a str...).
-
-    def view(self) -> Connection | None:
-        """Return the public view of this connection, or ``None`` if its receiver died."""
-        fn = self.resolve()
-        if fn is None:
-            return None
-        return Connection(
-            receiver=fn,
-            sender=self.sender,
-            dispatch_uid=self.dispatch_uid,
-            priority=self.priority,
-            phase=self.phase,
-            once=self.once,
-            timeout=self.timeout,
-            thread=self.thread,
-            durable=self.durable,
-            weak=self.fn is None,
-            errors=self.errors,
-            ordering=self.ordering,
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"<receiver {self.resolve()!r} sender={self.sender!r} priority={self.priority}"
-            f" phase={self.phase.name}>"
-        )
+__all__ = ["DurableReceiver", "Plan", "Receivers"]
 
 
 class Plan:
-    """The ordered receivers one send walks; built once per sender and cached."""
+    """The ordered receivers one send walks, and the runner picked for them; immutable."""
 
-    __slots__ = ("_fn_stages", "_stages", "fns", "nones", "plain", "records", "single")
+    __slots__ = (
+        "_fn_stages",
+        "_stages",
+        "fns",
+        "nones",
+        "options",
+        "plain",
+        "records",
+        "runner",
+    )
 
-    def __init__(self, records: tuple[ReceiverRecord, ...]) -> None:
+    def __init__(self, records: tuple[ReceiverRecord, ...], options: SendOptions) -> None:
         self.records = records
+        self.options = options
         # Every record is a strongly held coroutine function with no options: the send
         # loop can call them without per-receiver checks.
         self.plain = all(record.plain for record in records)
@@ -307,10 +57,25 @@ class Plan:
         )
         # The results of a send whose receivers all return None (most do), ready to copy.
         self.nones: list[tuple[Callable[..., Any], None]] = [(fn, None) for fn in self.fns or ()]
+        self.runner: Runner | None = pick_runner(self.plain, options)
+        """The runner of a send under *options*; ``None`` for the send's own inline loop."""
         self._stages: tuple[tuple[ReceiverRecord, ...], ...] | None = None
-        # Whether no two receivers share a priority: a concurrent send then starts no task.
-        self.single = len({record.priority for record in records}) == len(records)
         self._fn_stages: tuple[tuple[Callable[..., Any], ...], ...] | None = None
+
+    def runner_for(self, options: SendOptions, *, wrapped: bool) -> Runner:
+        """
+        Return the runner of a send of this plan under *options*.
+
+        :param wrapped: whether an observer wraps each receiver call (tracing): the plain
+            shortcuts, which call receivers as they are, do not apply then
+        """
+        runner = (
+            self.runner
+            if options is self.options and not wrapped
+            else pick_runner(self.plain and not wrapped, options)
+        )
+        # The inline loop stands for run_sequential outside the send's shortest path.
+        return run_sequential if runner is None else runner
 
     @property
     def fn_stages(self) -> tuple[tuple[Callable[..., Any], ...], ...]:
@@ -332,96 +97,205 @@ class Plan:
         return self._stages
 
 
-EMPTY_PLAN = Plan(())
+EMPTY_PLAN = Plan((), SendOptions())
 """The plan of a send that reaches no receiver."""
 
 
 @dataclass(frozen=True, slots=True)
-class Connection:
-    """
-    One connection of a receiver to a signal, as :attr:`Signal.connections` lists them.
+class DurableReceiver:
+    """A durable receiver connected in this process, as the outbox relay delivers to it."""
 
-    A snapshot: connecting or disconnecting later does not change it.
-
-    .. versionadded:: 0.1
-    """
-
+    signal: Signal[Any]
+    """Its signal."""
+    record: ReceiverRecord
+    """Its connection."""
     receiver: Callable[..., Any]
-    """The receiver (alive: a collected weakly held one is not listed)."""
-    sender: Any
-    """The sender it is restricted to, or :data:`ANY`."""
-    dispatch_uid: str | None
-    """Its ``dispatch_uid``, or ``None``."""
-    priority: int
-    """Higher runs first."""
-    phase: Phase
-    """When it runs relative to the enclosing transaction."""
-    once: bool
-    """Whether it is disconnected after its first delivery."""
-    timeout: float | None
-    """Its own timeout in seconds, or ``None``."""
-    thread: bool
-    """Whether it runs in a worker thread."""
-    durable: bool
-    """Whether it is delivered through the outbox."""
-    weak: bool
-    """Whether the signal holds it weakly."""
-    errors: ErrorPolicy | None
-    """Its own error policy, or ``None`` for the send's."""
-    ordering: Ordering = "key"
-    """
-    The order its outbox rows keep, if it is durable: per ordering key, or per receiver.
+    """The receiver itself."""
 
-    .. versionadded:: 0.2
+    async def deliver(self, sender: Any, payload: Event) -> Any:
+        """Call the receiver as a live send would: its and the signal's timeout, its thread."""
+        return await invoke(
+            self.signal, self.record, self.receiver, sender, payload, self.signal.timeout
+        )
+
+
+class Receivers:
+    """
+    The connections of one signal and the plans its sends walk, cached per sender.
+
+    :param options: the signal's send options, which each plan picks its runner for
+    :param on_plan: told the plan of every send when no connection is for a particular
+        sender (``None`` otherwise, or until it is built) whenever that changes; the
+        signal keeps it where its send reads it first
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_any_plan",
+        "_detach",
+        "_notify",
+        "_plans",
+        "_seq",
+        "_table",
+        "options",
+    )
 
-def receiver(
-    signal: Signal[P] | Sequence[Signal[Any]],
-    *,
-    sender: Any = ANY,
-    weak: bool | None = None,
-    dispatch_uid: str | None = None,
-    priority: int = 0,
-    once: bool = False,
-    timeout: float | None = None,
-    phase: Phase = Phase.IMMEDIATE,
-    thread: bool = False,
-    durable: bool = False,
-    ordering: Ordering = "key",
-    errors: ErrorPolicy | None = None,
-) -> Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]:
-    """
-    Connect the decorated function to *signal*, or to each signal of a list.
+    def __init__(self, options: SendOptions, on_plan: Callable[[Plan | None], None]) -> None:
+        self._table = ConnectionTable()
+        self.options = options
+        """The signal's send options (see :meth:`set_options`)."""
+        self._notify = on_plan
+        self._plans: dict[int, Plan] = {}
+        self._any_plan: Plan | None = None
+        self._seq = itertools.count()
+        self_ref = weakref.ref(self)
 
-    Reads like Django's ``@receiver``; the keyword arguments are those of
-    :meth:`Signal.connect <aiosignals.Signal.connect>`.
+        def detach(record: ReceiverRecord) -> None:
+            # A spent once receiver, or a collected receiver or sender: the registry may
+            # be gone as well.
+            receivers = self_ref()
+            if receivers is not None:
+                receivers.remove(record)
 
-    :param signal: a signal, or a list or tuple of signals
-    :return: a decorator that connects the function and returns it unchanged
+        self._detach = detach
 
-    .. versionadded:: 0.1
-    """
-    from ._signal import Signal
+    def set_options(self, options: SendOptions) -> None:
+        """Replace the signal's send options, dropping the plans made for the old ones."""
+        self.options = options
+        self._invalidate()
 
-    signals: Sequence[Signal[Any]] = [signal] if isinstance(signal, Signal) else list(signal)
+    def __len__(self) -> int:
+        return len(self._table.records)
 
-    def decorator(fn: Callable[[Any, P], R]) -> Callable[[Any, P], R]:
-        for each in signals:
-            each.connect(
-                fn,
-                sender=sender,
-                weak=weak,
-                dispatch_uid=dispatch_uid,
-                priority=priority,
-                once=once,
-                timeout=timeout,
-                phase=phase,
-                thread=thread,
-                durable=durable,
-                ordering=ordering,
-                errors=errors,
+    def connect(
+        self, signal: Signal[Any], receiver: Callable[..., Any], options: ConnectOptions
+    ) -> None:
+        """
+        Connect *receiver* to *signal* with *options*, unless its key is connected already.
+
+        :raises TypeError: see :meth:`Signal.connect <aiosignals.Signal.connect>`
+        :raises ValueError: see :meth:`Signal.connect <aiosignals.Signal.connect>`
+        """
+        check_receiver(receiver, signal.payload_type)
+        dispatch_uid = options.dispatch_uid
+        if options.durable and (not dispatch_uid or signal.name is None):
+            raise ValueError(
+                f"durable receiver {receiver!r} needs a stable dispatch_uid on a named signal:"
+                " the outbox finds it by those names after a restart"
             )
-        return fn
+        if options.thread and is_async_callable(receiver):
+            raise TypeError(f"thread=True is for plain functions; {receiver!r} is async")
+        options.checked()
+        key = receiver_key(receiver)
+        sender_id = None if options.sender is ANY else id(options.sender)
+        if self._table.find(key, dispatch_uid, sender_id) is not None:
+            return  # Its key is connected: nothing new, whatever the receiver.
+        if dispatch_uid is not None:
+            self._table.check_durable_uid(
+                signal, receiver, key, dispatch_uid, durable=options.durable
+            )
+        record = ReceiverRecord(receiver, options, seq=next(self._seq), detach=self._detach)
+        self._table.add(record)
+        self._invalidate()
 
-    return decorator
+    def task_scoped(
+        self, receiver: Callable[..., Any], sender: Any, priority: int
+    ) -> ReceiverRecord:
+        """
+        Return a record for a task-scoped connection (``connected_to``): not in the table.
+
+        :raises TypeError: if *receiver* cannot take ``(sender, payload)``
+        """
+        check_receiver(receiver)
+        options = ConnectOptions(sender=sender, weak=False, priority=priority)
+        return ReceiverRecord(receiver, options, seq=next(self._seq))
+
+    def disconnect(
+        self,
+        receiver: Callable[..., Any] | None,
+        sender: Any,
+        dispatch_uid: str | None,
+        *,
+        all_senders: bool,
+    ) -> bool:
+        """Disconnect as :meth:`Signal.disconnect <aiosignals.Signal.disconnect>` does."""
+        if receiver is None and dispatch_uid is None:
+            raise TypeError("disconnect() needs a receiver or a dispatch_uid")
+        if all_senders:
+            doomed = (
+                self._table.with_uid(dispatch_uid)
+                if dispatch_uid is not None
+                else self._table.of_receiver(receiver_key(receiver))
+            )
+            for record in doomed:
+                self.remove(record)
+            return bool(doomed)
+        found = self._table.find(
+            None if receiver is None else receiver_key(receiver),
+            dispatch_uid,
+            None if sender is ANY else id(sender),
+        )
+        if found is None:
+            return False
+        self.remove(found)
+        return True
+
+    def remove(self, record: ReceiverRecord) -> None:
+        """Remove the connection of *record*, if it is still there."""
+        if self._table.remove(record):
+            self._invalidate()
+
+    def _invalidate(self) -> None:
+        # Plans are immutable tuples: a send under way keeps the one it started with.
+        self._any_plan = None
+        self._plans.clear()
+        self._notify(None)
+
+    def plan_for(self, sender: Any) -> Plan:
+        """Return the plan of a send from *sender*: its own connections and the ANY ones."""
+        counts = self._table.sender_counts
+        if counts:
+            sender_id = id(sender)
+            if sender_id in counts:
+                plan = self._plans.get(sender_id)
+                if plan is None:
+                    plan = Plan(self._table.for_sender(sender_id), self.options)
+                    self._plans[sender_id] = plan
+                return plan
+        plan = self._any_plan
+        if plan is None:
+            plan = Plan(self._table.for_sender(None), self.options)
+            self._any_plan = plan
+            if not counts:
+                self._notify(plan)
+        return plan
+
+    def overridden(self, plan: Plan, sender: Any, override: Override) -> Plan:
+        """Return *plan* with the task-scoped *override* of the current task applied."""
+        if override.mute_all:
+            return EMPTY_PLAN
+        sender_id = id(sender)
+        extra = [r for r in override.extra if r.sender_id is None or r.sender_id == sender_id]
+        records = sorted(
+            (r for r in (*plan.records, *extra) if r.key not in override.muted_keys),
+            key=lambda r: r.sort_key,
+        )
+        return Plan(tuple(records), self.options)
+
+    def connections(self) -> tuple[Connection, ...]:
+        """Every live connection, in call order."""
+        views = (record.view() for record in self._table.records)
+        return tuple(view for view in views if view is not None)
+
+    def durable(self, signal: Signal[Any], dispatch_uid: str) -> DurableReceiver | None:
+        """
+        Return the receiver the outbox delivers *dispatch_uid*'s rows to, if it is alive.
+
+        The durable receiver named by the uid (it names one receiver only), else the first
+        one connected under it.
+        """
+        record = self._table.named(dispatch_uid)
+        fn = None if record is None else record.resolve()
+        if record is None or fn is None:
+            return None
+        return DurableReceiver(signal, record, fn)

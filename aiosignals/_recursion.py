@@ -1,20 +1,52 @@
 """
-Naming the receivers of a send loop, for :class:`~aiosignals.RecursionDepthError`.
+The recursion guard of sends, and the naming of a send loop's receivers for its error.
 
-Only called once the recursion guard has tripped, so it may be slow: it walks the frames
-of the current task, finds the signals whose sends are under way in it, and lists which
-of their receivers are on the stack, outermost first.
+A signal counts, per task, how deeply its sends nest in its own receivers
+(:func:`deeper`, :func:`back`). Once the guard has tripped, :func:`receivers_on_stack`
+may be slow: it walks the frames of the current task, finds the signals whose sends are
+under way in it, and lists which of their receivers are on the stack, outermost first.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import sys
 import types
-from typing import Any
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["receivers_on_stack"]
+from .exceptions import RecursionDepthError
+
+if TYPE_CHECKING:
+    from ._signal import Signal
+
+__all__ = ["back", "deeper", "receivers_on_stack"]
+
+# How deeply each signal's sends (by id) are nested in the current task.
+_send_depth: ContextVar[dict[int, int]] = ContextVar("aiosignals_send_depth", default={})  # noqa: B039 -- never mutated, replaced
+
+
+def deeper(signal: Signal[Any]) -> Token[dict[int, int]]:
+    """
+    Count one more level of sends of *signal* in the current task; return the undo token.
+
+    :raises ~aiosignals.RecursionDepthError: if that reaches the signal's ``max_depth``
+    """
+    depths = _send_depth.get()
+    depth = depths.get(id(signal), 0) + 1
+    if depth >= signal.max_depth:
+        loop = receivers_on_stack(type(signal))
+        raise RecursionDepthError(
+            f"{signal!r} was sent {depth + 1} levels deep inside its own receivers"
+            f" (max_depth={signal.max_depth})"
+            + (f"; the receivers of the loop: {', '.join(loop)}" if loop else "")
+        )
+    return _send_depth.set({**depths, id(signal): depth})
+
+
+def back(token: Token[dict[int, int]]) -> None:
+    """Undo a :func:`deeper` once its send is over."""
+    _send_depth.reset(token)
 
 
 def _code_of(fn: object) -> types.CodeType | None:
@@ -44,7 +76,8 @@ def receivers_on_stack(signal_class: type[Any]) -> list[str]:
         instances is a send under way, and its receivers are those looked for
     """
     frames: list[types.FrameType] = []
-    frame: types.FrameType | None = sys._getframe(1)  # pyright: ignore[reportPrivateUsage] -- the stack, read cheaply
+    here = inspect.currentframe()
+    frame = None if here is None else here.f_back
     while frame is not None:
         frames.append(frame)
         frame = frame.f_back

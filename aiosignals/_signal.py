@@ -1,59 +1,47 @@
+"""
+:class:`Signal` (options, connections, task-scoped overrides, send) and ``@receiver``.
+
+A send takes the inline path when its plan allows (plain receivers, default options,
+nothing observed or overridden); otherwise it finds the plan for the sender and task,
+lets observers see it, guards the depth, and runs the plan's runner.
+"""
+
 from __future__ import annotations
 
-import functools
 import inspect
-import itertools
-import types
 import weakref
-from collections.abc import Callable, Generator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Generator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from operator import length_hint
-from typing import TYPE_CHECKING, Any, Generic, overload
+from typing import TYPE_CHECKING, Any, Generic, Unpack, overload
 
-from . import _context, _fastpath, _recursion, _tracing  # pyright: ignore[reportPrivateUsage] -- a module, not a name re-exported by __init__
-from ._connections import ConnectionTable
+from . import _observers, _overrides, _recursion
 from ._event import Event
-from ._modes import Concurrent, Mode, Sequential
-from ._payloads import coerce, no_sender
-from ._phases import Phase, current_scope
-from ._policies import (
-    check_errors,
-    check_max_depth,
-    check_mode,
-    check_timeout,
-    grouped,
-    guarded,
-    invoke,
-    report,
-    run_limited,
-)
-from ._receivers import (
+from ._options import (
     ANY,
-    EMPTY_PLAN,
-    Connection,
-    Plan,
-    ReceiverRecord,
-    check_receiver,
-    is_async_callable,
-    receiver_key,
+    ConnectKwargs,
+    ConnectOptions,
+    Mode,
+    SendOptions,
+    Sequential,
+    check_max_depth,
 )
+from ._payloads import coerce, no_sender
+from ._receivers import EMPTY_PLAN, Plan, Receivers
+from ._records import receiver_key
+from ._registry import registry
 from ._types import P, R
-from .exceptions import RecursionDepthError
 
 if TYPE_CHECKING:
-    from ._types import ErrorPolicy, Ordering
+    from ._records import Connection
+    from ._runners import Results
+    from ._types import ErrorPolicy, Receiver
 
-__all__ = ["Signal", "registry"]
+__all__ = ["Signal", "receiver", "registry"]
 
 # What send() sees when no sender was passed positionally (Django's send(sender=...)).
 _NO_SENDER: Any = object()
-
-# Stands in the outcomes of a concurrent stage for a once receiver another send delivered.
-_SKIPPED: Any = object()
-
-registry: weakref.WeakValueDictionary[str, Signal[Any]] = weakref.WeakValueDictionary()
-"""Named signals of this process by name (the last one created wins); used by transports."""
 
 
 class Signal(Generic[P]):
@@ -96,142 +84,87 @@ class Signal(Generic[P]):
             raise TypeError(
                 f"a signal's payload type must be an Event subclass, not {payload_type!r}"
             )
-        mode = check_mode(mode)
-        errors = check_errors(errors)
-        timeout = check_timeout(timeout)
-        max_depth = check_max_depth(max_depth)
+        options = SendOptions(mode, errors, timeout).checked()
         self.payload_type: type[P] = payload_type
         """The payload model of this signal."""
         self.name = name
         """The signal's name, or ``None``."""
-        self._mode: Mode = mode
-        self._errors: ErrorPolicy = errors
-        self._timeout = timeout
-        self._fast = False
-        self._fast_plan: Plan | None = None
-        self._any_plan: Plan | None = EMPTY_PLAN
-        self._table = ConnectionTable()
-        # The table's own dict, read directly by sends: no connection for a sender means
-        # every send walks the any-sender plan.
-        self._sender_counts = self._table.sender_counts
-        self._update_fast()
-        self.max_depth = max_depth
+        self.max_depth = check_max_depth(max_depth)
         """How deeply its sends may nest in its own receivers."""
-        self._plans: dict[int, Plan] = {}
-        self._seq = itertools.count()
+        # The plan of every send, if no connection is for a particular sender, and that
+        # plan again if a default send may walk it inline (see send).
+        self._any_plan: Plan | None = None
+        self._fast_plan: Plan | None = None
+        # How many sends of this signal are under way, in any task.
         self._active = 0
-        self._depth: ContextVar[int] = ContextVar(f"aiosignals_depth_{name}", default=0)
+        self_ref = weakref.ref(self)
+
+        def on_plan(plan: Plan | None) -> None:
+            signal = self_ref()
+            if signal is not None:
+                signal._any_plan = plan
+                signal._fast_plan = plan if plan is not None and plan.runner is None else None
+
+        self._receivers = Receivers(options, on_plan)
         if name is not None:
-            registry[name] = self
-
-    def _update_fast(self) -> None:
-        # The defaults under which send() may take its shortest path.
-        self._fast = (
-            self._mode.__class__ is Sequential and self._errors == "raise" and self._timeout is None
-        )
-        self._update_fast_plan()
-
-    def _update_fast_plan(self) -> None:
-        # The plan a default send may walk without looking anything else up: every
-        # receiver is plain and for ANY sender, and the policies are the defaults.
-        plan = self._any_plan
-        self._fast_plan = (
-            plan
-            if self._fast and plan is not None and plan.fns is not None and not self._sender_counts
-            else None
-        )
+            registry.add(self, self._receivers)
 
     @property
     def mode(self) -> Mode:
         """The default mode of its sends."""
-        return self._mode
+        return self._receivers.options.mode
 
     @mode.setter
     def mode(self, mode: Mode) -> None:
-        self._mode = check_mode(mode)
-        self._update_fast()
+        self._receivers.set_options(replace(self._receivers.options, mode=mode).checked())
 
     @property
     def errors(self) -> ErrorPolicy:
         """The default error policy of its sends."""
-        return self._errors
+        return self._receivers.options.errors
 
     @errors.setter
     def errors(self, errors: ErrorPolicy) -> None:
-        self._errors = check_errors(errors)
-        self._update_fast()
+        self._receivers.set_options(replace(self._receivers.options, errors=errors).checked())
 
     @property
     def timeout(self) -> float | None:
         """The default timeout of each receiver, in seconds, or ``None``."""
-        return self._timeout
+        return self._receivers.options.timeout
 
     @timeout.setter
     def timeout(self, timeout: float | None) -> None:
-        self._timeout = check_timeout(timeout)
-        self._update_fast()
+        self._receivers.set_options(replace(self._receivers.options, timeout=timeout).checked())
 
     def __repr__(self) -> str:
-        label = self.name or self.payload_type.__qualname__
-        receivers = len(self._table.records)
-        return f"<Signal {label}[{self.payload_type.__qualname__}] receivers={receivers}>"
+        kind = self.payload_type.__qualname__
+        return f"<Signal {self.name or kind}[{kind}] receivers={len(self._receivers)}>"
 
-    # -- connecting ----------------------------------------------------------------------
+    def validate(self, payload: object) -> P:
+        """
+        Return *payload* as an instance of the payload type, as :meth:`send` delivers it.
+
+        For what publishes a payload to send later (the bus, the transports): a bad one
+        fails at the publisher, where someone sees it, not in a worker.
+
+        :raises pydantic.ValidationError: if *payload* does not validate
+        """
+        if type(payload) is self.payload_type:
+            return payload
+        return coerce(self.payload_type, payload, {})
 
     @overload
     def connect(
-        self,
-        receiver: Callable[[Any, P], R],
-        /,
-        *,
-        sender: Any = ...,
-        weak: bool | None = ...,
-        dispatch_uid: str | None = ...,
-        priority: int = ...,
-        once: bool = ...,
-        timeout: float | None = ...,
-        phase: Phase = ...,
-        thread: bool = ...,
-        durable: bool = ...,
-        ordering: Ordering = ...,
-        errors: ErrorPolicy | None = ...,
+        self, receiver: Callable[[Any, P], R], /, **options: Unpack[ConnectKwargs]
     ) -> Callable[[Any, P], R]: ...
 
     @overload
     def connect(
-        self,
-        receiver: None = None,
-        /,
-        *,
-        sender: Any = ...,
-        weak: bool | None = ...,
-        dispatch_uid: str | None = ...,
-        priority: int = ...,
-        once: bool = ...,
-        timeout: float | None = ...,
-        phase: Phase = ...,
-        thread: bool = ...,
-        durable: bool = ...,
-        ordering: Ordering = ...,
-        errors: ErrorPolicy | None = ...,
+        self, receiver: None = None, /, **options: Unpack[ConnectKwargs]
     ) -> Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]: ...
 
     def connect(
-        self,
-        receiver: Callable[[Any, P], R] | None = None,
-        /,
-        *,
-        sender: Any = ANY,
-        weak: bool | None = None,
-        dispatch_uid: str | None = None,
-        priority: int = 0,
-        once: bool = False,
-        timeout: float | None = None,
-        phase: Phase = Phase.IMMEDIATE,
-        thread: bool = False,
-        durable: bool = False,
-        ordering: Ordering = "key",
-        errors: ErrorPolicy | None = None,
+        self, receiver: Callable[[Any, P], R] | None = None, /, **options: Unpack[ConnectKwargs]
     ) -> Callable[[Any, P], R] | Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]:
         """
         Connect *receiver* to this signal and return it, so this also works as a decorator.
@@ -250,112 +183,53 @@ class Signal(Generic[P]):
         sender's context (as tasks and threads do): what they set is not seen outside, also
         when a stage of a concurrent send has a single receiver and so starts no task.
 
+        Options, by keyword:
+
+        - ``sender``: receive only the sends of this object (by identity), or :data:`ANY`
+        - ``weak``: what the signal keeps alive. ``None`` (default) holds bound methods
+          weakly, so a handler never keeps its instance alive and goes when the instance
+          does, and holds everything else (functions, closures, lambdas, partials,
+          callable objects) strongly, so a closure connected inside a function does not
+          silently vanish. ``True`` holds any receiver weakly, as Django and blinker do:
+          it is disconnected when nothing else references it. ``False`` holds any
+          receiver strongly, bound methods included, until it is disconnected.
+        - ``dispatch_uid``: a stable identifier: de-duplicates connections, names the
+          receiver for ``disconnect`` and for the outbox (required with *durable*)
+        - ``priority``: higher runs first; equal priorities run in connection order
+        - ``once``: disconnect the receiver after its first delivery
+        - ``timeout``: seconds this receiver may run; see :meth:`send`
+        - ``phase``: when to run relative to the enclosing transaction (:class:`Phase`)
+        - ``thread``: run a plain (non-async) receiver in a worker thread: a daemon
+          thread, so a receiver still running never keeps the process from exiting. At
+          most 40 receiver threads run at once per event loop, counting those whose send
+          timed out or was cancelled and which still run (a send waits for a free one
+          within its timeout). It is not an anyio worker thread: to call back into the
+          event loop, pass ``anyio.from_thread.run`` a ``token`` taken with
+          ``anyio.lowlevel.current_token()``.
+        - ``durable``: deliver through the outbox, at least once (needs *dispatch_uid*, which then
+          names this receiver only); ``ordering``: its rows' order, ``"key"`` (per ordering key,
+          see :class:`~aiosignals.outbox.OutboxRelay`) or ``"receiver"`` (one order for all)
+        - ``errors``: this receiver's own error policy (``"raise"``, ``"collect"`` or ``"log"``),
+          used instead of the send's for it, in deferred phases too: an after-commit receiver with
+          ``errors="log"`` never fails the request that committed
+
         :param receiver: a coroutine function or plain callable taking ``(sender, payload)``
-        :param sender: receive only the sends of this object (by identity), or :data:`ANY`
-        :param weak: what the signal keeps alive. ``None`` (default) holds bound methods
-            weakly, so a handler never keeps its instance alive and goes when the instance
-            does, and holds everything else (functions, closures, lambdas, partials,
-            callable objects) strongly, so a closure connected inside a function does not
-            silently vanish. ``True`` holds any receiver weakly, as Django and blinker do:
-            it is disconnected when nothing else references it. ``False`` holds any
-            receiver strongly, bound methods included, until it is disconnected.
-        :param dispatch_uid: a stable identifier: de-duplicates connections, names the
-            receiver for ``disconnect`` and for the outbox (required with *durable*)
-        :param priority: higher runs first; equal priorities run in connection order
-        :param once: disconnect the receiver after its first delivery
-        :param timeout: seconds this receiver may run; see :meth:`send`
-        :param phase: when to run relative to the enclosing transaction (:class:`Phase`)
-        :param thread: run a plain (non-async) receiver in a worker thread: a daemon
-            thread, so a receiver still running never keeps the process from exiting. At
-            most 40 receiver threads run at once per event loop, counting those whose send
-            timed out or was cancelled and which still run (a send waits for a free one
-            within its timeout). It is not an anyio worker thread: to call back into the
-            event loop, pass ``anyio.from_thread.run`` a ``token`` taken with
-            ``anyio.lowlevel.current_token()``.
-        :param durable: deliver through the outbox, at least once (needs *dispatch_uid*,
-            which then names this receiver only)
-        :param ordering: the order a durable receiver's rows are delivered in: ``"key"``
-            (default) keeps commit order per ordering key (the entity's class and primary
-            key for a model signal, the payload's ``ordering_key`` attribute if it has one,
-            else one key for the whole receiver), so rows of different keys are delivered
-            side by side; ``"receiver"`` keeps strict commit order over all its rows
-        :param errors: this receiver's own error policy (``"raise"``, ``"collect"`` or
-            ``"log"``), used instead of the send's for it, in deferred phases too: an
-            after-commit receiver with ``errors="log"`` never fails the request that
-            committed
+        :param options: the options listed above, by keyword, each optional
         :return: *receiver*, unchanged
         :raises TypeError: if *receiver* is not callable, cannot take ``(sender, payload)``
             (the message shows that form), or cannot be held weakly with ``weak=True``
         :raises ValueError: if *durable* is set without a *dispatch_uid*, if a different
             receiver would be connected (for another sender) under the *dispatch_uid* of a
             durable one, or a durable one under the uid of another receiver; if *timeout*
-            is not a positive number of seconds or *errors* not a policy
+            is not a positive number of seconds, *errors* not a policy (or *ordering* bad)
         """
         if receiver is None:
-            return functools.partial(
-                self.connect,
-                sender=sender,
-                weak=weak,
-                dispatch_uid=dispatch_uid,
-                priority=priority,
-                once=once,
-                timeout=timeout,
-                phase=phase,
-                thread=thread,
-                durable=durable,
-                ordering=ordering,
-                errors=errors,
-            )
-        check_receiver(receiver, self.payload_type)
-        if ordering not in ("key", "receiver"):
-            raise ValueError(f"ordering must be 'key' or 'receiver', not {ordering!r}")
-        if durable and (not dispatch_uid or self.name is None):
-            raise ValueError(
-                f"durable receiver {receiver!r} needs a stable dispatch_uid on a named signal:"
-                " the outbox finds it by those names after a restart"
-            )
-        is_async = is_async_callable(receiver)
-        if thread and is_async:
-            raise TypeError(f"thread=True is for plain functions; {receiver!r} is async")
-        timeout = check_timeout(timeout, what="connect(timeout=...)")
-        errors = None if errors is None else check_errors(errors)
-        key = receiver_key(receiver)
-        sender_id = None if sender is ANY else id(sender)
-        if self._table.find(key, dispatch_uid, sender_id) is not None:
-            return receiver  # Its key is connected: nothing new, whatever the receiver.
-        if dispatch_uid is not None:
-            self._table.check_durable_uid(self, receiver, key, dispatch_uid, durable=durable)
-        if weak is None:
-            weak = isinstance(receiver, types.MethodType)
-        record = ReceiverRecord(
-            None if weak else receiver,
-            None,
-            key=key,
-            sender_id=sender_id,
-            sender_ref=None,
-            dispatch_uid=dispatch_uid,
-            priority=priority,
-            seq=next(self._seq),
-            once=once,
-            timeout=timeout,
-            phase=phase,
-            thread=thread,
-            durable=durable,
-            is_async=is_async,
-            errors=errors,
-            ordering=ordering,
-        )
-        self_ref = weakref.ref(self)
 
-        def forget(dead: ReceiverRecord) -> None:
-            # The receiver or its sender was collected; the signal may be gone as well.
-            signal = self_ref()
-            if signal is not None:
-                signal._remove(dead)
+            def decorate(fn: Callable[[Any, P], R]) -> Callable[[Any, P], R]:
+                return self.connect(fn, **options)
 
-        record.hold(receiver, sender, weak=weak, on_death=forget)
-        self._table.add(record)
-        self._invalidate()
+            return decorate
+        self._receivers.connect(self, receiver, ConnectOptions(**options))
         return receiver
 
     def disconnect(
@@ -381,69 +255,13 @@ class Signal(Generic[P]):
         :return: whether a connection was removed
         :raises TypeError: if neither *receiver* nor *dispatch_uid* is given
         """
-        if receiver is None and dispatch_uid is None:
-            raise TypeError("disconnect() needs a receiver or a dispatch_uid")
-        if all_senders:
-            doomed = (
-                self._table.with_uid(dispatch_uid)
-                if dispatch_uid is not None
-                else self._table.of_receiver(receiver_key(receiver))
-            )
-            for record in doomed:
-                self._remove(record)
-            return bool(doomed)
-        found = self._table.find(
-            None if receiver is None else receiver_key(receiver),
-            dispatch_uid,
-            None if sender is ANY else id(sender),
-        )
-        if found is None:
-            return False
-        self._remove(found)
-        return True
-
-    def _remove(self, record: ReceiverRecord) -> None:
-        if self._table.remove(record):
-            self._invalidate()
-
-    def _invalidate(self) -> None:
-        # Plans are immutable tuples: a send under way keeps the one it started with.
-        self._any_plan = None
-        self._fast_plan = None
-        self._plans.clear()
-
-    def _plan_for(self, sender: Any) -> Plan:
-        sender_id = id(sender)
-        if sender_id in self._sender_counts:
-            plan = self._plans.get(sender_id)
-            if plan is None:
-                plan = Plan(self._table.for_sender(sender_id))
-                self._plans[sender_id] = plan
-            return plan
-        plan = self._any_plan
-        if plan is None:
-            plan = Plan(self._table.for_sender(None))
-            self._any_plan = plan
-            self._update_fast_plan()
-        return plan
-
-    def _overridden(self, plan: Plan, sender: Any) -> Plan:
-        override = _context.lookup(id(self))
-        if override is None:
-            return plan
-        if override.mute_all:
-            return EMPTY_PLAN
-        sender_id = id(sender)
-        extra = [r for r in override.extra if r.sender_id is None or r.sender_id == sender_id]
-        records = sorted(
-            (r for r in (*plan.records, *extra) if r.key not in override.muted_keys),
-            key=lambda r: r.sort_key,
-        )
-        return Plan(tuple(records))
+        return self._receivers.disconnect(receiver, sender, dispatch_uid, all_senders=all_senders)
 
     def _current_plan(self, sender: Any) -> Plan:
-        plan = self._plan_for(sender)
-        return self._overridden(plan, sender) if _context.active else plan
+        """Return the plan of a send from *sender* in the current task, overrides applied."""
+        plan = self._any_plan or self._receivers.plan_for(sender)
+        override = _overrides.lookup(id(self)) if _overrides.active else None
+        return plan if override is None else self._receivers.overridden(plan, sender, override)
 
     def receivers_for(self, sender: Any) -> list[Callable[..., Any]]:
         """
@@ -469,15 +287,7 @@ class Signal(Generic[P]):
 
         .. versionadded:: 0.1
         """
-        views = (record.view() for record in self._table.records)
-        return tuple(view for view in views if view is not None)
-
-    def _record_for_uid(self, dispatch_uid: str) -> ReceiverRecord | None:
-        # The outbox relay's lookup: the durable receiver named by the uid (it names one
-        # receiver only), else the first one connected under it.
-        return self._table.named(dispatch_uid)
-
-    # -- task-scoped overrides -----------------------------------------------------------
+        return self._receivers.connections()
 
     def muted(self, *receivers: Callable[..., Any]) -> AbstractContextManager[None]:
         """
@@ -488,42 +298,21 @@ class Signal(Generic[P]):
 
         :return: a context manager
         """
-        return _context.override(
-            id(self),
-            mute_all=not receivers,
-            muted_keys=frozenset(receiver_key(fn) for fn in receivers),
-        )
+        keys = frozenset(receiver_key(fn) for fn in receivers)
+        return _overrides.override(id(self), mute_all=not receivers, muted_keys=keys)
 
     @contextmanager
     def connected_to(
-        self, receiver: Callable[[Any, P], Any], sender: Any = ANY, *, priority: int = 0
+        self, receiver: Receiver[P], sender: Any = ANY, *, priority: int = 0
     ) -> Generator[None]:
         """
         Connect *receiver* for the current task (and the tasks it starts) inside the block.
 
         :raises TypeError: if *receiver* cannot take ``(sender, payload)``
         """
-        check_receiver(receiver)
-        record = ReceiverRecord(
-            receiver,
-            None,
-            key=receiver_key(receiver),
-            sender_id=None if sender is ANY else id(sender),
-            sender_ref=sender,
-            dispatch_uid=None,
-            priority=priority,
-            seq=next(self._seq),
-            once=False,
-            timeout=None,
-            phase=Phase.IMMEDIATE,
-            thread=False,
-            durable=False,
-            is_async=is_async_callable(receiver),
-        )
-        with _context.override(id(self), extra=(record,)):
+        record = self._receivers.task_scoped(receiver, sender, priority)
+        with _overrides.override(id(self), extra=(record,)):
             yield
-
-    # -- sending -------------------------------------------------------------------------
 
     async def send(
         self,
@@ -535,7 +324,7 @@ class Signal(Generic[P]):
         errors: ErrorPolicy | None = None,
         timeout: float | None = None,
         **fields: Any,
-    ) -> list[tuple[Callable[..., Any], Any]]:
+    ) -> Results:
         """
         Send *payload* (or one validated from *fields*) from *sender* to the receivers.
 
@@ -597,24 +386,28 @@ class Signal(Generic[P]):
         if (
             plan is None
             or self._active
-            or _context.active
-            or _tracing.observers
+            or _overrides.active
+            or _observers.observers
             or mode is not None
             or errors is not None
             or timeout is not None
         ):
             # Not the common case: find the plan for this sender and this task, and take
             # the general path unless the shortest one still applies.
-            plan = None if self._sender_counts else self._any_plan
-            if plan is None:
-                plan = self._plan_for(sender)
-            if _context.active:
-                plan = self._overridden(plan, sender)
-            if _tracing.observers:
-                return await self._send_observed(plan, sender, payload, mode, errors, timeout)
+            plan = self._any_plan
+            if plan is None or _overrides.active:
+                plan = self._current_plan(sender)
+            if _observers.observers:
+                # Tracing or aiosignals.testing is on: every send is reported, one that
+                # reaches no receiver too, and a test may have muted it in every task.
+                if _observers.mutes(self):
+                    plan = EMPTY_PLAN
+                with _observers.sending(self, sender, payload, len(plan.records)):
+                    if not plan.records:
+                        return []
+                    return await self._send_general(plan, sender, payload, mode, errors, timeout)
             if (
-                plan.fns is None
-                or not self._fast
+                plan.runner is not None
                 or self._active
                 or mode is not None
                 or errors is not None
@@ -653,27 +446,6 @@ class Signal(Generic[P]):
         finally:
             self._active -= 1
 
-    async def _send_observed(
-        self,
-        plan: Plan,
-        sender: Any,
-        payload: P,
-        mode: Mode | None,
-        errors: ErrorPolicy | None,
-        timeout: float | None,
-    ) -> list[tuple[Callable[..., Any], Any]]:
-        # Tracing or aiosignals.testing is on: every send is reported, one that reaches no
-        # receiver too, and a test may have muted this signal in every task.
-        observers = _tracing.observers
-        if any(observer.mutes(self) for observer in observers):
-            plan = EMPTY_PLAN
-        with ExitStack() as stack:
-            for observer in observers:
-                stack.enter_context(observer.sending(self, sender, payload, len(plan.records)))
-            if not plan.records:
-                return []
-            return await self._send_general(plan, sender, payload, mode, errors, timeout)
-
     async def _send_general(
         self,
         plan: Plan,
@@ -682,261 +454,47 @@ class Signal(Generic[P]):
         mode: Mode | None,
         errors: ErrorPolicy | None,
         timeout: float | None,
-    ) -> list[tuple[Callable[..., Any], Any]]:
+    ) -> Results:
         # Recursion guard. Writing a context variable on every send costs more than the
         # rest of a one-receiver send, so the per-task depth is only tracked once a send of
         # this signal is already under way somewhere. An unrelated send overlapping
         # another may be counted one level too deep; a runaway loop is caught all the same.
-        token = None
-        if self._active:
-            depth = self._depth.get() + 1
-            if depth >= self.max_depth:
-                loop = _recursion.receivers_on_stack(Signal)
-                raise RecursionDepthError(
-                    f"{self!r} was sent {depth + 1} levels deep inside its own receivers"
-                    f" (max_depth={self.max_depth})"
-                    + (f"; the receivers of the loop: {', '.join(loop)}" if loop else "")
-                )
-            token = self._depth.set(depth)
+        token = _recursion.deeper(self) if self._active else None
         self._active += 1
         try:
-            errors = self._errors if errors is None else check_errors(errors)
-            timeout = self._timeout if timeout is None else check_timeout(timeout)
-            mode = self._mode if mode is None else check_mode(mode)
-            if mode.__class__ is Sequential:
-                return await self._send_sequential(
-                    plan.records,
-                    sender,
-                    payload,
-                    errors,
-                    timeout,
-                )
-            assert isinstance(mode, Concurrent)
-            return await self._send_concurrent(
-                plan,
-                sender,
-                payload,
-                errors,
-                timeout,
-                mode.limit,
-            )
+            options = self._receivers.options
+            if mode is not None or errors is not None or timeout is not None:
+                options = options.overridden(mode, errors, timeout)
+            runner = plan.runner
+            if runner is None or options is not plan.options or _observers.wraps_receivers:
+                runner = plan.runner_for(options, wrapped=_observers.wraps_receivers)
+            return await runner(self, plan, sender, payload, options)
         finally:
             self._active -= 1
             if token is not None:
-                self._depth.reset(token)
+                _recursion.back(token)
 
-    async def _admit(
-        self,
-        record: ReceiverRecord,
-        sender: Any,
-        payload: Event,
-        errors: ErrorPolicy,
-        timeout: float | None,
-        *,
-        spend_later: bool = False,
-    ) -> Callable[..., Any] | None:
-        """Return the receiver to call now, or ``None`` if it is dead, spent or deferred."""
-        fn = record.resolve()
-        if fn is None or (record.once and record.fired):
-            return None
-        if record.phase is Phase.IMMEDIATE and not record.durable:
-            # A concurrent send spends a once receiver when it starts it, not now: a
-            # receiver that never starts (a failure or a cancellation first) stays.
-            return fn if spend_later else self._spend(record, fn)
-        scope = current_scope()
-        if scope is None:
-            # Autocommit: "after commit" is now; there is nothing to roll back.
-            if record.phase is Phase.AFTER_ROLLBACK:
-                return None
-            return fn if spend_later else self._spend(record, fn)
-        if record.durable and scope.durable_sink is not None:
-            await scope.durable_sink(self, record, sender, payload)
-            return None
-        # A once receiver is spent when it runs, not now: the transaction may roll back.
-        phase = Phase.AFTER_COMMIT if record.phase is Phase.IMMEDIATE else record.phase
-        scope.defer(phase, self, record, sender, payload, errors, timeout)
-        return None
 
-    def _spend(self, record: ReceiverRecord, fn: Callable[..., Any]) -> Callable[..., Any] | None:
-        """Return *fn*, marking a once receiver as used; ``None`` if it already was."""
-        if record.once:
-            if record.fired:
-                return None
-            # Marked before any await: a concurrent send sees it and skips the receiver.
-            record.fired = True
-            self._remove(record)
+def receiver(
+    signal: Signal[P] | Sequence[Signal[Any]], **options: Unpack[ConnectKwargs]
+) -> Callable[[Callable[[Any, P], R]], Callable[[Any, P], R]]:
+    """
+    Connect the decorated function to *signal*, or to each signal of a list.
+
+    Reads like Django's ``@receiver``; the keyword arguments are those of
+    :meth:`Signal.connect <aiosignals.Signal.connect>`.
+
+    :param signal: a signal, or a list or tuple of signals
+    :param options: the options of :meth:`Signal.connect <aiosignals.Signal.connect>`
+    :return: a decorator that connects the function and returns it unchanged
+
+    .. versionadded:: 0.1
+    """
+    signals: Sequence[Signal[Any]] = [signal] if isinstance(signal, Signal) else list(signal)
+
+    def decorator(fn: Callable[[Any, P], R]) -> Callable[[Any, P], R]:
+        for each in signals:
+            each.connect(fn, **options)
         return fn
 
-    async def _invoke(
-        self,
-        record: ReceiverRecord,
-        fn: Callable[..., Any],
-        sender: Any,
-        payload: Event,
-        timeout: float | None,
-    ) -> Any:
-        # The outbox relay delivers a stored row through here: the receiver's own and
-        # the given timeout apply, and its thread setting, as in a live send.
-        return await invoke(self, record, fn, sender, payload, timeout)
-
-    async def _send_sequential(
-        self,
-        records: tuple[ReceiverRecord, ...],
-        sender: Any,
-        payload: Event,
-        errors: ErrorPolicy,
-        timeout: float | None,
-    ) -> list[tuple[Callable[..., Any], Any]]:
-        results: list[tuple[Callable[..., Any], Any]] = []
-        for record in records:
-            fn = (
-                record.fn
-                if record.plain
-                else await self._admit(record, sender, payload, errors, timeout)
-            )
-            if fn is None:
-                continue
-            results.append((fn, await guarded(self, record, fn, sender, payload, errors, timeout)))
-        return results
-
-    async def _send_concurrent(
-        self,
-        plan: Plan,
-        sender: Any,
-        payload: Event,
-        errors: ErrorPolicy,
-        timeout: float | None,
-        limit: int | None,
-    ) -> list[tuple[Callable[..., Any], Any]]:
-        results: list[tuple[Callable[..., Any], Any]] = []
-        if (
-            plan.fns is not None
-            and errors == "raise"
-            and timeout is None
-            and limit is None
-            and not _tracing.wraps_receivers
-            # A plan of single-receiver stages starts no task: any backend will do.
-            and (plan.single or _fastpath.on_asyncio())
-        ):
-            # Plain receivers on asyncio: their coroutines go straight into the task group.
-            for fns in plan.fn_stages:
-                try:
-                    if len(fns) == 1:
-                        outcomes = [await _context.in_copy(fns[0](sender, payload))]
-                    else:
-                        outcomes = await _fastpath.run_group([fn(sender, payload) for fn in fns])
-                except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
-                    raise grouped(self, exc) from None
-                results.extend(zip(fns, outcomes, strict=True))
-            return results
-        for stage in plan.stages:
-            calls: list[tuple[ReceiverRecord, Callable[..., Any]]] = []
-            for record in stage:
-                fn = (
-                    record.fn
-                    if record.plain
-                    else await self._admit(
-                        record, sender, payload, errors, timeout, spend_later=True
-                    )
-                )
-                if fn is not None:
-                    calls.append((record, fn))
-            if not calls:
-                continue
-            try:
-                if len(calls) == 1:
-                    # One receiver needs no task: await it here, same semantics.
-                    record, fn = calls[0]
-                    outcomes = [
-                        await _context.in_copy(
-                            self._start(record, fn, sender, payload, errors, timeout)
-                        )
-                    ]
-                else:
-                    outcomes = await self._run_stage(calls, sender, payload, errors, timeout, limit)
-            except Exception as exc:  # noqa: BLE001 -- re-raised, grouped
-                raise grouped(self, exc) from None
-            results.extend(
-                (fn, outcome)
-                for (_, fn), outcome in zip(calls, outcomes, strict=True)
-                if outcome is not _SKIPPED
-            )
-        return results
-
-    async def _start(
-        self,
-        record: ReceiverRecord,
-        fn: Callable[..., Any],
-        sender: Any,
-        payload: Event,
-        errors: ErrorPolicy,
-        timeout: float | None,
-    ) -> Any:
-        """Run one receiver of a concurrent stage, spending it first if it is a once one."""
-        if record.once and self._spend(record, fn) is None:
-            return _SKIPPED  # Another send delivered it since this one admitted it.
-        return await guarded(self, record, fn, sender, payload, errors, timeout)
-
-    async def _run_stage(
-        self,
-        calls: list[tuple[ReceiverRecord, Callable[..., Any]]],
-        sender: Any,
-        payload: Event,
-        errors: ErrorPolicy,
-        timeout: float | None,
-        limit: int | None,
-    ) -> list[Any]:
-        if limit is None or limit >= len(calls):
-            if _fastpath.on_asyncio():
-                if (
-                    timeout is None
-                    and errors == "raise"
-                    and not _tracing.wraps_receivers
-                    and all(r.plain for r, _ in calls)
-                ):
-                    return await _fastpath.run_group([fn(sender, payload) for _, fn in calls])
-                return await _fastpath.run_group(
-                    [self._start(r, fn, sender, payload, errors, timeout) for r, fn in calls]
-                )
-            limit = len(calls)
-
-        return await run_limited(
-            [
-                functools.partial(self._start, r, fn, sender, payload, errors, timeout)
-                for r, fn in calls
-            ],
-            limit,
-        )
-
-    async def _deliver_deferred(
-        self,
-        record: ReceiverRecord,
-        sender: Any,
-        payload: Event,
-        *,
-        veto: bool,
-        errors: ErrorPolicy,
-        timeout: float | None,
-    ) -> Exception | None:
-        """
-        Call a receiver deferred to a transaction phase; return its failure to re-raise.
-
-        *errors* and *timeout* are those of the send that deferred it; the receiver's own
-        error policy, if it has one, comes first. A BEFORE_COMMIT failure always vetoes.
-        After commit or rollback nobody can receive a result, so ``"collect"`` logs the
-        failure like ``"log"`` and ``"raise"`` hands it back to be raised once the other
-        receivers of the phase have run.
-        """
-        fn = record.resolve()
-        if fn is None:
-            return None
-        fn = self._spend(record, fn)
-        if fn is None:
-            return None
-        try:
-            await invoke(self, record, fn, sender, payload, timeout)
-        except Exception as exc:  # noqa: BLE001 -- handed back or logged
-            if veto or (record.errors or errors) == "raise":
-                return exc
-            report(self, fn, exc, "log")
-        return None
+    return decorator

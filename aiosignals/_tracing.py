@@ -1,24 +1,18 @@
 """
-Observing sends: the hooks behind OpenTelemetry tracing and :mod:`aiosignals.testing`.
+OpenTelemetry tracing of sends: an :class:`~aiosignals._observers.Observer` that opens spans.
 
-:meth:`Signal.send <aiosignals.Signal.send>` tests one module global, :data:`observers`,
-per send. While it is empty (no :func:`instrument`, no open ``capture()`` or process-wide
-mute) that test is all a send pays: this module imports nothing of OpenTelemetry until
-:func:`instrument` is called. Once an observer is registered, sends take the general path
-of the core (same semantics, no inline shortcuts), where each observer sees the send and,
-if it asks to, each receiver call.
+This module imports nothing of OpenTelemetry until :func:`instrument` is called, so sends
+pay nothing for tracing until then.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
-import types
 from collections.abc import Callable, Generator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, cast
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
 
-from ._receivers import ANY
+from ._observers import Observer, add_observer, describe, qualified, remove_observer, signal_label
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -26,136 +20,7 @@ if TYPE_CHECKING:
     from ._event import Event
     from ._signal import Signal
 
-__all__ = [
-    "Observer",
-    "add_observer",
-    "calling",
-    "describe",
-    "instrument",
-    "observers",
-    "remove_observer",
-    "signal_label",
-    "uninstrument",
-    "wraps_receivers",
-]
-
-_NULL: AbstractContextManager[None] = nullcontext()
-
-observers: tuple[Observer, ...] = ()
-"""The registered observers; empty unless tracing or a test hook is on."""
-
-wraps_receivers: bool = False
-"""Whether any observer wraps each receiver call (tracing does, capture does not)."""
-
-
-class Observer:
-    """
-    Something that watches sends; the base class does nothing, subclasses override.
-
-    :attr:`wraps_receivers` must be set before the observer is registered.
-    """
-
-    wraps_receivers: bool = False
-    """Whether :meth:`calling` is entered around each receiver call."""
-
-    def mutes(self, signal: Signal[Any]) -> bool:
-        """Return whether a send of *signal* should reach no receiver at all."""
-        return False
-
-    def sending(
-        self, signal: Signal[Any], sender: Any, payload: Event, receivers: int
-    ) -> AbstractContextManager[object]:
-        """
-        Return a context manager entered around one send, before any receiver runs.
-
-        :param receivers: how many receivers the send reaches (deferred ones included)
-        """
-        return _NULL
-
-    def calling(
-        self, signal: Signal[Any], receiver: Callable[..., Any]
-    ) -> AbstractContextManager[object]:
-        """Return a context manager entered around one receiver call."""
-        return _NULL
-
-
-def _refresh(updated: tuple[Observer, ...]) -> None:
-    global observers, wraps_receivers
-    # Assigned last and whole: a send reads a consistent tuple without locking.
-    wraps_receivers = any(observer.wraps_receivers for observer in updated)
-    observers = updated
-
-
-def add_observer(observer: Observer) -> None:
-    """Register *observer*; registering it twice does nothing."""
-    if observer not in observers:
-        _refresh((*observers, observer))
-
-
-def remove_observer(observer: Observer) -> None:
-    """Unregister *observer*; an unregistered one is ignored."""
-    _refresh(tuple(each for each in observers if each is not observer))
-
-
-def observed() -> bool:
-    """
-    Return whether any observer watches sends now (tracing, ``aiosignals.testing``).
-
-    For senders that skip building a payload nobody would see (the instrumented sessions'
-    flushes): a send with no receiver is still reported to observers.
-    """
-    return bool(observers)
-
-
-def calling(signal: Signal[Any], receiver: Callable[..., Any]) -> AbstractContextManager[object]:
-    """Return the context manager of every observer that wraps receiver calls, nested."""
-    wrapping = [observer for observer in observers if observer.wraps_receivers]
-    if len(wrapping) == 1:
-        return wrapping[0].calling(signal, receiver)
-    stack = ExitStack()
-    for observer in wrapping:
-        stack.enter_context(observer.calling(signal, receiver))
-    return stack
-
-
-# -- names for humans and for span attributes ------------------------------------------------
-
-
-def _qualified(obj: Any) -> str:
-    module = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-    if qualname is None:
-        return repr(obj)
-    return f"{module}.{qualname}" if module and module != "builtins" else str(qualname)
-
-
-def describe(obj: Any) -> str:
-    """
-    Return a short, stable description of a sender or receiver.
-
-    Classes, functions, methods and modules are named by their qualified name; ``ANY``,
-    ``None``, strings and numbers by their ``repr``; any other object by its type only,
-    as ``<module.Type object>``, so that a span or a listing never carries an entity's data.
-    """
-    if obj is ANY or obj is None or isinstance(obj, str | int | float | bool):
-        return repr(obj)
-    if isinstance(obj, types.ModuleType):
-        return obj.__name__
-    if isinstance(obj, types.MethodType):
-        return _qualified(obj.__func__)
-    if isinstance(obj, functools.partial):
-        return f"functools.partial({describe(cast('functools.partial[Any]', obj).func)})"  # type: ignore[redundant-cast]
-    if isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType):
-        return _qualified(obj)
-    return f"<{_qualified(type(obj))} object>"
-
-
-def signal_label(signal: Signal[Any]) -> str:
-    """Return the signal's name, or its payload type's name when it has none."""
-    return signal.name or signal.payload_type.__qualname__
-
-
-# -- OpenTelemetry ---------------------------------------------------------------------------
+__all__ = ["instrument", "uninstrument"]
 
 SIGNAL = "aiosignals.signal"
 SENDER = "aiosignals.sender"
@@ -211,7 +76,7 @@ class _OpenTelemetry(Observer):
             {
                 SIGNAL: label,
                 SENDER: describe(sender),
-                PAYLOAD_TYPE: _qualified(type(payload)),
+                PAYLOAD_TYPE: qualified(type(payload)),
                 RECEIVERS: receivers,
             },
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
     from ._event import Event
+    from ._records import ReceiverRecord
+    from ._signal import Signal
 
 P = TypeVar("P", bound="Event")
 """The payload type of a signal: an :class:`~aiosignals.Event` subclass."""
@@ -28,3 +30,6 @@ different entities run side by side) or all of the receiver's rows in one (``"re
 
 Receiver: TypeAlias = Callable[[Any, P], Any]
 """A callable taking ``(sender, payload)``; a coroutine function or a plain one."""
+
+DurableSink: TypeAlias = Callable[["Signal[Any]", "ReceiverRecord", Any, "Event"], Awaitable[None]]
+"""Writes one outbox row for a durable receiver in the transaction of a phase scope."""

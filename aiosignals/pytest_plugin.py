@@ -69,7 +69,7 @@ def capture() -> Generator[CaptureFixture]:
     """
     # Imported here: the plugin loads in every pytest run of an environment with
     # aiosignals installed, and most of those never use these fixtures.
-    from ._receivers import ANY
+    from ._options import ANY
     from .testing import capture as start
 
     with ExitStack() as stack:

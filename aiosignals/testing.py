@@ -15,9 +15,9 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, Self
 
-from ._receivers import ANY
+from ._observers import Observer, add_observer, remove_observer
+from ._options import ANY
 from ._signal import Signal
-from ._tracing import Observer, add_observer, remove_observer
 from ._types import P
 
 if TYPE_CHECKING:

@@ -180,7 +180,7 @@ async def test_concurrent_sends_do_not_add_up_depth() -> None:
     calls: list[object] = []
 
     async def slow(sender: object, payload: Saved) -> None:
-        await anyio.sleep(0.01)
+        await anyio.lowlevel.checkpoint()  # the other sends start meanwhile
         calls.append(sender)
 
     signal.connect(slow)

@@ -308,7 +308,7 @@ async def test_after_rollback_receivers_of_a_cancelled_transaction_run_to_the_en
     async def rolled(sender: object, payload: Saved) -> None:
         log.append("start")
         await anyio.lowlevel.checkpoint()
-        await anyio.sleep(0.01)
+        await anyio.lowlevel.checkpoint()
         log.append("end")
 
     signal.connect(rolled, phase=Phase.AFTER_ROLLBACK)

@@ -5,6 +5,7 @@ import gc
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from pydantic import ConfigDict, ValidationError
 
@@ -796,11 +797,12 @@ async def test_dead_sender_prunes_its_receivers() -> None:
 # -- order -----------------------------------------------------------------------------------
 
 
-def _recorder(log: list[str], name: str, delay: float = 0) -> Any:
+def _recorder(log: list[str], name: str, *, pause: bool = False) -> Any:
     async def record(sender: object, payload: Registered) -> str:
         log.append(f"start {name}")
-        if delay:
-            await anyio.sleep(delay)
+        if pause:
+            # Yields to the scheduler: the other receivers of a concurrent stage start.
+            await anyio.lowlevel.checkpoint()
         log.append(f"end {name}")
         return name
 
@@ -822,8 +824,8 @@ async def test_concurrent_priorities_are_stages() -> None:
     """In Concurrent mode a lower priority starts only when the higher one has finished."""
     signal = make_signal(mode=Concurrent())
     log: list[str] = []
-    signal.connect(_recorder(log, "audit1", delay=0.02), priority=10)
-    signal.connect(_recorder(log, "audit2", delay=0.01), priority=10)
+    signal.connect(_recorder(log, "audit1", pause=True), priority=10)
+    signal.connect(_recorder(log, "audit2", pause=True), priority=10)
     signal.connect(_recorder(log, "rest1"))
     signal.connect(_recorder(log, "rest2"))
     results = await signal.send(Service, user_id=1)
@@ -839,7 +841,7 @@ async def test_concurrent_receivers_overlap() -> None:
         signal = make_signal(mode=mode)
         log: list[str] = []
         for name in "abc":
-            signal.connect(_recorder(log, name, delay=0.01))
+            signal.connect(_recorder(log, name, pause=True))
         await signal.send(Service, user_id=1)
         assert (log[:3] == ["start a", "start b", "start c"]) is overlapping
 
@@ -854,7 +856,7 @@ async def test_concurrent_limit_caps_running_receivers() -> None:
             nonlocal running, peak
             running += 1
             peak = max(peak, running)
-            await anyio.sleep(0.005)
+            await anyio.lowlevel.checkpoint()
             running -= 1
             return index
 
@@ -872,7 +874,7 @@ async def test_send_mode_overrides_signal_mode() -> None:
     signal = make_signal()
     log: list[str] = []
     for name in "ab":
-        signal.connect(_recorder(log, name, delay=0.01))
+        signal.connect(_recorder(log, name, pause=True))
     await signal.send(Service, user_id=1, mode=Concurrent())
     assert log[:2] == ["start a", "start b"]
     log.clear()
@@ -963,11 +965,11 @@ async def test_once_under_100_concurrent_sends(mode: Sequential | Concurrent) ->
     calls: list[int] = []
 
     async def first_only(sender: object, payload: Registered) -> None:
-        await anyio.sleep(0.001)
+        await anyio.lowlevel.checkpoint()
         calls.append(payload.user_id)
 
     async def other(sender: object, payload: Registered) -> None:
-        await anyio.sleep(0.001)
+        await anyio.lowlevel.checkpoint()
 
     signal.connect(first_only, once=True)
     signal.connect(other)
@@ -1021,3 +1023,27 @@ async def test_has_receivers_for() -> None:
 def test_repr_names_signal() -> None:
     """The repr names the signal and its payload type."""
     assert "user_registered[Registered]" in repr(make_signal(name="user_registered"))
+
+
+def test_validate_returns_the_payload_as_a_send_delivers_it() -> None:
+    """validate() passes the payload type, rebuilds a subclass, validates a dict, or raises."""
+
+    class Special(Registered):
+        extra: int = 0
+
+    signal = make_signal()
+    payload = Registered(user_id=1)
+    assert signal.validate(payload) is payload
+    rebuilt = signal.validate(Special(user_id=2, extra=1))
+    assert type(rebuilt) is Registered
+    assert rebuilt.user_id == 2
+    assert signal.validate({"user_id": 3}) == Registered(user_id=3)
+    with pytest.raises(ValidationError):
+        signal.validate({"user_id": "x"})
+
+
+def test_an_unknown_connect_option_is_a_type_error() -> None:
+    """connect() with a keyword it does not take fails at once, naming it."""
+    signal = make_signal()
+    with pytest.raises(TypeError, match="prio"):
+        signal.connect(lambda sender, payload: None, prio=1)  # type: ignore[call-overload]

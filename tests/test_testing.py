@@ -7,7 +7,7 @@ import anyio
 import pytest
 from pydantic import ValidationError
 
-import aiosignals._tracing
+import aiosignals._observers
 from aiosignals import Concurrent, Event, Signal
 from aiosignals.testing import Capture, capture, muted
 
@@ -222,7 +222,7 @@ async def test_captures_left_out_of_order_do_not_disturb_each_other() -> None:
     assert first.payloads == []
     assert second.payloads == [Registered(user_id=1)]
     assert third.payloads == [Registered(user_id=2)]
-    assert aiosignals._tracing.observers == ()
+    assert aiosignals._observers.observers == ()
 
 
 @pytest.mark.anyio
@@ -238,7 +238,7 @@ async def test_capture_left_in_a_child_task_stops_recording_in_the_parent() -> N
         group.start_soon(leave)
     await signal.send(Service, user_id=1)
     assert recorder.payloads == []
-    assert aiosignals._tracing.observers == ()
+    assert aiosignals._observers.observers == ()
 
 
 @pytest.mark.anyio
@@ -258,13 +258,13 @@ async def test_capture_keeps_the_payload_type_and_none_is_a_sender() -> None:
 def test_hooks_are_removed_when_the_last_capture_or_mute_ends() -> None:
     """With every capture and mute closed, sends are back to observing nothing."""
     signal, _ = _signal_with_log()
-    assert aiosignals._tracing.observers == ()
+    assert aiosignals._observers.observers == ()
     with capture(signal), muted(signal, all_tasks=True), capture(signal, all_tasks=True):
-        assert len(aiosignals._tracing.observers) == 1
-    assert aiosignals._tracing.observers == ()
+        assert len(aiosignals._observers.observers) == 1
+    assert aiosignals._observers.observers == ()
     with pytest.raises(ZeroDivisionError), capture(signal):
         1 / 0  # noqa: B018 -- the block must fail
-    assert aiosignals._tracing.observers == ()
+    assert aiosignals._observers.observers == ()
 
 
 def test_capture_rejects_what_is_not_a_signal() -> None:
@@ -405,7 +405,7 @@ _PLUGIN_TESTS = textwrap.dedent(
     import anyio
     import pytest
 
-    import aiosignals._tracing
+    import aiosignals._observers
     from aiosignals import Event, Signal
     from aiosignals.pytest_plugin import CaptureFixture, MutedSignalsFixture
 
@@ -443,7 +443,7 @@ _PLUGIN_TESTS = textwrap.dedent(
         sent.assert_sent_once(n=3)
 
     def test_fixtures_are_torn_down() -> None:
-        assert aiosignals._tracing.observers == ()
+        assert aiosignals._observers.observers == ()
         anyio.run(ping.send, "svc", Ping(n=4))
         assert log == [4]
 

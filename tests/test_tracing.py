@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import aiosignals
-import aiosignals._tracing
+import aiosignals._observers
 from aiosignals import ANY, Concurrent, Event, Signal, instrument, uninstrument
-from aiosignals._tracing import describe
+from aiosignals._observers import describe
 from aiosignals.testing import capture
 
 
@@ -226,7 +226,7 @@ async def test_the_send_span_joins_the_current_trace(spans: InMemorySpanExporter
     assert send.context.trace_id == app_span.get_span_context().trace_id
     # An instance sender is named by its type: a span never carries an entity's data.
     assert (send.attributes or {})["aiosignals.sender"] == "<tests.test_tracing.Shop object>"
-    assert len(aiosignals._tracing.observers) == 1
+    assert len(aiosignals._observers.observers) == 1
     provider.shutdown()
 
 
@@ -242,8 +242,8 @@ async def test_uninstrument_stops_tracing() -> None:
     uninstrument()  # twice is harmless
     await signal.send(Shop, order_id=9)
     assert len(exporter.get_finished_spans()) == 2
-    assert aiosignals._tracing.observers == ()
-    assert not aiosignals._tracing.wraps_receivers
+    assert aiosignals._observers.observers == ()
+    assert not aiosignals._observers.wraps_receivers
     provider.shutdown()
 
 
@@ -256,7 +256,7 @@ async def test_tracing_and_capture_together(spans: InMemorySpanExporter) -> None
         await signal.send(Shop, order_id=10)
     sent.assert_sent_once(order_id=10)
     assert len(spans.get_finished_spans()) == 2
-    assert len(aiosignals._tracing.observers) == 1
+    assert len(aiosignals._observers.observers) == 1
 
 
 def test_instrument_without_opentelemetry_says_what_to_install(
@@ -266,7 +266,7 @@ def test_instrument_without_opentelemetry_says_what_to_install(
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(ImportError, match=r"pip install 'aiosignals\[otel\]'"):
         aiosignals.instrument()
-    assert aiosignals._tracing.observers == ()
+    assert aiosignals._observers.observers == ()
 
 
 class _Handler:
@@ -316,7 +316,7 @@ class Observe:
     def pytest_unconfigure(self, config):
         import aiosignals._tracing
 
-        print("observers at the end:", len(aiosignals._tracing.observers))
+        print("observers at the end:", len(aiosignals._observers.observers))
 
 sys.exit(pytest.main(["-q", *sys.argv[2:]], plugins=[Observe()]))
 """

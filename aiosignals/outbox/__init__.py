@@ -18,7 +18,7 @@ from .._delivery import Delivery, current_delivery
 from ._memory import MemoryOutboxStore
 from ._relay import OutboxRelay
 from ._sqlalchemy import SQLAlchemyOutboxStore
-from ._store import OutboxRow, OutboxStore
+from ._store import OutboxRow, OutboxStore, Outcomes, PendingReceiver
 
 del _sqlalchemy  # Imported only to check that the extra is installed.
 
@@ -28,6 +28,8 @@ __all__ = [
     "OutboxRelay",
     "OutboxRow",
     "OutboxStore",
+    "Outcomes",
+    "PendingReceiver",
     "SQLAlchemyOutboxStore",
     "current_delivery",
 ]

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,6 +22,7 @@ from ._sqlalchemy import SQLAlchemyOutboxStore
 from ._wakeup import can_listen, listen
 
 if TYPE_CHECKING:
+    from .._receivers import DurableReceiver
     from ._store import OutboxRow, OutboxStore
 
 __all__ = ["OutboxRelay"]
@@ -32,14 +33,9 @@ logger = logging.getLogger("aiosignals.outbox")
 _MISSING_CHECK_SECONDS = 60.0
 
 
-def _receiver(signal_name: str, dispatch_uid: str) -> tuple[Any, Any, Any] | None:
-    """Return the signal, record and function of a durable receiver, if connected here."""
-    signal = registry.get(signal_name)
-    record = None if signal is None else signal._record_for_uid(dispatch_uid)  # pyright: ignore[reportPrivateUsage]
-    fn = None if record is None else record.resolve()
-    if signal is None or record is None or fn is None:
-        return None
-    return signal, record, fn
+def _receiver(signal_name: str, dispatch_uid: str) -> DurableReceiver | None:
+    """Return the durable receiver of a row, if it is connected in this process."""
+    return registry.durable_receiver(signal_name, dispatch_uid)
 
 
 def _seconds(what: str, value: object) -> float:
@@ -348,18 +344,17 @@ class OutboxRelay:
             else:
                 self._lease_until = renewed_at + self.lease
 
-    def _find(self, row: OutboxRow) -> tuple[Any, Any, Any] | None:
+    def _find(self, row: OutboxRow) -> DurableReceiver | None:
         target = _receiver(row.signal, row.dispatch_uid)
         if target is None:
             self._missing[row.dispatch_uid] = row.signal
             self._warn_of_missing(row.dispatch_uid, row.signal, row.receiver, 1)
         return target
 
-    async def _deliver(self, row: OutboxRow, target: tuple[Any, Any, Any]) -> None:
-        signal, record, fn = target
+    async def _deliver(self, row: OutboxRow, target: DurableReceiver) -> None:
         sender = load_sender(row.sender)
         try:
-            payload = load_payload(signal.payload_type, sender, row.payload)
+            payload = load_payload(target.signal.payload_type, sender, row.payload)
         except ValueError as exc:
             # The stored payload no longer fits its model: no retry will make it fit.
             raise Permanent(f"the stored payload does not validate: {exc}") from exc
@@ -368,9 +363,9 @@ class OutboxRelay:
         try:
             with delivering(delivery), anyio.move_on_after(self.delivery_timeout) as scope:
                 # The signal's own timeout and thread settings apply, as in a live send.
-                await signal._invoke(record, fn, sender, payload, signal.timeout)  # pyright: ignore[reportPrivateUsage]
+                await target.deliver(sender, payload)
         finally:
-            del self._in_hand[row.id]
+            self._in_hand.pop(row.id, None)
         if scope.cancelled_caught:
             raise TimeoutError(
                 f"the receiver ran past the relay's delivery_timeout ({self.delivery_timeout} s)"

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from .._event import Event
-    from .._receivers import ReceiverRecord
+    from .._records import ReceiverRecord
     from .._signal import Signal
     from ..repository.sqlalchemy import Database
 

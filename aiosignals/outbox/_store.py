@@ -18,7 +18,7 @@ from ..models import ModelEvent, dump_payload, dump_sender, import_path
 
 if TYPE_CHECKING:
     from .._event import Event
-    from .._receivers import ReceiverRecord
+    from .._records import ReceiverRecord
     from .._signal import Signal
     from .._types import Ordering
 
@@ -82,7 +82,11 @@ class OutboxRow:
 
 @dataclass(slots=True)
 class Outcomes:
-    """What became of the rows of a batch since the relay last wrote it down."""
+    """
+    What became of the rows of a batch since the relay last wrote it down.
+
+    .. versionadded:: 0.2
+    """
 
     done: list[int] = field(default_factory=list[int])
     """Delivered: deleted."""
@@ -109,12 +113,20 @@ class Outcomes:
 
 @dataclass(frozen=True, slots=True)
 class PendingReceiver:
-    """The pending rows of one ``dispatch_uid``, for a relay's warning about them."""
+    """
+    The pending rows of one ``dispatch_uid``, for a relay's warning about them.
+
+    .. versionadded:: 0.2
+    """
 
     dispatch_uid: str
+    """The receiver's ``dispatch_uid``."""
     signal: str
+    """The name of the signal of its rows."""
     receiver: str | None
+    """The receiver's ``module:qualname`` when a row was written, if known."""
     count: int
+    """How many rows are pending."""
 
 
 class OutboxStore(Protocol):

@@ -3,9 +3,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 from .._phases import current_scope
+from .._types import M
 from ..models import (
     PostDelete,
     PostSave,
@@ -19,8 +20,6 @@ from ..models import (
 from ._protocol import NotFound
 
 __all__ = ["SignalingRepository"]
-
-M = TypeVar("M")
 
 
 class SignalingRepository(abc.ABC, Generic[M]):

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
+from .._types import M
 from ..exceptions import AiosignalsError
 
 __all__ = ["IntegrityError", "NotFound", "Repository"]
-
-M = TypeVar("M")
 
 
 class IntegrityError(AiosignalsError):

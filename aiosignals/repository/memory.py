@@ -6,17 +6,17 @@ import itertools
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 from pydantic import BaseModel
 
 from .._phases import PhaseScope
+from .._types import M
 from ._base import SignalingRepository
 from ._protocol import IntegrityError
 
 __all__ = ["MemoryRepository"]
 
-M = TypeVar("M")
 
 _MISSING: Any = object()
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from .._event import Event
-    from .._receivers import ReceiverRecord
+    from .._records import ReceiverRecord
     from .._signal import Signal
 
 __all__ = ["Database", "TaskLock", "statements_lock"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.orm import Mapper, make_transient
 from sqlalchemy.orm.attributes import instance_state
 
+from .._types import M
 from ..repository._base import SignalingRepository
 from ..repository._protocol import IntegrityError
 from ._database import Database, TaskLock, statements_lock
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLAlchemyRepository"]
 
-M = TypeVar("M")
 
 _TURN = "aiosignals_turn"
 """The key of an entity's write lock in its SQLAlchemy instance state's ``info``."""

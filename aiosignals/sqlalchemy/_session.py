@@ -37,8 +37,8 @@ try:  # SQLAlchemy 2.1 renamed await_only (kept as an alias, deprecated in 2.2).
 except ImportError:  # pragma: no cover -- SQLAlchemy 2.0
     from sqlalchemy.util import await_only as await_
 
+from .._observers import observed
 from .._phases import PhaseScope, shielded
-from .._tracing import observed
 from ..exceptions import NestedFlushError, RecursionDepthError
 from ..models import (
     PostDelete,
@@ -53,7 +53,7 @@ from ..models import (
 
 if TYPE_CHECKING:
     from .._event import Event
-    from .._receivers import ReceiverRecord
+    from .._records import ReceiverRecord
     from .._signal import Signal
 
 __all__ = ["govern", "instrument", "is_instrumented", "unsignalled", "using_info"]
@@ -76,7 +76,6 @@ class _Instrumented:
 
 
 _classes: dict[type[Session], type[Session]] = {}
-
 _NONE: frozenset[int] = frozenset()
 
 
@@ -296,9 +295,7 @@ async def _sending(session: Session, send: Callable[[], Awaitable[Any]]) -> None
 def _scope(session: Session) -> PhaseScope | None:
     """Return the scope of the session's innermost transaction, created on first use."""
     transaction = session.get_nested_transaction() or session.get_transaction()
-    if transaction is None:
-        return None
-    return _scope_of(session, transaction)
+    return None if transaction is None else _scope_of(session, transaction)
 
 
 def _scope_of(session: Session, transaction: SessionTransaction) -> PhaseScope:
@@ -310,24 +307,22 @@ def _scope_of(session: Session, transaction: SessionTransaction) -> PhaseScope:
             parent = parent.parent
         scope = PhaseScope(
             parent=None if parent is None else _scope_of(session, parent),
-            durable_sink=_outbox_sink(session),
+            durable_sink=functools.partial(_write_outbox_row, session),
             owner=session,
         )
         scopes[transaction] = scope
     return scope
 
 
-def _outbox_sink(session: Session) -> Callable[..., Awaitable[None]]:
-    async def write(
-        signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
-    ) -> None:
-        from ..outbox._sqlalchemy import write_row
+async def _write_outbox_row(
+    session: Session, signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
+) -> None:
+    """Write a durable receiver's outbox row in *session*'s transaction (the scope's sink)."""
+    from ..outbox._sqlalchemy import write_row
 
-        proxy = async_session(session)
-        assert proxy is not None, "instrumented sessions are made by an async_sessionmaker"
-        await write_row(proxy, signal, record, sender, payload)
-
-    return write
+    proxy = async_session(session)
+    assert proxy is not None, "instrumented sessions are made by an async_sessionmaker"
+    await write_row(proxy, signal, record, sender, payload)
 
 
 def _changes(obj: object) -> tuple[frozenset[str], dict[str, Any]]:

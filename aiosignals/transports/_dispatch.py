@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from .._receivers import ANY
+from .._options import ANY
 from .._signal import Signal, registry
 from ..models import load_payload
 from ._message import (

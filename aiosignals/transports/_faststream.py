@@ -202,8 +202,7 @@ class FastStreamTransport(Forwarding):
         :raises TypeError: if a value of *payload* has no JSON form
         """
         stream = self.stream_name(signal)
-        if payload.__class__ is not signal.payload_type:
-            payload = signal.payload_type.model_validate(payload)
+        payload = signal.validate(payload)
         message_id = uuid.uuid4().hex
         headers = {"aiosignals-id": message_id, "aiosignals-sender": sender_label(sender)}
         if key is not None:

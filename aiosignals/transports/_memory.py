@@ -136,8 +136,7 @@ class MemoryTransport(Forwarding):
         :raises TypeError: if a value of *payload* has no JSON form
         """
         name = self.stream_name(signal)
-        if payload.__class__ is not signal.payload_type:
-            payload = signal.payload_type.model_validate(payload)
+        payload = signal.validate(payload)
         message_id = str(next(self._ids))
         text, label = dump_payload(payload), sender_label(sender)
         self._store.queue(name, self.group)

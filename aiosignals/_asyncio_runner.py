@@ -1,5 +1,5 @@
 """
-The asyncio-specific path of concurrent sends.
+The asyncio runner of concurrent stages: plain receivers' coroutines as asyncio tasks.
 
 On asyncio, :class:`asyncio.TaskGroup` costs about a quarter of an anyio task group, and a
 plain receiver's coroutine can be handed to it without a wrapper. Semantics are the same
@@ -36,10 +36,11 @@ def on_asyncio() -> bool:
     running too, and sniffio (which anyio asks) must not name another library. The cheap
     tests come first; a "no" only costs the anyio path, which works everywhere.
     """
-    # The private getter is what asyncio's own get_running_loop() wraps; it returns None
-    # instead of raising.
-    loop = asyncio._get_running_loop()  # pyright: ignore[reportPrivateUsage]
-    if loop is None or asyncio.current_task(loop) is None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    if asyncio.current_task(loop) is None:
         return False
     if _thread_local is None:
         return True
