@@ -189,6 +189,14 @@ async def restore(db: Database, receivers: int, *, fresh_statistics: bool = True
     return await outbox_count(db)
 
 
+async def clean_up(db: Database) -> None:
+    """Drop this run's tables and snapshots; close the engine."""
+    async with db.engine.begin() as connection:
+        await connection.run_sync(Base.metadata.drop_all)
+    await drop_snapshots(db)
+    await db.dispose()
+
+
 async def drop_snapshots(db: Database) -> None:
     async with db.engine.begin() as connection:
         for receivers in (1, 4):
@@ -585,9 +593,11 @@ async def main_async(args: argparse.Namespace) -> None:
             print("| relay | rows | ms | events/s |")
             print("|---|---:|---:|---:|")
             results: list[Throughput] = []
-            for batch_size in BATCH_SIZES:
+            for batch_size in args.batch_sizes:
                 results.append(await one_relay(db, batch_size, budget))
                 show(results[-1])
+            if args.relay_only:
+                return
             if not db.is_sqlite:
                 results.append(await one_relay(db, BATCH_SIZES[-1], budget, fresh_statistics=False))
                 show(results[-1])
@@ -636,10 +646,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 print()
                 await profile_relay(db, args.profile, budget, args.top)
         finally:
-            async with db.engine.begin() as connection:
-                await connection.run_sync(Base.metadata.drop_all)
-            await drop_snapshots(db)
-            await db.dispose()
+            await clean_up(db)
     print()
     print(f"Total time: {time.perf_counter() - started:.1f} s; {load_average()} at end")
 
@@ -665,6 +672,18 @@ def main() -> None:
         help="after timing, profile one drain at this batch size (default 500)",
     )
     parser.add_argument("--top", type=int, default=20, help="rows of the cProfile listing")
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda text: [int(size) for size in text.split(",")],
+        default=list(BATCH_SIZES),
+        metavar="B,B,...",
+        help="batch sizes of the one-relay drains (default 1,100,500)",
+    )
+    parser.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="only the one-relay drains: no two relays, no save cost, no profile",
+    )
     parser.add_argument("--relay-worker", metavar="BATCH,BUDGET", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.relay_worker:

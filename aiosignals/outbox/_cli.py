@@ -97,9 +97,9 @@ def _relay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lease",
         type=positive_seconds,
-        default=30.0,
+        default=10.0,
         help="how long a claimed row stays this relay's, renewed while delivering;"
-        " seconds (default 30)",
+        " seconds (default 10)",
     )
     parser.add_argument(
         "--poll-interval",
@@ -119,6 +119,13 @@ def _relay_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative_seconds,
         default=1.0,
         help="first retry delay, doubled at each attempt, seconds (default 1)",
+    )
+    parser.add_argument(
+        "--no-listen",
+        dest="listen",
+        action="store_false",
+        help="poll only; do not LISTEN for commits on PostgreSQL (behind PgBouncer in"
+        " transaction mode)",
     )
 
 
@@ -171,6 +178,7 @@ async def _serve(args: argparse.Namespace) -> int:
             poll_interval=args.poll_interval,
             delivery_timeout=args.delivery_timeout,
             backoff=args.backoff,
+            listen=args.listen,
         )
 
         async def stop_on_signal(*, task_status: anyio.abc.TaskStatus[None]) -> None:

@@ -19,6 +19,7 @@ from ..repository.sqlalchemy import Database
 from ._batch import Batch, Permanent, group_to_mark
 from ._progress import BatchProgress
 from ._sqlalchemy import SQLAlchemyOutboxStore
+from ._wakeup import can_listen, listen
 
 if TYPE_CHECKING:
     from .._receivers import DurableReceiver
@@ -76,9 +77,11 @@ class OutboxRelay:
     :param concurrency: the most ordering keys whose rows are delivered at once
     :param max_attempts: failures (or deaths of the relay delivering it) before a row is
         parked as dead
-    :param lease: seconds a claimed row stays reserved for this relay, renewed while the
-        batch runs
-    :param poll_interval: seconds :meth:`run` waits when nothing is due
+    :param lease: seconds a claimed row stays reserved for this relay, renewed every third
+        of it while the batch runs: a killed relay's rows go to another relay within about
+        this long
+    :param poll_interval: seconds :meth:`run` waits when nothing is due; on PostgreSQL
+        (asyncpg) a commit that writes outbox rows wakes it at once (LISTEN/NOTIFY)
     :param delivery_timeout: seconds one receiver call may take before it fails with
         :class:`TimeoutError` (retried like any failure). The default, 60 s, is far above
         a mail or webhook call, and bounds how long one hung receiver holds up its relay.
@@ -88,6 +91,9 @@ class OutboxRelay:
     :param clock: returns the time in seconds since the epoch: when rows are due, leases
         run out and retries come. Tests pass one they can move forward, to age leases and
         backoffs without waiting them out.
+    :param listen: on PostgreSQL through asyncpg, be woken by commits (LISTEN/NOTIFY);
+        ``False`` polls only, as behind a pooler in transaction mode (PgBouncer), where a
+        LISTEN is not kept
     :raises TypeError: for a *batch_size*, *max_attempts* or *concurrency* that is not an
         int, or a duration that is not a number
     :raises ValueError: for a *batch_size*, *max_attempts* or *concurrency* below 1, a
@@ -105,7 +111,7 @@ class OutboxRelay:
         *,
         batch_size: int = 100,
         max_attempts: int = 10,
-        lease: float = 30.0,
+        lease: float = 10.0,
         poll_interval: float = 0.5,
         delivery_timeout: float = 60.0,
         backoff: float = 1.0,
@@ -113,6 +119,7 @@ class OutboxRelay:
         name: str | None = None,
         clock: Callable[[], float] = time.time,
         concurrency: int = 16,
+        listen: bool = True,
     ) -> None:
         counts = (("batch_size", batch_size), ("max_attempts", max_attempts))
         for what, count in (*counts, ("concurrency", concurrency)):
@@ -152,8 +159,11 @@ class OutboxRelay:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.listen = listen
         self._stopping = False
         self._wake: anyio.Event | None = None
+        # A commit was notified since the last claim began: the next pause is skipped.
+        self._notified = False
         self._lease_until = 0.0
         # The rows in hand and when their delivery_timeout is up (the heartbeat stops
         # renewing the batch's leases past it).
@@ -186,32 +196,53 @@ class OutboxRelay:
         A database that cannot be reached is retried with an exponential backoff (logged,
         at most 30 s apart), so a restart of the database does not end the relay. A
         :meth:`stop` that came before ``run`` makes it return at once; after returning
-        the relay may be run again.
+        the relay may be run again. On PostgreSQL through asyncpg it also listens for the
+        commits of outbox rows on a connection of its own, and claims at once instead of
+        waiting out *poll_interval*.
         """
-        failures = 0
         try:
-            while not self._stopping:
-                try:
-                    finished = await self.run_once()
-                except (OSError, SQLAlchemyError) as exc:
-                    failures += 1
-                    delay = backoff(failures, base=0.1, cap=30.0)
-                    logger.warning(
-                        "outbox relay %s: the database failed (%s); retrying in %.1f s",
-                        self.name,
-                        exc,
-                        delay,
-                    )
-                    await self._pause(delay)
-                    continue
-                failures = 0
-                if finished < self.batch_size:
-                    await self._pause(self.poll_interval)
+            async with anyio.create_task_group() as group:
+                if self.listen and self.db is not None and can_listen(self.db):
+                    group.start_soon(listen, self.db, self._on_commit, self.name)
+                await self._run_until_stopped()
+                group.cancel_scope.cancel()
+        except BaseExceptionGroup as error:
+            # The listener raises nothing of its own: unwrap what the loop raised.
+            if len(error.exceptions) == 1:
+                raise error.exceptions[0] from None
+            raise
         finally:
             self._stopping = False
 
+    def _on_commit(self) -> None:
+        self._notified = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _run_until_stopped(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._notified = False
+            try:
+                finished = await self.run_once()
+            except (OSError, SQLAlchemyError) as exc:
+                failures += 1
+                delay = backoff(failures, base=0.1, cap=30.0)
+                logger.warning(
+                    "outbox relay %s: the database failed (%s); retrying in %.1f s",
+                    self.name,
+                    exc,
+                    delay,
+                )
+                await self._pause(delay)
+                continue
+            failures = 0
+            if finished < self.batch_size and not self._notified:
+                await self._pause(self.poll_interval)
+
     async def _pause(self, seconds: float) -> None:
-        # Cut short by stop(): a stopping relay does not sit out its poll interval.
+        # Cut short by stop(), and by a commit's notification (PostgreSQL): a stopping
+        # relay does not sit out its poll interval, nor does a new row.
         if self._stopping:
             return
         self._wake = anyio.Event()

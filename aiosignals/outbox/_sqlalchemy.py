@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from ._store import DEAD, PENDING, OutboxRow, Outcomes, PendingReceiver, new_row, receiver_path
 from ._table import outbox, outbox_metadata
+from ._wakeup import notifying_insert
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +27,9 @@ __all__ = ["SQLAlchemyOutboxStore", "write_row"]
 _CLAIM_LOCK = 0x616F_7369_676E
 
 _INSERT = outbox.insert()
+# On PostgreSQL the row's INSERT also wakes the listening relays, at commit; one
+# statement per set of columns written.
+_NOTIFYING_INSERTS: dict[tuple[str, ...], sa.Insert] = {}
 
 
 async def write_row(
@@ -45,7 +49,13 @@ async def write_row(
     )
     # One prebuilt statement with parameters: compiled once and cached by SQLAlchemy,
     # where .values(...) would build (and key) a new statement per row.
-    await session.execute(_INSERT, row)
+    statement = _INSERT
+    if session.get_bind().dialect.name == "postgresql":
+        columns = tuple(row)
+        if columns not in _NOTIFYING_INSERTS:
+            _NOTIFYING_INSERTS[columns] = notifying_insert(outbox, list(columns))
+        statement = _NOTIFYING_INSERTS[columns]
+    await session.execute(statement, row)
 
 
 def _row(row: Any) -> OutboxRow:
@@ -200,6 +210,15 @@ class SQLAlchemyOutboxStore:
 
     async def finish(self, relay: str, outcomes: Outcomes, mark: Collection[int]) -> bool:
         """Write *outcomes* and mark *mark* as started, in one transaction."""
+        if self.db.is_sqlite or outcomes.failed or outcomes.dead or outcomes.unmarked:
+            return await self._finish_in_transaction(relay, outcomes, mark)
+        if outcomes.released:
+            return await self._finish_in_transaction(relay, outcomes, mark)
+        return await self._finish_in_one_statement(relay, outcomes.done, mark)
+
+    async def _finish_in_transaction(
+        self, relay: str, outcomes: Outcomes, mark: Collection[int]
+    ) -> bool:
         mine = outbox.c.locked_by == relay
         unlocked = {"locked_until": None, "locked_by": None}
         async with self.db.engine.begin() as connection:
@@ -246,6 +265,26 @@ class SQLAlchemyOutboxStore:
                 .values(attempts=outbox.c.attempts + 1)
             )
             return result.rowcount == len(mark)
+
+    async def _finish_in_one_statement(
+        self, relay: str, done: Collection[int], mark: Collection[int]
+    ) -> bool:
+        # The usual case on PostgreSQL, rows delivered and the next ones marked: one
+        # statement, atomic on its own, is one round trip where a transaction is four
+        # (BEGIN, DELETE, UPDATE, COMMIT), and the relay waits for it between groups.
+        mine = outbox.c.locked_by == relay
+        deleted = outbox.delete().where(self._ids_in(done), mine).cte("deleted")
+        marked = (
+            outbox.update()
+            .where(self._ids_in(mark), mine)
+            .values(attempts=outbox.c.attempts + 1)
+            .returning(outbox.c.id)
+            .cte("marked")
+        )
+        query = sa.select(sa.func.count()).select_from(marked).add_cte(deleted)
+        async with self.db.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            return await autocommit.scalar(query) == len(mark)
 
     async def pending_receivers(self) -> list[PendingReceiver]:
         """Return each ``dispatch_uid`` with pending rows, and how many it has."""
