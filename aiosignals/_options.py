@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypedDict
 
 if TYPE_CHECKING:
-    from ._types import ErrorPolicy
+    from ._types import ErrorPolicy, Ordering
 
 __all__ = [
     "ANY",
@@ -189,6 +189,7 @@ class ConnectKwargs(TypedDict, total=False):
     phase: Phase
     thread: bool
     durable: bool
+    ordering: Ordering
     errors: ErrorPolicy | None
 
 
@@ -210,16 +211,19 @@ class ConnectOptions:
     phase: Phase = Phase.IMMEDIATE
     thread: bool = False
     durable: bool = False
+    ordering: Ordering = "key"
     errors: ErrorPolicy | None = None
 
     def checked(self) -> ConnectOptions:
         """
         Return these options if their values are valid.
 
-        :raises ValueError: if *timeout* is not a positive number of seconds or *errors*
-            not a policy
+        :raises ValueError: if *timeout* is not a positive number of seconds, *errors*
+            not a policy or *ordering* neither ``"key"`` nor ``"receiver"``
         """
         check_timeout(self.timeout, what="connect(timeout=...)")
+        if self.ordering not in ("key", "receiver"):
+            raise ValueError(f"ordering must be 'key' or 'receiver', not {self.ordering!r}")
         if self.errors is not None:
             check_errors(self.errors)
         return self

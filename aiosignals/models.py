@@ -265,7 +265,10 @@ def sender_label(sender: Any) -> str:
     """
     Return how *sender* travels in a message; :func:`resolve_sender` reads it back.
 
-    :func:`import_path` for a class, ``""`` for ``None``, else ``str(sender)``.
+    :func:`import_path` for a class, ``""`` for ``None``, else ``str(sender)``. Not
+    :func:`dump_sender`'s stored form: a message's label is the stream entries' documented
+    format, and a consumer must never import a module because a message names it, where the
+    outbox relay imports the senders its own process stored.
 
     :param sender: the sender of a send
     """
@@ -297,6 +300,50 @@ def resolve_sender(label: str) -> Any:
         if value is None:
             return label
     return value if isinstance(value, type) else label
+
+
+def dump_sender(sender: Any) -> str:
+    """
+    Return how a sender is stored to be found again: ``none:``, ``str:<text>`` or ``py:<path>``.
+
+    A class or function is stored by its import path (``py:module:qualname``), a string as
+    itself, ``None`` as ``none:``: the prefix tells them apart, so :func:`load_sender`
+    gives back exactly what was stored, even a string that looks like a path.
+
+    :raises TypeError: for a sender that cannot be stored and found again
+    """
+    if sender is None:
+        return "none:"
+    if isinstance(sender, str):
+        return f"str:{sender}"
+    if isinstance(sender, type) or callable(sender):
+        path = import_path(sender)
+        if "<locals>" in path:
+            raise TypeError(
+                f"the sender {sender!r} is defined inside a function, so another process"
+                " cannot import it: define it at module level"
+            )
+        return f"py:{path}"
+    raise TypeError(
+        f"a stored sender must be a class, a function, a string or None, not {sender!r}"
+    )
+
+
+def load_sender(stored: str) -> Any:
+    """
+    Return the sender :func:`dump_sender` stored as *stored*, importing its module if needed.
+
+    :raises LookupError: if a stored class or function cannot be imported any more
+    """
+    kind, _, value = stored.partition(":")
+    if kind == "none":
+        return None
+    if kind == "str":
+        return value
+    try:
+        return resolve_path(value)
+    except (ImportError, AttributeError) as exc:
+        raise LookupError(f"cannot import the sender {value!r}: {exc}") from exc
 
 
 class ModelEvent(Event, Generic[M]):

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from .._delivery import current_delivery
 from ..models import dump_payload, sender_label
 
 if TYPE_CHECKING:
@@ -140,20 +141,7 @@ def encode_send(signal: Signal[P], stream: str, sender: Any, payload: P) -> tupl
     return text, sender_label(sender)
 
 
-_outbox_missing = False
-
-
 def outbox_key() -> str | None:
     """Return ``outbox:<database>:<row id>`` when the outbox relay is calling us, else ``None``."""
-    global _outbox_missing  # Set once: a failed import is not cached by Python.
-    if _outbox_missing:
-        return None
-    try:
-        # Optional: the outbox needs the sqlalchemy extra, which a process that only
-        # forwards sends outside transactions may not have.
-        from aiosignals.outbox import current_delivery
-    except ImportError:
-        _outbox_missing = True
-        return None
     delivery = current_delivery()
     return None if delivery is None else delivery.key
