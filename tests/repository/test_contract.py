@@ -248,20 +248,44 @@ async def test_get_and_list_filter_and_paginate(backend: Backend) -> None:
 async def test_after_commit_receivers_run_once_after_commit_in_save_order(
     backend: Backend, listen: Listen
 ) -> None:
-    """AFTER_COMMIT receivers run once each, after the transaction's body, in the order of saves."""
+    """AFTER_COMMIT receivers run once each, after the commit, in save order, and see the row."""
     log: list[str] = []
+    requests, served = anyio.create_memory_object_stream[tuple[Any, anyio.Event, list[Any]]]()
+
+    async def reader() -> None:
+        # Started before the transaction opens, so its context holds no transaction:
+        # each read is a fresh one on another connection, which sees only committed rows.
+        async with served:
+            async for key, done, found in served:
+                found.append(await backend.users.get(key))
+                done.set()
+
+    async def read_elsewhere(key: Any) -> Any:
+        done, found = anyio.Event(), []
+        await requests.send((key, done, found))
+        # A receiver run before the commit would wait here for the writer's lock: fail, not hang.
+        with anyio.fail_after(5):
+            await done.wait()
+        return found[0]
 
     async def after_commit(sender: Any, payload: PostSave[Any]) -> None:
-        # Committed: a fresh read (another task, so another connection) sees the row.
-        log.append(f"after commit {payload.instance.email}")
+        stored = await read_elsewhere(payload.instance.id)
+        seen = (
+            "committed"
+            if stored is not None and stored.email == payload.instance.email
+            else "missing"
+        )
+        log.append(f"after commit {payload.instance.email} {seen}")
 
     listen(post_save, after_commit, backend.User, phase=Phase.AFTER_COMMIT)
-    async with backend.transaction():
-        await backend.users.add(backend.User(email="a@x"))
-        await backend.users.add(backend.User(email="b@x"))
-        log.append("body done")
+    async with anyio.create_task_group() as group:
+        group.start_soon(reader)
+        async with requests, backend.transaction():
+            await backend.users.add(backend.User(email="a@x"))
+            await backend.users.add(backend.User(email="b@x"))
+            log.append("body done")
 
-    assert log == ["body done", "after commit a@x", "after commit b@x"]
+    assert log == ["body done", "after commit a@x committed", "after commit b@x committed"]
 
 
 async def test_rollback_writes_nothing_and_runs_no_after_commit_receiver(
@@ -421,6 +445,8 @@ async def test_concurrent_transactions_never_see_each_others_deferred_receivers(
     backend: Backend, listen: Listen
 ) -> None:
     """Overlapping transactions of two tasks each run only their own deferred receivers."""
+    if backend.name == "sqlite":
+        pytest.skip("SQLite has one writer: its BEGIN IMMEDIATE waits for the open transaction")
     committed: list[str] = []
     rolled_back: list[str] = []
 
@@ -432,29 +458,40 @@ async def test_concurrent_transactions_never_see_each_others_deferred_receivers(
 
     listen(post_save, after_commit, backend.User, phase=Phase.AFTER_COMMIT)
     listen(post_save, after_rollback, backend.User, phase=Phase.AFTER_ROLLBACK)
-    a_saved = anyio.Event()
+    a_saved, b_saved, a_saved_again, b_ended = (anyio.Event() for _ in range(4))
 
     async def commits() -> None:
         async with backend.transaction():
             await backend.users.add(backend.User(email="a@x"))
             a_saved.set()
-            # Stays open while the other task runs its own transaction.
-            await anyio.sleep(0.05)
+            # Both transactions are open now: this save must not land in the other's scope.
+            await b_saved.wait()
+            await backend.users.add(backend.User(email="a2@x"))
+            a_saved_again.set()
+            # Stays open, with its receivers deferred, until the other transaction ended.
+            await b_ended.wait()
+            assert rolled_back == ["b@x"]
+            assert committed == []
 
     async def rolls_back() -> None:
         await a_saved.wait()
-        with pytest.raises(Veto):
-            async with backend.transaction():
-                await backend.users.add(backend.User(email="b@x"))
-                raise Veto
+        try:
+            with pytest.raises(Veto):
+                async with backend.transaction():
+                    await backend.users.add(backend.User(email="b@x"))
+                    b_saved.set()
+                    await a_saved_again.wait()
+                    raise Veto
+        finally:
+            b_ended.set()
 
     async with anyio.create_task_group() as group:
         group.start_soon(commits)
         group.start_soon(rolls_back)
 
-    assert committed == ["a@x"]
+    assert committed == ["a@x", "a2@x"]
     assert rolled_back == ["b@x"]
-    assert [u.email for u in await backend.users.list()] == ["a@x"]
+    assert sorted(u.email for u in await backend.users.list()) == ["a2@x", "a@x"]
 
 
 async def test_a_failed_write_inside_a_transaction_rolls_it_all_back(
