@@ -8,6 +8,9 @@ import anyio.lowlevel
 import pytest
 
 from aiosignals import Event, Phase, RecursionDepthError, Signal
+
+# PhaseScope is the seam persistence layers build on, with no public path yet: this is
+# its unit test, so it imports the private module (nothing public exposes the scope).
 from aiosignals._phases import PhaseScope, current_scope
 
 pytestmark = pytest.mark.anyio

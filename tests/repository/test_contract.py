@@ -261,7 +261,7 @@ async def test_after_commit_receivers_run_once_after_commit_in_save_order(
                 done.set()
 
     async def read_elsewhere(key: Any) -> Any:
-        done, found = anyio.Event(), []
+        done, found = anyio.Event(), list[Any]()
         await requests.send((key, done, found))
         # A receiver run before the commit would wait here for the writer's lock: fail, not hang.
         with anyio.fail_after(5):
