@@ -21,11 +21,11 @@ from ._event import Event
 from ._options import (
     ANY,
     ConnectKwargs,
-    ConnectOptions,
     Mode,
     SendOptions,
     Sequential,
     check_max_depth,
+    connect_options,
 )
 from ._payloads import coerce, no_sender
 from ._receivers import EMPTY_PLAN, Plan, Receivers
@@ -217,19 +217,21 @@ class Signal(Generic[P]):
         :param options: the options listed above, by keyword, each optional
         :return: *receiver*, unchanged
         :raises TypeError: if *receiver* is not callable, cannot take ``(sender, payload)``
-            (the message shows that form), or cannot be held weakly with ``weak=True``
+            (the message shows that form), or cannot be held weakly with ``weak=True``; for
+            an unknown option, a *priority* not an integer or a *phase* not a :class:`Phase`
         :raises ValueError: if *durable* is set without a *dispatch_uid*, if a different
             receiver would be connected (for another sender) under the *dispatch_uid* of a
             durable one, or a durable one under the uid of another receiver; if *timeout*
             is not a positive number of seconds or *errors* not a policy
         """
+        checked = connect_options(options)  # with no receiver too: @connect(prio=1) fails here
         if receiver is None:
 
             def decorate(fn: Callable[[Any, P], R]) -> Callable[[Any, P], R]:
                 return self.connect(fn, **options)
 
             return decorate
-        self._receivers.connect(self, receiver, ConnectOptions(**options))
+        self._receivers.connect(self, receiver, checked)
         return receiver
 
     def disconnect(
@@ -345,11 +347,8 @@ class Signal(Generic[P]):
         parametrised generic payload type (``PostSave[User]`` for a ``PostSave`` signal)
         is delivered unchanged.
 
-        Context: sequential receivers run in the sender's context (a ``ContextVar.set`` in
-        one is seen by the next and by the sender); concurrent and ``thread=True``
-        receivers each run in a copy, as tasks and threads do, a concurrent stage of one
-        receiver too. A receiver connected for :data:`ANY` and
-        for *sender* runs twice, as in Django.
+        Context: as :meth:`connect` describes (sequential receivers share the sender's,
+        the others run in a copy). A receiver for :data:`ANY` and for *sender* runs twice.
 
         A receiver runs at most the smallest of the send's, its own and the signal's
         timeouts; past it the receiver fails with :class:`TimeoutError`.
@@ -491,6 +490,7 @@ def receiver(
     .. versionadded:: 0.1
     """
     signals: Sequence[Signal[Any]] = [signal] if isinstance(signal, Signal) else list(signal)
+    connect_options(options, where="receiver")
 
     def decorator(fn: Callable[[Any, P], R]) -> Callable[[Any, P], R]:
         for each in signals:

@@ -1047,3 +1047,34 @@ def test_an_unknown_connect_option_is_a_type_error() -> None:
     signal = make_signal()
     with pytest.raises(TypeError, match="prio"):
         signal.connect(lambda sender, payload: None, prio=1)  # type: ignore[call-overload]
+
+
+def test_an_unknown_connect_option_is_named_after_connect() -> None:
+    """connect(), @connect(...) and @receiver(...) refuse an unknown keyword when called."""
+    signal = make_signal()
+    with pytest.raises(TypeError, match=r"^connect\(\) got an unexpected keyword argument 'prio'"):
+        signal.connect(lambda sender, payload: None, prio=1)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"^connect\(\) got an unexpected keyword argument 'prio'"):
+        signal.connect(prio=1)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"^receiver\(\) got an unexpected keyword argument 'prio'"):
+        receiver(signal, prio=1)  # type: ignore[call-arg]
+    assert not signal.connections
+
+
+@pytest.mark.parametrize("priority", [True, 1.5, "1", None])
+def test_a_priority_that_is_not_an_integer_is_a_type_error(priority: Any) -> None:
+    """A priority that is a bool, float, string or None fails at connect, naming the option."""
+    signal = make_signal()
+    with pytest.raises(TypeError, match=r"connect\(priority=\.\.\.\) must be an integer"):
+        signal.connect(lambda sender, payload: None, priority=priority)
+    with pytest.raises(TypeError, match=r"priority=\.\.\.\) must be an integer"):
+        signal.connected_to(lambda sender, payload: None, priority=priority).__enter__()
+    assert not signal.connections
+
+
+def test_a_phase_that_is_not_a_phase_is_a_type_error() -> None:
+    """connect(phase="after_commit") fails at connect, not by running the receiver at once."""
+    signal = make_signal()
+    with pytest.raises(TypeError, match=r"connect\(phase=\.\.\.\) must be a Phase"):
+        signal.connect(lambda sender, payload: None, phase="after_commit")  # type: ignore[call-overload]
+    assert not signal.connections
