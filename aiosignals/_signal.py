@@ -250,8 +250,7 @@ class Signal(Generic[P]):
         ``all_senders=True`` every connection of the receiver (or of the *dispatch_uid*)
         goes, whatever its sender, as blinker's ``disconnect`` does.
 
-        :param receiver: the receiver to disconnect
-        :param sender: the sender it was connected for (:data:`ANY` by default)
+        :param receiver: the receiver to disconnect, connected for *sender* (default ANY)
         :param dispatch_uid: the uid it was connected under, instead of *receiver*
         :param all_senders: remove it for every sender (*sender* is then ignored)
         :return: whether a connection was removed
@@ -347,17 +346,16 @@ class Signal(Generic[P]):
         parametrised generic payload type (``PostSave[User]`` for a ``PostSave`` signal)
         is delivered unchanged.
 
-        Context: as :meth:`connect` describes (sequential receivers share the sender's,
-        the others run in a copy). A receiver for :data:`ANY` and for *sender* runs twice.
+        Context: as :meth:`connect` describes (sequential receivers share the sender's).
 
-        A receiver runs at most the smallest of the send's, its own and the signal's
-        timeouts; past it the receiver fails with :class:`TimeoutError`.
+        A receiver runs at most the smaller of its own timeout and the send's (the
+        signal's unless the send gives one); past it, it fails with :class:`TimeoutError`.
 
         ``mode``, ``errors`` and ``timeout`` are options of the send: a payload with fields
         of those names has to be built first and passed whole.
 
-        :param sender: who sends, positionally (Django's ``send(sender=...)`` keyword is
-            an error here); receivers connected for another sender are skipped
+        :param sender: who sends, positionally (not Django's ``send(sender=...)``);
+            receivers for another sender are skipped, those for it and :data:`ANY` both run
         :param payload: an instance of the signal's payload type
         :param mode: overrides the signal's mode for this send
         :param errors: overrides the signal's error policy for this send
@@ -391,8 +389,10 @@ class Signal(Generic[P]):
             or errors is not None
             or timeout is not None
         ):
-            # Not the common case: find the plan for this sender and this task, and take
-            # the general path unless the shortest one still applies.
+            # Not the common case: check the options (with no receiver too), find the plan
+            # for this sender and task, take the general path unless the shortest applies.
+            if mode is not None or errors is not None or timeout is not None:
+                self._receivers.options.overridden(mode, errors, timeout)
             plan = self._any_plan
             if plan is None or _overrides.active:
                 plan = self._current_plan(sender)

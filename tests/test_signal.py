@@ -1078,3 +1078,40 @@ def test_a_phase_that_is_not_a_phase_is_a_type_error() -> None:
     with pytest.raises(TypeError, match=r"connect\(phase=\.\.\.\) must be a Phase"):
         signal.connect(lambda sender, payload: None, phase="after_commit")  # type: ignore[call-overload]
     assert not signal.connections
+
+
+@pytest.mark.parametrize("mode", [Sequential(), Concurrent()])
+async def test_a_send_timeout_replaces_the_signals_and_a_receivers_own_still_applies(
+    mode: Sequential | Concurrent,
+) -> None:
+    """send(timeout=...) stands in for the signal's timeout; the receiver's own is kept."""
+    signal = make_signal(mode=mode, timeout=0.001)
+
+    async def takes_a_while(sender: Any, payload: Registered) -> str:
+        await anyio.sleep(0.02)
+        return "done"
+
+    signal.connect(takes_a_while)
+    assert [r for _, r in await signal.send(None, user_id=1, timeout=5)] == ["done"]
+    signal.disconnect(takes_a_while)
+    signal.connect(takes_a_while, timeout=0.001)
+    [(_, failure)] = await signal.send(None, user_id=1, timeout=5, errors="collect")
+    assert isinstance(failure, TimeoutError)
+
+
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [
+        ({"errors": "ignore"}, ValueError),
+        ({"timeout": True}, TypeError),
+        ({"timeout": -1}, ValueError),
+        ({"mode": Concurrent}, TypeError),
+    ],
+)
+async def test_a_bad_send_option_fails_with_no_receiver_too(
+    option: dict[str, Any], error: type[Exception]
+) -> None:
+    """A bad send option fails at the send even when no receiver is connected yet."""
+    signal = make_signal()
+    with pytest.raises(error):
+        await signal.send(None, user_id=1, **option)
