@@ -527,6 +527,24 @@ def test_a_different_receiver_under_a_durable_uid_is_an_error() -> None:
     assert [c.receiver for c in signal.connections] == [mail, mail]
 
 
+def test_a_durable_receiver_under_a_plain_receivers_uid_is_named_as_such() -> None:
+    """Refusing a durable receiver under a plain one's uid calls only the new one durable."""
+    signal = Signal(Registered, name="test_signal.durable_under_plain_uid")
+
+    async def plain(sender: object, payload: Registered) -> None:
+        pass
+
+    async def mail(sender: object, payload: Registered) -> None:
+        pass
+
+    signal.connect(plain, dispatch_uid="mail")
+    with pytest.raises(
+        ValueError, match=r"names the receiver .*plain.*; the durable receiver .*mail"
+    ) as info:
+        signal.connect(mail, sender=int, dispatch_uid="mail", durable=True)
+    assert "the durable receiver <function" not in str(info.value).split(";")[0]
+
+
 async def test_disconnect_all_senders_removes_the_receiver_everywhere() -> None:
     """disconnect(r, all_senders=True) removes r for ANY and every sender; the default only ANY."""
     signal = make_signal()
