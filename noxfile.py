@@ -35,7 +35,7 @@ def redis_floor() -> str:
 
 
 # Modules only a Redis server exercises: the transport and the `aiosignals consume` command.
-REDIS_ONLY = ["aiosignals/transports/_redis.py", "aiosignals/transports/_cli.py"]
+REDIS_ONLY = ["aiosignals/transports/redis/*", "aiosignals/transports/_cli.py"]
 
 
 def coverage_report_args(env: dict[str, str], redis_server_binary: str | None) -> list[str]:
@@ -82,7 +82,7 @@ def tests(session: nox.Session) -> None:
 ARQ_TESTS = [
     "tests/transports/test_arq.py",
     "tests/test_readme.py",  # its `# requires: arq` blocks (marked arq)
-    "tests/transports/test_redis.py",
+    "tests/transports/redis",
 ]
 
 

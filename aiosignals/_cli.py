@@ -2,8 +2,9 @@
 The ``aiosignals`` command.
 
 Each subcommand lives with the feature it drives and is imported only when it runs, so
-``aiosignals --help`` needs none of the optional extras. A subcommand module provides
-``add_arguments(parser)`` (cheap, no optional imports) and ``run(args) -> int``.
+``aiosignals --help`` needs none of the optional extras. A subcommand module (or the
+object named after its ``:``) provides ``add_arguments(parser)`` (cheap, no optional
+imports) and ``run(args) -> int``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ._cli_args import hide_passwords
 
 __all__ = ["main"]
 
-# name -> (help, module with add_arguments() and run())
+# name -> (help, "module" or "module:object" with add_arguments() and run())
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
         "run the seed scenario: users saved on SQLite, profiles made by post_save",
@@ -26,9 +28,12 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "relay": (
         "deliver durable receivers' outbox rows until SIGINT/SIGTERM",
-        "aiosignals.outbox._cli",
+        "aiosignals.outbox._cli:relay_command",
     ),
-    "outbox": ("list, show, retry or purge outbox rows", "aiosignals.outbox._cli_rows"),
+    "outbox": (
+        "list, show, retry or purge outbox rows",
+        "aiosignals.outbox._cli:outbox_command",
+    ),
     "consume": (
         "consume signals from Redis Streams or a FastStream broker until SIGINT/SIGTERM",
         "aiosignals.transports._cli",
@@ -46,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module_name)
         try:
-            module = importlib.import_module(module_name)
+            module = _command(module_name)
         except ImportError:
             # The command needs an extra that is not installed: main() says which,
             # whatever the arguments, rather than "unrecognized arguments".
@@ -54,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
             continue
         module.add_arguments(sub)
     return parser
+
+
+def _command(spec: str) -> Any:
+    """Return the module, or the object in it, that *spec* (``module[:object]``) names."""
+    module_name, _, attribute = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,8 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # either way.
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(args._module)
-        status: int = module.run(args)
+        status: int = _command(args._module).run(args)
     except ImportError as exc:
         message = f"aiosignals {args.command}: {exc}{_install_hint(exc)}"
         print(hide_passwords(message), file=sys.stderr)

@@ -9,14 +9,21 @@ connects or runs. They import nothing optional, so ``aiosignals --help`` stays c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
+    "Flag",
+    "add_flags",
     "database_url",
     "existing_database_url",
+    "flag",
+    "given_flags",
     "hide_passwords",
     "non_empty",
     "non_negative_seconds",
@@ -149,3 +156,60 @@ def existing_database_url(text: str) -> str:
     if path and path != ":memory:" and not Path(path).exists():
         raise argparse.ArgumentTypeError(f"no SQLite database at {str(Path(path))!r}")
     return url
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Flag:
+    """How a field of an options dataclass shows on the command line (see :func:`flag`)."""
+
+    help: str
+    """The help text; ``{default}`` in it becomes the field's default."""
+    metavar: str | None = None
+    """What the value is called in the help."""
+    type: Callable[[str], Any] | None = None
+    """The argparse converter of the value; a ``bool`` field is a ``--x/--no-x`` switch."""
+
+
+def flag(
+    help: str,
+    *,
+    metavar: str | None = None,
+    type: Callable[[str], Any] | None = None,
+) -> dict[str, Flag]:
+    """
+    Return the field metadata that makes a dataclass field a command-line flag.
+
+    :param help: the help text; ``{default}`` in it becomes the field's default
+    :param metavar: what the value is called in the help
+    :param type: the argparse converter that checks and converts the value
+    """
+    return {"cli": Flag(help, metavar, type)}
+
+
+def add_flags(parser: argparse.ArgumentParser, options: type[Any]) -> None:
+    """
+    Add a ``--field-name`` flag for each field of the dataclass *options* that has a :func:`flag`.
+
+    Each flag defaults to ``None`` (not given), so that the field's own default applies: the
+    defaults are written once, in the dataclass. :func:`given_flags` reads them back.
+    """
+    for field in dataclasses.fields(options):
+        spec: Flag | None = field.metadata.get("cli")
+        if spec is None:
+            continue
+        name = f"--{field.name.replace('_', '-')}"
+        text = spec.help.format(default=field.default)
+        if isinstance(field.default, bool):
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            parser.add_argument(name, type=spec.type or str, metavar=spec.metavar, help=text)
+
+
+def given_flags(args: argparse.Namespace, options: type[Any]) -> dict[str, Any]:
+    """Return the flags of *options* (see :func:`add_flags`) given in *args*, by field name."""
+    given: dict[str, Any] = {}
+    for field in dataclasses.fields(options):
+        value = getattr(args, field.name, None) if "cli" in field.metadata else None
+        if value is not None:
+            given[field.name] = value
+    return given

@@ -9,20 +9,17 @@ import are not there. The current directory is importable, as with ``python -m``
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-import types
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
+from ._imports import SignalImportError, import_signals
 from ._observers import describe
-from ._signal import Signal
+
+if TYPE_CHECKING:
+    from ._signal import Signal
 
 __all__ = ["add_arguments", "collect", "run"]
-
-
-class InspectError(Exception):
-    """What went wrong, worded for the command line."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,56 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a module to import, e.g. myapp.signals, or one signal in it: myapp.signals:saved",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def _import(module_name: str) -> types.ModuleType:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (
-            module_name == exc.name or module_name.startswith(f"{exc.name}.")
-        ):
-            raise InspectError(f"no module named {module_name!r}") from exc
-        raise InspectError(f"importing {module_name!r} failed: {_error(exc)}") from exc
-    except Exception as exc:
-        # Anything the module raises at import (a missing setting, a syntax error...).
-        raise InspectError(f"importing {module_name!r} failed: {_error(exc)}") from exc
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _is_signal(value: object) -> TypeGuard[Signal[Any]]:
-    return isinstance(value, Signal)
-
-
-def _find(target: str) -> tuple[str, list[tuple[str, Signal[Any]]]]:
-    module_name, colon, attribute = target.partition(":")
-    if not module_name or (colon and not attribute) or ":" in attribute:
-        raise InspectError(f"expected MODULE or MODULE:ATTRIBUTE, got {target!r}")
-    module = _import(module_name)
-    if attribute:
-        value: Any = module
-        for part in attribute.split("."):
-            try:
-                value = getattr(value, part)
-            except AttributeError:
-                raise InspectError(f"{module_name!r} has no attribute {attribute!r}") from None
-        if not _is_signal(value):
-            raise InspectError(
-                f"{module_name}:{attribute} is not a Signal but {type(value).__qualname__}"
-            )
-        return module_name, [(attribute, value)]
-    found: list[tuple[str, Signal[Any]]] = []
-    seen: set[int] = set()
-    namespace: dict[str, Any] = vars(module)
-    for name, value in namespace.items():
-        # The same signal under two names (an alias, a re-export) is listed once.
-        if _is_signal(value) and id(value) not in seen:
-            seen.add(id(value))
-            found.append((name, value))
-    return module_name, found
 
 
 def _describe_signal(attribute: str, signal: Signal[Any]) -> dict[str, Any]:
@@ -119,12 +66,13 @@ def collect(target: str) -> dict[str, Any]:
     Import the module of *target* and describe its signals, as ``--json`` prints them.
 
     :param target: ``module`` or ``module:attribute``
-    :raises InspectError: if the module does not import or the attribute is not a signal
+    :raises ~aiosignals._imports.SignalImportError: if the module does not import or the
+        attribute is not a signal
     """
-    module_name, signals = _find(target)
+    found = import_signals(target)
     return {
-        "module": module_name,
-        "signals": [_describe_signal(attribute, signal) for attribute, signal in signals],
+        "module": found.module,
+        "signals": [_describe_signal(attribute, signal) for attribute, signal in found.signals],
     }
 
 
@@ -184,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the signals of ``args.target``; return the exit status (2 on a bad target)."""
     try:
         report = collect(args.target)
-    except InspectError as exc:
+    except SignalImportError as exc:
         print(f"aiosignals inspect: {exc}", file=sys.stderr)
         return 2
     if args.json:

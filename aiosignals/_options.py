@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypedDict
 
 if TYPE_CHECKING:
-    from ._types import ErrorPolicy
+    from ._types import ErrorPolicy, Ordering
 
 __all__ = [
     "ANY",
@@ -202,6 +202,7 @@ class ConnectKwargs(TypedDict, total=False):
     phase: Phase
     thread: bool
     durable: bool
+    ordering: Ordering
     errors: ErrorPolicy | None
 
 
@@ -223,6 +224,7 @@ class ConnectOptions:
     phase: Phase = Phase.IMMEDIATE
     thread: bool = False
     durable: bool = False
+    ordering: Ordering = "key"
     errors: ErrorPolicy | None = None
 
     def checked(self) -> ConnectOptions:
@@ -230,13 +232,15 @@ class ConnectOptions:
         Return these options if their values are valid.
 
         :raises TypeError: if *priority* is not an integer or *phase* not a :class:`Phase`
-        :raises ValueError: if *timeout* is not a positive number of seconds or *errors*
-            not a policy
+        :raises ValueError: if *timeout* is not a positive number of seconds, *errors*
+            not a policy or *ordering* neither ``"key"`` nor ``"receiver"``
         """
         check_priority(self.priority)
         if not isinstance(self.phase, Phase):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
             raise TypeError(f"connect(phase=...) must be a Phase, got {self.phase!r}")
         check_timeout(self.timeout, what="connect(timeout=...)")
+        if self.ordering not in ("key", "receiver"):
+            raise ValueError(f"ordering must be 'key' or 'receiver', not {self.ordering!r}")
         if self.errors is not None:
             check_errors(self.errors)
         return self

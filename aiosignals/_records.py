@@ -18,7 +18,7 @@ from ._options import ANY, ConnectOptions, Phase
 
 if TYPE_CHECKING:
     from ._event import Event
-    from ._types import ErrorPolicy
+    from ._types import ErrorPolicy, Ordering
 
 __all__ = [
     "Connection",
@@ -135,6 +135,7 @@ class ReceiverRecord:
         "is_async",
         "key",
         "once",
+        "ordering",
         "phase",
         "plain",
         "priority",
@@ -170,6 +171,7 @@ class ReceiverRecord:
         self.phase = options.phase
         self.thread = options.thread
         self.durable = options.durable
+        self.ordering: Ordering = options.ordering
         self.is_async = is_async_callable(fn)
         self.errors: ErrorPolicy | None = options.errors
         self.detach = detach
@@ -273,6 +275,7 @@ class ReceiverRecord:
             durable=self.durable,
             weak=self.fn is None,
             errors=self.errors,
+            ordering=self.ordering,
         )
 
     def __repr__(self) -> str:
@@ -314,3 +317,9 @@ class Connection:
     """Whether the signal holds it weakly."""
     errors: ErrorPolicy | None
     """Its own error policy, or ``None`` for the send's."""
+    ordering: Ordering = "key"
+    """
+    The order its outbox rows keep, if it is durable: per ordering key, or per receiver.
+
+    .. versionadded:: 0.2
+    """

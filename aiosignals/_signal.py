@@ -206,12 +206,12 @@ class Signal(Generic[P]):
           within its timeout). It is not an anyio worker thread: to call back into the
           event loop, pass ``anyio.from_thread.run`` a ``token`` taken with
           ``anyio.lowlevel.current_token()``.
-        - ``durable``: deliver through the outbox, at least once (needs *dispatch_uid*,
-          which then names this receiver only)
-        - ``errors``: this receiver's own error policy (``"raise"``, ``"collect"`` or
-          ``"log"``), used instead of the send's for it, in deferred phases too: an
-          after-commit receiver with ``errors="log"`` never fails the request that
-          committed
+        - ``durable``: deliver through the outbox, at least once (needs *dispatch_uid*, which then
+          names this receiver only); ``ordering``: its rows' order, ``"key"`` (per ordering key,
+          see :class:`~aiosignals.outbox.OutboxRelay`) or ``"receiver"`` (one order for all)
+        - ``errors``: this receiver's own error policy (``"raise"``, ``"collect"`` or ``"log"``),
+          used instead of the send's for it, in deferred phases too: an after-commit receiver with
+          ``errors="log"`` never fails the request that committed
 
         :param receiver: a coroutine function or plain callable taking ``(sender, payload)``
         :param options: the options listed above, by keyword, each optional
@@ -222,7 +222,7 @@ class Signal(Generic[P]):
         :raises ValueError: if *durable* is set without a *dispatch_uid*, if a different
             receiver would be connected (for another sender) under the *dispatch_uid* of a
             durable one, or a durable one under the uid of another receiver; if *timeout*
-            is not a positive number of seconds or *errors* not a policy
+            is not a positive number of seconds, *errors* not a policy (or *ordering* bad)
         """
         checked = connect_options(options)  # with no receiver too: @connect(prio=1) fails here
         if receiver is None:

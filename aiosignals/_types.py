@@ -22,6 +22,12 @@ M = TypeVar("M")
 ErrorPolicy: TypeAlias = Literal["raise", "collect", "log"]
 """How a send treats a receiver that raises: see :class:`~aiosignals.Signal`."""
 
+Ordering: TypeAlias = Literal["key", "receiver"]
+"""
+The order a durable receiver's outbox rows keep: per ordering key (``"key"``: rows of
+different entities run side by side) or all of the receiver's rows in one (``"receiver"``).
+"""
+
 Receiver: TypeAlias = Callable[[Any, P], Any]
 """A callable taking ``(sender, payload)``; a coroutine function or a plain one."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import sys
 import types
 import typing
 import weakref
@@ -258,6 +259,91 @@ def resolve_path(path: str) -> Any:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def sender_label(sender: Any) -> str:
+    """
+    Return how *sender* travels in a message; :func:`resolve_sender` reads it back.
+
+    :func:`import_path` for a class, ``""`` for ``None``, else ``str(sender)``. Not
+    :func:`dump_sender`'s stored form: a message's label is the stream entries' documented
+    format, and a consumer must never import a module because a message names it, where the
+    outbox relay imports the senders its own process stored.
+
+    :param sender: the sender of a send
+    """
+    if sender is None:
+        return ""
+    if isinstance(sender, type):
+        return import_path(sender)
+    return str(sender)
+
+
+def resolve_sender(label: str) -> Any:
+    """
+    Return the sender a consumer passes on for *label* (see :func:`sender_label`).
+
+    A ``module:qualname`` label whose module is already imported in this process and names a
+    class gives that class back, so receivers connected for ``sender=ThatClass`` receive it.
+    Modules are never imported on behalf of a message. ``""`` gives ``None``; anything else
+    stays the string.
+    """
+    if not label:
+        return None
+    module_name, colon, qualname = label.partition(":")
+    module = sys.modules.get(module_name) if colon else None
+    if module is None:
+        return label
+    value: Any = module
+    for part in qualname.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            return label
+    return value if isinstance(value, type) else label
+
+
+def dump_sender(sender: Any) -> str:
+    """
+    Return how a sender is stored to be found again: ``none:``, ``str:<text>`` or ``py:<path>``.
+
+    A class or function is stored by its import path (``py:module:qualname``), a string as
+    itself, ``None`` as ``none:``: the prefix tells them apart, so :func:`load_sender`
+    gives back exactly what was stored, even a string that looks like a path.
+
+    :raises TypeError: for a sender that cannot be stored and found again
+    """
+    if sender is None:
+        return "none:"
+    if isinstance(sender, str):
+        return f"str:{sender}"
+    if isinstance(sender, type) or callable(sender):
+        path = import_path(sender)
+        if "<locals>" in path:
+            raise TypeError(
+                f"the sender {sender!r} is defined inside a function, so another process"
+                " cannot import it: define it at module level"
+            )
+        return f"py:{path}"
+    raise TypeError(
+        f"a stored sender must be a class, a function, a string or None, not {sender!r}"
+    )
+
+
+def load_sender(stored: str) -> Any:
+    """
+    Return the sender :func:`dump_sender` stored as *stored*, importing its module if needed.
+
+    :raises LookupError: if a stored class or function cannot be imported any more
+    """
+    kind, _, value = stored.partition(":")
+    if kind == "none":
+        return None
+    if kind == "str":
+        return value
+    try:
+        return resolve_path(value)
+    except (ImportError, AttributeError) as exc:
+        raise LookupError(f"cannot import the sender {value!r}: {exc}") from exc
 
 
 class ModelEvent(Event, Generic[M]):

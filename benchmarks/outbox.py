@@ -189,6 +189,14 @@ async def restore(db: Database, receivers: int, *, fresh_statistics: bool = True
     return await outbox_count(db)
 
 
+async def clean_up(db: Database) -> None:
+    """Drop this run's tables and snapshots; close the engine."""
+    async with db.engine.begin() as connection:
+        await connection.run_sync(Base.metadata.drop_all)
+    await drop_snapshots(db)
+    await db.dispose()
+
+
 async def drop_snapshots(db: Database) -> None:
     async with db.engine.begin() as connection:
         for receivers in (1, 4):
@@ -210,7 +218,7 @@ async def relay_loop(relay: OutboxRelay, deadline: float, others: bool) -> tuple
         if done:
             finished += done
             last = time.perf_counter()
-        elif not others or not await outbox_count(relay.db):
+        elif not others or relay.db is None or not await outbox_count(relay.db):
             break
         else:
             await asyncio.sleep(0.001)
@@ -406,32 +414,39 @@ async def save_costs(
 
 
 class TimedRelay(OutboxRelay):
-    """An OutboxRelay that adds up the time of its three steps."""
+    """An OutboxRelay that adds up the time of its steps: claims, deliveries, writes."""
 
     def __init__(self, db: Database, **options: Any) -> None:
         super().__init__(db, **options)
         self.times: dict[str, float] = defaultdict(float)
+        store = self.store
+        claim, finish = store.claim, store.finish
 
-    async def _claim(self) -> list[Any]:
+        async def timed_claim(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await claim(*args, **kwargs)
+            finally:
+                self.times["claim (1 transaction)"] += time.perf_counter() - start
+
+        async def timed_finish(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await finish(*args, **kwargs)
+            finally:
+                self.times["write outcomes (1 transaction each)"] += time.perf_counter() - start
+
+        store.claim = timed_claim  # type: ignore[method-assign]
+        store.finish = timed_finish  # type: ignore[method-assign]
+
+    async def _deliver_all(self, rows: list[Any], progress: Any) -> None:
         start = time.perf_counter()
         try:
-            return await super()._claim()
+            await super()._deliver_all(rows, progress)
         finally:
-            self.times["claim (1 transaction)"] += time.perf_counter() - start
-
-    async def _deliver_all(self, rows: list[Any], outcome: Any) -> None:
-        start = time.perf_counter()
-        try:
-            await super()._deliver_all(rows, outcome)
-        finally:
-            self.times["deliver (receivers called)"] += time.perf_counter() - start
-
-    async def _finish(self, outcome: Any) -> None:
-        start = time.perf_counter()
-        try:
-            await super()._finish(outcome)
-        finally:
-            self.times["finish (1 transaction)"] += time.perf_counter() - start
+            self.times["deliver (receivers called, outcomes written)"] += (
+                time.perf_counter() - start
+            )
 
 
 @contextmanager
@@ -578,9 +593,11 @@ async def main_async(args: argparse.Namespace) -> None:
             print("| relay | rows | ms | events/s |")
             print("|---|---:|---:|---:|")
             results: list[Throughput] = []
-            for batch_size in BATCH_SIZES:
+            for batch_size in args.batch_sizes:
                 results.append(await one_relay(db, batch_size, budget))
                 show(results[-1])
+            if args.relay_only:
+                return
             if not db.is_sqlite:
                 results.append(await one_relay(db, BATCH_SIZES[-1], budget, fresh_statistics=False))
                 show(results[-1])
@@ -629,10 +646,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 print()
                 await profile_relay(db, args.profile, budget, args.top)
         finally:
-            async with db.engine.begin() as connection:
-                await connection.run_sync(Base.metadata.drop_all)
-            await drop_snapshots(db)
-            await db.dispose()
+            await clean_up(db)
     print()
     print(f"Total time: {time.perf_counter() - started:.1f} s; {load_average()} at end")
 
@@ -658,6 +672,18 @@ def main() -> None:
         help="after timing, profile one drain at this batch size (default 500)",
     )
     parser.add_argument("--top", type=int, default=20, help="rows of the cProfile listing")
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda text: [int(size) for size in text.split(",")],
+        default=list(BATCH_SIZES),
+        metavar="B,B,...",
+        help="batch sizes of the one-relay drains (default 1,100,500)",
+    )
+    parser.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="only the one-relay drains: no two relays, no save cost, no profile",
+    )
     parser.add_argument("--relay-worker", metavar="BATCH,BUDGET", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.relay_worker:

@@ -19,6 +19,7 @@ PUBLIC_MODULES = [
     "aiosignals.sqlalchemy",
     "aiosignals.testing",
     "aiosignals.transports",
+    "aiosignals.transports.redis",
 ]
 
 

@@ -23,7 +23,7 @@ def test_redis_tests_run_on_a_private_redis_server_when_no_url_is_set() -> None:
     result = subprocess.run(
         [
             sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-            "tests/transports/test_redis.py::test_the_stream_prefix_fixture_deletes_its_keys",
+            "tests/transports/redis/test_publisher.py::test_the_stream_prefix_fixture_deletes_its_keys",
         ],
         cwd=ROOT,
         env=env,

@@ -14,8 +14,22 @@ except ImportError as _error:  # pragma: no cover -- exercised by the minimal se
         f'aiosignals.outbox needs SQLAlchemy: pip install "aiosignals[sqlalchemy]" ({_error})'
     ) from _error
 
-from ._relay import Delivery, OutboxRelay, current_delivery
+from .._delivery import Delivery, current_delivery
+from ._memory import MemoryOutboxStore
+from ._relay import OutboxRelay
+from ._sqlalchemy import SQLAlchemyOutboxStore
+from ._store import OutboxRow, OutboxStore, Outcomes, PendingReceiver
 
 del _sqlalchemy  # Imported only to check that the extra is installed.
 
-__all__ = ["Delivery", "OutboxRelay", "current_delivery"]
+__all__ = [
+    "Delivery",
+    "MemoryOutboxStore",
+    "OutboxRelay",
+    "OutboxRow",
+    "OutboxStore",
+    "Outcomes",
+    "PendingReceiver",
+    "SQLAlchemyOutboxStore",
+    "current_delivery",
+]

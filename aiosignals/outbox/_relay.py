@@ -1,116 +1,36 @@
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
 import socket
 import time
-import traceback
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import anyio
-import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._backoff import backoff
+from .._delivery import Delivery, delivering
 from .._signal import registry
-from ..models import load_payload, resolve_path
-from ._progress import BatchProgress, ids_in
-from ._table import PENDING, outbox, outbox_metadata
+from ..models import load_payload, load_sender
+from ..repository.sqlalchemy import Database
+from ._batch import Batch, Permanent, group_to_mark
+from ._progress import BatchProgress
+from ._sqlalchemy import SQLAlchemyOutboxStore
+from ._wakeup import can_listen, listen
 
 if TYPE_CHECKING:
     from .._receivers import DurableReceiver
-    from ..repository.sqlalchemy import Database
+    from ._store import OutboxRow, OutboxStore
 
-__all__ = ["Delivery", "OutboxRelay", "current_delivery"]
+__all__ = ["OutboxRelay"]
 
 logger = logging.getLogger("aiosignals.outbox")
 
-# Any constant will do: it only has to be the same in every relay of one database.
-_CLAIM_LOCK = 0x616F_7369_676E
-
 # How often a relay looks for pending rows of receivers it does not have, to warn of them.
 _MISSING_CHECK_SECONDS = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """
-    The outbox row a durable receiver is being called for.
-
-    .. versionadded:: 0.1
-    """
-
-    id: int
-    """
-    The row id: the same on every redelivery and never reused by the database, so a
-    receiver can de-duplicate by it.
-    """
-
-    attempt: int
-    """1 on the first try, 2 on the first retry, and so on."""
-
-    dispatch_uid: str
-    """The receiver's ``dispatch_uid``."""
-
-    database: str = "default"
-    """The ``name`` of the :class:`~aiosignals.repository.sqlalchemy.Database` of the row."""
-
-    @property
-    def key(self) -> str:
-        """
-        ``outbox:<database>:<id>``: an idempotency key to hand to another system.
-
-        Row ids are unique within one database only; the key also names the database, so
-        the rows of two databases (given different ``name`` s) never share a key.
-
-        .. versionadded:: 0.1
-        """
-        return f"outbox:{self.database}:{self.id}"
-
-
-_delivery: ContextVar[Delivery | None] = ContextVar("aiosignals_delivery", default=None)
-
-
-def current_delivery() -> Delivery | None:
-    """
-    Return the outbox delivery of the durable receiver running now, or ``None``.
-
-    .. versionadded:: 0.1
-    """
-    return _delivery.get()
-
-
-class _Permanent(Exception):  # noqa: N818 -- internal marker, never raised to users
-    """A row that no retry can deliver: parked as dead at once."""
-
-
-def _load_sender(stored: str) -> Any:
-    kind, _, value = stored.partition(":")
-    if kind == "none":
-        return None
-    if kind == "str":
-        return value
-    try:
-        return resolve_path(value)
-    except (ImportError, AttributeError) as exc:
-        raise LookupError(f"cannot import the sender {value!r}: {exc}") from exc
-
-
-def _cancelled_from_outside() -> bool:
-    """Return whether the task running now is being cancelled (not merely handed one)."""
-    # anyio's cancel scopes are level-triggered: a cancelled enclosing scope shows here.
-    if anyio.current_effective_deadline() == -math.inf:
-        return True
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # not on asyncio
-        return False
-    # asyncio's own Task.cancel(), not through a scope, is counted on the task.
-    return task is not None and task.cancelling() > 0
 
 
 def _receiver(signal_name: str, dispatch_uid: str) -> DurableReceiver | None:
@@ -129,63 +49,88 @@ class OutboxRelay:
     """
     Delivers durable receivers' outbox rows after their transactions committed.
 
-    Delivery is at least once, in commit order per receiver: a receiver's rows go one
-    after the other, and a row that fails holds back that receiver's later rows until it
-    is delivered or dead. A failed row (its receiver raised, or ran past
-    *delivery_timeout*) is retried after an exponential backoff with jitter, and parked as
-    dead (with its last error) after *max_attempts* failures. Rows are claimed with a
-    lease, renewed while the batch runs: a relay that dies mid-delivery leaves them to be
-    redelivered once the lease expires. Each start of a receiver is counted in the row
-    before the receiver runs, so a row whose delivery kills its relay every time is
-    parked as dead after *max_attempts* such deaths, while deaths never use up its
-    failures. Outcomes are recorded as rows finish, a few at a time: a relay killed
-    mid-batch redoes a handful of rows, never the batch. Several relays may share one
-    PostgreSQL database; on SQLite run one.
+    Delivery is at least once, in commit order per ordering key: the rows of one receiver
+    and one key go one after the other, and a row that fails holds back the later rows of
+    its key (only) until it is delivered or dead. The key is the entity for a model
+    signal, the payload's ``ordering_key`` if it declares one, else the receiver; a
+    receiver connected with ``ordering="receiver"`` has one key for all its rows (see
+    :meth:`Signal.connect <aiosignals.Signal.connect>`). Rows of different keys are
+    delivered side by side, up to *concurrency* at once, and by several relays.
+
+    A failed row (its receiver raised, or ran past *delivery_timeout*) is retried after an
+    exponential backoff with jitter, and parked as dead (with its last error) after
+    *max_attempts* failures. Rows are claimed with a lease, renewed while the batch runs: a
+    relay that dies mid-delivery leaves them to be redelivered once the lease expires. Each
+    start of a receiver is counted in the row before the receiver runs, so a row whose
+    delivery kills its relay every time is parked as dead after *max_attempts* such deaths,
+    while deaths never use up its failures. Outcomes are recorded as rows finish, a few at a
+    time: a relay killed mid-batch redoes a handful of rows, never the batch. Several relays
+    may share one PostgreSQL database; on SQLite run one.
 
     Receivers are found by ``dispatch_uid`` among those connected in this process, so the
     process running the relay imports the modules that connect them. Rows of a receiver
     this process does not have are left pending for a relay that has it, with a warning.
 
-    :param db: the database holding the outbox table
+    :param db: the database holding the outbox table, or an :class:`OutboxStore` (such as
+        a :class:`MemoryOutboxStore` in tests)
     :param batch_size: rows claimed per round trip
+    :param concurrency: the most ordering keys whose rows are delivered at once
     :param max_attempts: failures (or deaths of the relay delivering it) before a row is
         parked as dead
-    :param lease: seconds a claimed row stays reserved for this relay, renewed while the
-        batch runs
-    :param poll_interval: seconds :meth:`run` waits when nothing is due
+    :param lease: seconds a claimed row stays reserved for this relay, renewed every third
+        of it while the batch runs: a killed relay's rows go to another relay within about
+        this long
+    :param poll_interval: seconds :meth:`run` waits when nothing is due; on PostgreSQL
+        (asyncpg) a commit that writes outbox rows wakes it at once (LISTEN/NOTIFY)
     :param delivery_timeout: seconds one receiver call may take before it fails with
         :class:`TimeoutError` (retried like any failure). The default, 60 s, is far above
         a mail or webhook call, and bounds how long one hung receiver holds up its relay.
     :param backoff: seconds before the first retry; doubles with each attempt
     :param max_backoff: the longest wait between two attempts
     :param name: this relay's name in the rows it leases (default: host and pid)
-    :raises TypeError: for a *batch_size* or *max_attempts* that is not an int, or a
-        duration that is not a number
-    :raises ValueError: for a *batch_size* or *max_attempts* below 1, a *lease*,
-        *poll_interval* or *delivery_timeout* that is not a positive finite number, or a
+    :param clock: returns the time in seconds since the epoch: when rows are due, leases
+        run out and retries come. Tests pass one they can move forward, to age leases and
+        backoffs without waiting them out.
+    :param listen: on PostgreSQL through asyncpg, be woken by commits (LISTEN/NOTIFY);
+        ``False`` polls only, as behind a pooler in transaction mode (PgBouncer), where a
+        LISTEN is not kept
+    :raises TypeError: for a *batch_size*, *max_attempts* or *concurrency* that is not an
+        int, or a duration that is not a number
+    :raises ValueError: for a *batch_size*, *max_attempts* or *concurrency* below 1, a
+        *lease*, *poll_interval* or *delivery_timeout* that is not a positive finite number, or a
         *backoff* or *max_backoff* that is negative or not finite
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Order per ordering key, not per receiver; *concurrency*, *clock*; a store for *db*.
     """
 
     def __init__(
         self,
-        db: Database,
+        db: Database | OutboxStore,
         *,
         batch_size: int = 100,
         max_attempts: int = 10,
-        lease: float = 30.0,
+        lease: float = 10.0,
         poll_interval: float = 0.5,
         delivery_timeout: float = 60.0,
         backoff: float = 1.0,
         max_backoff: float = 300.0,
         name: str | None = None,
+        clock: Callable[[], float] = time.time,
+        concurrency: int = 16,
+        listen: bool = True,
     ) -> None:
-        for what, count in (("batch_size", batch_size), ("max_attempts", max_attempts)):
+        counts = (("batch_size", batch_size), ("max_attempts", max_attempts))
+        for what, count in (*counts, ("concurrency", concurrency)):
             if isinstance(count, bool) or not isinstance(count, int):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
                 raise TypeError(f"{what} must be an int, not {count!r}")
-        if batch_size < 1 or max_attempts < 1 or not (0 < _seconds("lease", lease) < math.inf):
-            raise ValueError("batch_size and max_attempts must be at least 1, lease positive")
+        if min(batch_size, max_attempts, concurrency) < 1 or not (
+            0 < _seconds("lease", lease) < math.inf
+        ):
+            raise ValueError(
+                "batch_size, max_attempts and concurrency must be at least 1, lease positive"
+            )
         for what, seconds in (
             ("delivery_timeout", delivery_timeout),
             ("poll_interval", poll_interval),
@@ -199,8 +144,14 @@ class OutboxRelay:
                 raise ValueError(
                     f"{what} must be a finite number of seconds, not negative, not {seconds!r}"
                 )
-        self.db = db
+        self.db: Database | None = db if isinstance(db, Database) else None
+        """The database given, or ``None`` for a relay given a store."""
+        self.store: OutboxStore = SQLAlchemyOutboxStore(db) if isinstance(db, Database) else db
+        """Where the rows are: the outbox table of the database given, or the store given."""
+        self.clock = clock
+        """Seconds since the epoch: when rows are due and leases run out."""
         self.batch_size = batch_size
+        self.concurrency = concurrency
         self.max_attempts = max_attempts
         self.lease = lease
         self.poll_interval = poll_interval
@@ -208,12 +159,15 @@ class OutboxRelay:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.listen = listen
         self._stopping = False
         self._wake: anyio.Event | None = None
+        # A commit was notified since the last claim began: the next pause is skipped.
+        self._notified = False
         self._lease_until = 0.0
-        # The row in hand and when its delivery_timeout is up (the heartbeat stops
+        # The rows in hand and when their delivery_timeout is up (the heartbeat stops
         # renewing the batch's leases past it).
-        self._in_hand: tuple[int, float] | None = None
+        self._in_hand: dict[int, float] = {}
         self._group_rows = 64  # rows marked as started together; adapts to the receivers
         # Receivers this process does not have (uid -> signal name): their rows are left
         # to other relays, and not claimed again until the receiver is connected here.
@@ -222,13 +176,12 @@ class OutboxRelay:
         self._missing_warned: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"OutboxRelay({self.db!r}, name={self.name!r})"
+        return f"OutboxRelay({self.db or self.store!r}, name={self.name!r})"
 
     @staticmethod
     async def create_table(db: Database) -> None:
         """Create the outbox table if it does not exist (``db.create_all`` does it too)."""
-        async with db.engine.begin() as connection:
-            await connection.run_sync(outbox_metadata.create_all)
+        await SQLAlchemyOutboxStore(db).create_table()
 
     def stop(self) -> None:
         """Ask :meth:`run` to return once the row in hand is finished."""
@@ -243,32 +196,53 @@ class OutboxRelay:
         A database that cannot be reached is retried with an exponential backoff (logged,
         at most 30 s apart), so a restart of the database does not end the relay. A
         :meth:`stop` that came before ``run`` makes it return at once; after returning
-        the relay may be run again.
+        the relay may be run again. On PostgreSQL through asyncpg it also listens for the
+        commits of outbox rows on a connection of its own, and claims at once instead of
+        waiting out *poll_interval*.
         """
-        failures = 0
         try:
-            while not self._stopping:
-                try:
-                    finished = await self.run_once()
-                except (OSError, SQLAlchemyError) as exc:
-                    failures += 1
-                    delay = backoff(failures, base=0.1, cap=30.0)
-                    logger.warning(
-                        "outbox relay %s: the database failed (%s); retrying in %.1f s",
-                        self.name,
-                        exc,
-                        delay,
-                    )
-                    await self._pause(delay)
-                    continue
-                failures = 0
-                if finished < self.batch_size:
-                    await self._pause(self.poll_interval)
+            async with anyio.create_task_group() as group:
+                if self.listen and self.db is not None and can_listen(self.db):
+                    group.start_soon(listen, self.db, self._on_commit, self.name)
+                await self._run_until_stopped()
+                group.cancel_scope.cancel()
+        except BaseExceptionGroup as error:
+            # The listener raises nothing of its own: unwrap what the loop raised.
+            if len(error.exceptions) == 1:
+                raise error.exceptions[0] from None
+            raise
         finally:
             self._stopping = False
 
+    def _on_commit(self) -> None:
+        self._notified = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _run_until_stopped(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._notified = False
+            try:
+                finished = await self.run_once()
+            except (OSError, SQLAlchemyError) as exc:
+                failures += 1
+                delay = backoff(failures, base=0.1, cap=30.0)
+                logger.warning(
+                    "outbox relay %s: the database failed (%s); retrying in %.1f s",
+                    self.name,
+                    exc,
+                    delay,
+                )
+                await self._pause(delay)
+                continue
+            failures = 0
+            if finished < self.batch_size and not self._notified:
+                await self._pause(self.poll_interval)
+
     async def _pause(self, seconds: float) -> None:
-        # Cut short by stop(): a stopping relay does not sit out its poll interval.
+        # Cut short by stop(), and by a commit's notification (PostgreSQL): a stopping
+        # relay does not sit out its poll interval, nor does a new row.
         if self._stopping:
             return
         self._wake = anyio.Event()
@@ -278,25 +252,49 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         """Deliver what is due now, one batch; return how many rows were finished."""
-        if time.monotonic() - self._missing_checked_at >= _MISSING_CHECK_SECONDS:
-            self._missing_checked_at = time.monotonic()
+        if self.clock() - self._missing_checked_at >= _MISSING_CHECK_SECONDS:
+            self._missing_checked_at = self.clock()
             await self._warn_of_missing_receivers()
         for uid, signal_name in list(self._missing.items()):
             if _receiver(signal_name, uid) is not None:
                 del self._missing[uid]  # connected since
-        rows, marked = await self._claim()
+        now = self.clock()
+        marked: list[int] = []
+
+        def mark(rows: Sequence[OutboxRow]) -> list[int]:
+            marked.extend(group_to_mark(rows, 0, self._group_rows, self.max_attempts))
+            return marked
+
+        # A claim alone is no attempt: attempts are counted as receivers start.
+        rows = await self.store.claim(
+            self.name,
+            now=now,
+            lease=self.lease,
+            limit=self.batch_size,
+            skip=list(self._missing),
+            mark=mark,
+        )
         if not rows:
             return 0
         started_at = time.monotonic()
-        progress = BatchProgress(self.db, self.name, self._group_rows, marked)
-        self._lease_until = started_at + self.lease
+        progress = BatchProgress(self.store, self.name, self._group_rows, marked)
+        self._lease_until = now + self.lease
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._keep_leases, [row.id for row in rows])
-                await self._deliver_all(rows, progress)
+                await Batch(
+                    rows,
+                    progress,
+                    max_attempts=self.max_attempts,
+                    concurrency=self.concurrency,
+                    halted=lambda: self._stopping or self.clock() >= self._lease_until,
+                    find=self._find,
+                    deliver=self._deliver,
+                    retry_at=self._retry_at,
+                ).run()
                 group.cancel_scope.cancel()
         finally:
-            self._in_hand = None
+            self._in_hand.clear()
             # What was never finished (the relay is being cancelled or stopped) is given
             # back at once rather than left leased until the lease expires.
             for row_id in list(progress.marked):
@@ -326,134 +324,48 @@ class OutboxRelay:
         # batch runs, or another relay would claim these rows and deliver them too.
         while True:
             await anyio.sleep(self.lease / 3)
-            in_hand = self._in_hand
-            if in_hand is not None and time.monotonic() > in_hand[1]:
+            overdue = [i for i, until in self._in_hand.items() if self.clock() > until]
+            if overdue:
                 # A receiver that ignores its delivery_timeout (a blocking call that cannot
                 # be cancelled): the leases run out, and other relays take the rows.
                 logger.warning(
                     "outbox relay %s: the receiver of row %s ignores its delivery_timeout"
                     " (%s s); the batch's leases are no longer renewed",
                     self.name,
-                    in_hand[0],
+                    overdue[0],
                     self.delivery_timeout,
                 )
                 return
-            renewed_at = time.monotonic()
+            renewed_at = self.clock()
             try:
-                async with self.db.engine.begin() as connection:
-                    await connection.execute(
-                        outbox.update()
-                        .where(ids_in(self.db, ids), outbox.c.locked_by == self.name)
-                        .values(locked_until=time.time() + self.lease)
-                    )
+                await self.store.renew(self.name, ids, renewed_at + self.lease)
             except (OSError, SQLAlchemyError) as exc:
                 logger.warning("outbox relay %s could not renew its lease: %s", self.name, exc)
             else:
                 self._lease_until = renewed_at + self.lease
 
-    def _group(self, rows: list[Any], start: int, size: int, held_back: set[str]) -> list[int]:
-        """Return the rows from *start* on to mark as started together (not yet marked)."""
-        group: list[int] = []
-        for index in range(start, min(len(rows), start + size)):
-            row = rows[index]
-            deaths = row.attempts - row.failures
-            if row.dispatch_uid in held_back or deaths >= self.max_attempts:
-                continue  # not delivered in this batch
-            if deaths and group:
-                break
-            group.append(row.id)
-            if deaths:
-                # A row some relay died holding goes alone: if it kills this relay too,
-                # only it is counted.
-                break
-        return group
+    def _find(self, row: OutboxRow) -> DurableReceiver | None:
+        target = _receiver(row.signal, row.dispatch_uid)
+        if target is None:
+            self._missing[row.dispatch_uid] = row.signal
+            self._warn_of_missing(row.dispatch_uid, row.signal, row.receiver, 1)
+        return target
 
-    async def _deliver_all(self, rows: list[Any], progress: BatchProgress) -> None:
-        held_back: set[str] = set()
-        for index, row in enumerate(rows):
-            if self._stopping or time.monotonic() >= self._lease_until:
-                # Stopping, or the lease could not be renewed in time: another relay may
-                # own the rest by now, so they are not delivered from here.
-                for rest in rows[index:]:
-                    progress.release(rest.id)
-                return
-            if row.dispatch_uid in held_back:
-                # An earlier row of this receiver failed: keep the order, try again later.
-                progress.release(row.id)
-                continue
-            deaths = row.attempts - row.failures
-            if deaths >= self.max_attempts:
-                error = f"relay died while delivering; {deaths} times"
-                progress.dead(row.id, error, failure=False)
-                logger.error("outbox row %s is dead: %s", row.id, error)
-                continue
-            target = _receiver(row.signal, row.dispatch_uid)
-            if target is None:
-                # Not here: left, untried, to a relay that has the receiver.
-                self._missing[row.dispatch_uid] = row.signal
-                self._warn_of_missing(row.dispatch_uid, row.signal, row.receiver, 1)
-                progress.release(row.id)
-                continue
-            if row.id not in progress.marked or progress.due():
-                group = self._group(rows, index, progress.group_rows, held_back)
-                if not await progress.write([i for i in group if i not in progress.marked]):
-                    for rest in rows[index:]:
-                        progress.release(rest.id)
-                    return
-            if deaths:
-                logger.warning(
-                    "outbox row %s: a relay died while delivering it (%s times); trying again",
-                    row.id,
-                    deaths,
-                )
-            try:
-                await self._deliver(row, target)
-            except _Permanent as exc:
-                progress.dead(row.id, str(exc), failure=True)
-                logger.error("outbox row %s is dead: %s", row.id, exc)  # noqa: TRY400 -- the row keeps the error
-            except Exception as exc:  # noqa: BLE001 -- any receiver failure is retried
-                held_back.add(row.dispatch_uid)
-                self._record_failure(row, progress, "".join(traceback.format_exception_only(exc)))
-            except (asyncio.CancelledError, anyio.get_cancelled_exc_class()):
-                if _cancelled_from_outside():
-                    raise  # the row is given back, its attempt not counted
-                # A receiver raising CancelledError of its own: a failure like any other,
-                # not a reason to stop the relay.
-                held_back.add(row.dispatch_uid)
-                self._record_failure(
-                    row,
-                    progress,
-                    "CancelledError: raised by the receiver while the relay was not cancelled",
-                )
-            else:
-                progress.done(row.id)
-
-    def _record_failure(self, row: Any, progress: BatchProgress, error: str) -> None:
-        error = error.strip()
-        failures = row.failures + 1
-        if failures >= self.max_attempts:
-            progress.dead(row.id, error, failure=True)
-            logger.error("outbox row %s is dead after %s failures: %s", row.id, failures, error)
-        else:
-            progress.failed(row.id, self._retry_at(failures), error)
-            logger.warning("outbox row %s failed (failure %s): %s", row.id, failures, error)
-
-    async def _deliver(self, row: Any, target: DurableReceiver) -> None:
-        sender = _load_sender(row.sender)
+    async def _deliver(self, row: OutboxRow, target: DurableReceiver) -> None:
+        sender = load_sender(row.sender)
         try:
             payload = load_payload(target.signal.payload_type, sender, row.payload)
         except ValueError as exc:
             # The stored payload no longer fits its model: no retry will make it fit.
-            raise _Permanent(f"the stored payload does not validate: {exc}") from exc
-        token = _delivery.set(Delivery(row.id, row.attempts + 1, row.dispatch_uid, self.db.name))
-        self._in_hand = (row.id, time.monotonic() + self.delivery_timeout + self.lease / 3)
+            raise Permanent(f"the stored payload does not validate: {exc}") from exc
+        delivery = Delivery(row.id, row.attempts + 1, row.dispatch_uid, self.store.name)
+        self._in_hand[row.id] = self.clock() + self.delivery_timeout + self.lease / 3
         try:
-            with anyio.move_on_after(self.delivery_timeout) as scope:
+            with delivering(delivery), anyio.move_on_after(self.delivery_timeout) as scope:
                 # The signal's own timeout and thread settings apply, as in a live send.
                 await target.deliver(sender, payload)
         finally:
-            self._in_hand = None
-            _delivery.reset(token)
+            self._in_hand.pop(row.id, None)
         if scope.cancelled_caught:
             raise TimeoutError(
                 f"the receiver ran past the relay's delivery_timeout ({self.delivery_timeout} s)"
@@ -461,22 +373,11 @@ class OutboxRelay:
 
     async def _warn_of_missing_receivers(self) -> None:
         """Warn of the pending rows no receiver of this process can deliver."""
-        query = (
-            sa.select(
-                outbox.c.dispatch_uid,
-                sa.func.min(outbox.c.signal),
-                sa.func.min(outbox.c.receiver),
-                sa.func.count(),
-            )
-            .where(outbox.c.status == PENDING)
-            .group_by(outbox.c.dispatch_uid)
-        )
-        async with self.db.engine.connect() as connection:
-            pending = (await connection.execute(query)).all()
-        for uid, signal_name, receiver, count in pending:
+        for pending in await self.store.pending_receivers():
+            uid, signal_name = pending.dispatch_uid, pending.signal
             if _receiver(signal_name, uid) is None:
                 self._missing[uid] = signal_name
-                self._warn_of_missing(uid, signal_name, receiver, count)
+                self._warn_of_missing(uid, signal_name, pending.receiver, pending.count)
 
     def _warn_of_missing(
         self, uid: str, signal_name: str, receiver: str | None, count: int
@@ -499,82 +400,5 @@ class OutboxRelay:
             hint,
         )
 
-    async def _claim(self) -> tuple[list[Any], list[int]]:
-        """Lease the rows due now and mark the first group as started, in one transaction."""
-        now = time.time()
-        due = sa.and_(
-            outbox.c.status == PENDING,
-            # Rows of receivers this process does not have are left to a relay that has.
-            outbox.c.dispatch_uid.not_in(list(self._missing)),
-            outbox.c.available_at <= now,
-            sa.or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < now),
-        )
-        # A row waits while an earlier row of its receiver is leased or backing off:
-        # that is what keeps each receiver's rows in commit order. The first such row of
-        # each receiver is found in one pass over the pending rows; a correlated "earlier
-        # row exists" test would rescan a receiver's earlier rows for every row: quadratic
-        # in the backlog.
-        waiting = outbox.alias("waiting")
-        blocking = (
-            sa.select(waiting.c.dispatch_uid, sa.func.min(waiting.c.id).label("first_id"))
-            .where(
-                waiting.c.status == PENDING,
-                sa.or_(waiting.c.available_at > now, waiting.c.locked_until >= now),
-            )
-            .group_by(waiting.c.dispatch_uid)
-            .cte("blocking")
-            # Computed once even when the planner's statistics say the table is empty, as
-            # they do for an outbox analyzed while empty: inlined, PostgreSQL may rerun it
-            # for every row.
-            .prefix_with("MATERIALIZED", dialect="postgresql")
-        )
-        held_back = sa.exists().where(
-            blocking.c.dispatch_uid == outbox.c.dispatch_uid, blocking.c.first_id < outbox.c.id
-        )
-        query = sa.select(outbox.c.id).where(due, ~held_back).order_by(outbox.c.id)
-        query = query.limit(self.batch_size)
-        # A claim alone is no attempt: attempts are counted as receivers start.
-        lease = {"locked_until": now + self.lease, "locked_by": self.name}
-        async with self.db.engine.begin() as connection:
-            if self.db.is_sqlite:
-                ids = list((await connection.scalars(query)).all())
-                if not ids:
-                    return [], []
-                await connection.execute(outbox.update().where(outbox.c.id.in_(ids)).values(lease))
-                result = await connection.execute(
-                    sa.select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id)
-                )
-                rows = list(result.all())
-            else:
-                # Claims take turns (deliveries do not): the next claimer then sees these
-                # leases and skips the rows behind them. SKIP LOCKED covers anything else
-                # holding a row, such as `outbox retry`.
-                await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_CLAIM_LOCK)))
-                # One round trip: the rows are chosen, locked, leased and returned together.
-                # MATERIALIZED: the LIMIT is applied once, never re-evaluated per updated row.
-                claimed = (
-                    query.with_for_update(skip_locked=True)
-                    .cte("claimed")
-                    .prefix_with("MATERIALIZED", dialect="postgresql")
-                )
-                result = await connection.execute(
-                    outbox.update()
-                    .where(outbox.c.id == claimed.c.id)
-                    .values(lease)
-                    .returning(*outbox.c)
-                )
-                rows = sorted(result.all(), key=lambda row: row.id)
-                if not rows:
-                    return [], []
-            # The rows keep the attempts they had when claimed: a delivery's is one more.
-            group = self._group(rows, 0, self._group_rows, set())
-            if group:
-                await connection.execute(
-                    outbox.update()
-                    .where(ids_in(self.db, group))
-                    .values(attempts=outbox.c.attempts + 1)
-                )
-            return rows, group
-
     def _retry_at(self, attempts: int) -> float:
-        return time.time() + backoff(attempts, base=self.backoff, cap=self.max_backoff)
+        return self.clock() + backoff(attempts, base=self.backoff, cap=self.max_backoff)

@@ -1,31 +1,20 @@
-"""The outbox table and the writing of its rows, in the entity's transaction."""
+"""The outbox table, and the upgrade of the tables earlier versions made."""
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ..models import dump_payload, import_path
+from ._store import PENDING
 
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    from .._event import Event
-    from .._records import ReceiverRecord
-    from .._signal import Signal
-
-__all__ = ["dump_sender", "outbox", "outbox_metadata", "receiver_path", "write_row"]
+__all__ = ["outbox", "outbox_metadata"]
 
 logger = logging.getLogger("aiosignals.outbox")
 
 outbox_metadata = sa.MetaData()
-
-PENDING = "pending"
-DEAD = "dead"
 
 outbox = sa.Table(
     "aiosignals_outbox",
@@ -36,6 +25,9 @@ outbox = sa.Table(
     sa.Column("signal", sa.String(255), nullable=False),
     sa.Column("sender", sa.Text(), nullable=False),
     sa.Column("payload", sa.Text(), nullable=False),
+    # Rows of one receiver and one key are delivered in commit order; "" is the key of
+    # a receiver whose rows all keep one order (ordering="receiver", or no entity key).
+    sa.Column("ordering_key", sa.Text(), nullable=False, default="", server_default=""),
     sa.Column("status", sa.String(16), nullable=False, default=PENDING),
     # Times a relay started the receiver on the row, and how many of them failed: the
     # difference is how often a relay died (or lost its lease) with the row in hand.
@@ -50,7 +42,7 @@ outbox = sa.Table(
     # The receiver's "module:qualname" when the row was written: names the module a relay
     # without that receiver has to import.
     sa.Column("receiver", sa.Text(), nullable=True),
-    sa.Index("aiosignals_outbox_due", "status", "dispatch_uid", "id"),
+    sa.Index("aiosignals_outbox_due", "status", "dispatch_uid", "ordering_key", "id"),
     # Delivery ids are idempotency keys, so they are never handed out twice: without
     # AUTOINCREMENT SQLite gives the next row max(id) + 1, which is 1 again once the
     # delivered rows are deleted. (PostgreSQL's BIGSERIAL sequence never goes back.)
@@ -58,85 +50,13 @@ outbox = sa.Table(
 )
 
 
-_INSERT = outbox.insert()
-
-
-def dump_sender(sender: Any) -> str:
-    """
-    Return how a durable receiver's sender is stored: by import path, or as a string.
-
-    :raises TypeError: for a sender that cannot be stored and found again
-    """
-    if sender is None:
-        return "none:"
-    if isinstance(sender, str):
-        return f"str:{sender}"
-    if isinstance(sender, type) or callable(sender):
-        path = import_path(sender)
-        if "<locals>" in path:
-            raise TypeError(
-                f"the sender {sender!r} of a durable receiver is defined inside a function,"
-                " so a relay cannot import it: define it at module level"
-            )
-        return f"py:{path}"
-    raise TypeError(
-        f"a durable receiver's sender must be a class, a function, a string or None to be"
-        f" stored in the outbox, not {sender!r}"
-    )
-
-
-def receiver_path(record: ReceiverRecord) -> str | None:
-    """Return ``module:qualname`` of *record*'s receiver, or ``None`` once it is gone."""
-    fn = record.resolve()
-    if fn is None:
-        return None
-    # Bound methods name their function; callable objects their class.
-    target: object = getattr(fn, "__func__", fn)
-    named: object = target if hasattr(target, "__qualname__") else type(target)
-    return f"{getattr(named, '__module__', '?')}:{getattr(named, '__qualname__', '?')}"
-
-
-async def write_row(
-    session: AsyncSession, signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
-) -> None:
-    """Insert one outbox row for *record* in *session*'s transaction."""
-    now = time.time()
-    # Both are checked when a durable receiver connects.
-    assert record.dispatch_uid is not None
-    assert signal.name is not None
-    try:
-        text = dump_payload(payload)
-    except TypeError as exc:
-        # Raised from a save, far from the durable receiver that needs the row: say which.
-        raise TypeError(
-            f"cannot write the payload of signal {signal.name!r} to the outbox table"
-            f" {outbox.name!r} for the durable receiver {record.dispatch_uid!r}: {exc}"
-        ) from exc
-    # One prebuilt statement with parameters: compiled once and cached by SQLAlchemy,
-    # where .values(...) would build (and key) a new statement per row.
-    await session.execute(
-        _INSERT,
-        {
-            "dispatch_uid": record.dispatch_uid,
-            "signal": signal.name,
-            "sender": dump_sender(sender),
-            "payload": text,
-            "status": PENDING,
-            "attempts": 0,
-            "failures": 0,
-            "receiver": receiver_path(record),
-            "created_at": now,
-            "available_at": now,
-        },
-    )
-
-
 def _add_new_columns(_metadata: sa.MetaData, connection: sa.Connection, **_: Any) -> None:
     """
     Add to an outbox table of an earlier version the columns it lacks.
 
     ``failures`` starts as the row's ``attempts`` (each of those ended in a failure or a
-    death, told apart only since); ``receiver`` stays empty for rows written before.
+    death, told apart only since); ``receiver`` stays empty for rows written before;
+    ``ordering_key`` is ``""`` for them: each receiver's earlier rows keep one order.
     """
     inspector = sa.inspect(connection)
     if not inspector.has_table(outbox.name):
@@ -149,6 +69,10 @@ def _add_new_columns(_metadata: sa.MetaData, connection: sa.Connection, **_: Any
         connection.exec_driver_sql(f"UPDATE {outbox.name} SET failures = attempts")  # noqa: S608 -- our own names
     if "receiver" not in present:
         connection.exec_driver_sql(f"ALTER TABLE {outbox.name} ADD COLUMN receiver TEXT")
+    if "ordering_key" not in present:
+        connection.exec_driver_sql(
+            f"ALTER TABLE {outbox.name} ADD COLUMN ordering_key TEXT NOT NULL DEFAULT ''"
+        )
 
 
 # Before the SQLite rebuild below, which then copies these columns too.

@@ -250,7 +250,7 @@ class Database:
     async def _outbox(
         self, signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
     ) -> None:
-        from ..outbox._table import write_row
+        from ..outbox._sqlalchemy import write_row
 
         current = _open_tx(self)
         assert current is not None, "durable rows are written inside a transaction"

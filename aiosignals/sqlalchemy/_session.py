@@ -318,7 +318,7 @@ async def _write_outbox_row(
     session: Session, signal: Signal[Any], record: ReceiverRecord, sender: Any, payload: Event
 ) -> None:
     """Write a durable receiver's outbox row in *session*'s transaction (the scope's sink)."""
-    from ..outbox._table import write_row
+    from ..outbox._sqlalchemy import write_row
 
     proxy = async_session(session)
     assert proxy is not None, "instrumented sessions are made by an async_sessionmaker"

@@ -7,7 +7,8 @@ message after its receivers ran, redelivering what failed or what a dead consume
 dead-lettering after *max_deliveries*.
 
 - :class:`MemoryTransport`: in one process, through memory; the test double.
-- :class:`RedisStreamTransport`: Redis Streams consumer groups (the ``redis`` extra).
+- :class:`RedisStreamTransport`: Redis Streams consumer groups (the ``redis`` extra), read
+  by :class:`RedisConsumer`; also importable from :mod:`aiosignals.transports.redis`.
 - :class:`FastStreamTransport`: RabbitMQ, NATS JetStream, Redis or Kafka through a
   FastStream broker (the ``faststream`` extra).
 
@@ -29,14 +30,17 @@ from ..exceptions import UnsupportedByBroker
 from ._memory import MemoryConsumer, MemoryTransport
 from ._message import StreamMessage, current_message
 from ._protocol import Consumer, Signals, Transport
-from ._redis import (
+from .redis import (
+    RedisConsumer,
+    RedisConsumerOptions,
     RedisStreamTransport,
-    Subscriber,
     SubscriberOptions,
+    deprecated_name,
 )
 
 if TYPE_CHECKING:
     from ._faststream import FastStreamConsumer, FastStreamTransport, broker_from_url
+    from .redis import Subscriber as Subscriber
 
 del _redis_asyncio  # Imported only to check that the extra is installed.
 
@@ -46,10 +50,11 @@ __all__ = [
     "FastStreamTransport",
     "MemoryConsumer",
     "MemoryTransport",
+    "RedisConsumer",
+    "RedisConsumerOptions",
     "RedisStreamTransport",
     "Signals",
     "StreamMessage",
-    "Subscriber",
     "SubscriberOptions",
     "Transport",
     "UnsupportedByBroker",
@@ -66,4 +71,4 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(f"{__name__}._faststream"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return deprecated_name(__name__, name)

@@ -61,6 +61,19 @@ class BrokerAdapter:
         """Register (not start) a subscriber of *group* on *stream*; acknowledgement is ours."""
         raise NotImplementedError
 
+    def subscriber(self, handler: Handler, *args: Any, **options: Any) -> Any:
+        """
+        Register *handler* on a new subscriber of the broker's, made with *args* and *options*.
+
+        The consumer acknowledges each message itself once its receivers ran, nothing replies
+        to a message, and the subscriber goes when its consumer stops (not ``persistent``).
+        """
+        subscriber = self.broker.subscriber(
+            *args, ack_policy=AckPolicy.MANUAL, no_reply=True, persistent=False, **options
+        )
+        subscriber(handler)
+        return subscriber
+
     def deliveries(self, message: Any) -> int:
         """Return how many times *message* has been delivered, 1 the first time."""
         return 1
@@ -141,16 +154,12 @@ class _Rabbit(BrokerAdapter):
     ) -> Any:
         from faststream.rabbit import Channel
 
-        subscriber = self.broker.subscriber(
+        return self.subscriber(
+            handler,
             self._queue(stream, group),
             self.exchange,
             channel=Channel(prefetch_count=options.count),
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            persistent=False,
         )
-        subscriber(handler)
-        return subscriber
 
     def deliveries(self, message: Any) -> int:
         # Quorum queues count earlier deliveries; a classic queue only says "redelivered".
@@ -213,18 +222,14 @@ class _Nats(BrokerAdapter):
         from faststream.nats import ConsumerConfig, DeliverPolicy, JStream, PullSub
 
         durable = re.sub(r"[^A-Za-z0-9_-]", "_", f"{group}_{stream}")
-        subscriber = self.broker.subscriber(
+        return self.subscriber(
+            handler,
             stream,
             stream=JStream(self.stream, declare=False),
             durable=durable,
             pull_sub=PullSub(batch_size=options.count, timeout=1.0),
             config=ConsumerConfig(ack_wait=options.claim_idle, deliver_policy=DeliverPolicy.ALL),
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            persistent=False,
         )
-        subscriber(handler)
-        return subscriber
 
     def deliveries(self, message: Any) -> int:
         return int(message.raw_message.metadata.num_delivered)
@@ -253,16 +258,12 @@ class _Kafka(BrokerAdapter):
     def subscribe(
         self, stream: str, group: str, consumer: str, handler: Handler, options: _Options
     ) -> Any:
-        subscriber = self.broker.subscriber(
+        return self.subscriber(
+            handler,
             stream,
             group_id=group,
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            persistent=False,
         )
-        subscriber(handler)
-        return subscriber
 
     async def retry(self, message: Any, delay: float) -> None:
         raise UnsupportedByBroker(_KAFKA_CANNOT)
@@ -301,16 +302,12 @@ class _Redis(BrokerAdapter):
     ) -> Any:
         from faststream.redis import StreamSub
 
-        subscriber = self.broker.subscriber(
+        return self.subscriber(
+            handler,
             stream=StreamSub(
                 stream, group=group, consumer=consumer, last_id="0", max_records=options.count
             ),
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            persistent=False,
         )
-        subscriber(handler)
-        return subscriber
 
     def deliveries(self, message: Any) -> int:
         return int(message.headers.get("aiosignals-deliveries", 1))

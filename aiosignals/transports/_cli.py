@@ -8,20 +8,27 @@ through a FastStream broker chosen by the URL (:class:`FastStreamTransport`).
 of signals, or a module (``module`` alone, or ``module:attr`` naming a module), in which
 case every named signal in the module's namespace is consumed. Importing it also connects
 the receivers defined there. The current directory is importable, as with uvicorn.
+
+The consumer flags are made from :class:`RedisConsumerOptions`: a flag not given is left
+out, so each consumer applies its own default.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
-from .._cli_args import non_empty, positive_int, positive_seconds, redis_url
+from .._cli_args import add_flags, given_flags, non_empty, redis_url
+from .._imports import SignalImportError, import_signals
+from .redis import RedisConsumerOptions
 
 if TYPE_CHECKING:
     from .._signal import Signal
+    from ._faststream import FastStreamTransport
+    from ._protocol import Consumer
 
-__all__ = ["add_arguments", "load_signals", "run"]
+__all__ = ["add_arguments", "load_signals", "run", "serve"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,93 +54,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--group", type=non_empty, default="aiosignals", help="consumer group (%(default)s)"
     )
     parser.add_argument(
-        "--consumer", type=non_empty, default=None, help="consumer name (default: host:pid)"
-    )
-    parser.add_argument(
         "--prefix",
         type=non_empty,
         default=None,
         help="stream prefix (aiosignals: with --redis, aiosignals. with --broker)",
     )
-    parser.add_argument(
-        "--claim-idle",
-        type=positive_seconds,
-        default=30.0,
-        metavar="SECONDS",
-        help="claim entries other consumers left pending this long (%(default)s)",
-    )
-    parser.add_argument(
-        "--max-deliveries",
-        type=positive_int,
-        default=5,
-        metavar="N",
-        help="deliveries before an entry goes to the dead-letter stream (%(default)s)",
-    )
-    parser.add_argument(
-        "--count",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="entries per read (default: the consumer's, 100 with --redis)",
-    )
-    parser.add_argument(
-        "--batch-ack",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="acknowledge each read batch at once (default with --redis); --no-batch-ack:"
-        " each entry, slower, less redelivered after a crash",
-    )
+    add_flags(parser, RedisConsumerOptions)
+
+
+def consumer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the consumer options given on the command line, by name."""
+    return given_flags(args, RedisConsumerOptions)
 
 
 def load_signals(spec: str) -> list[Signal[Any]]:
     """
-    Import *spec* (``module`` or ``module:attr``) and return the signals it names.
+    Import *spec* (``module`` or ``module:attr``) and return the named signals it names.
 
-    :raises ImportError: if the module cannot be imported
-    :raises ValueError: if the attribute is missing, or no named signal is found
-    :raises TypeError: if it names something other than signals or a module
+    A module's unnamed signals have no stream: they are skipped, not an error.
+
+    :raises ~aiosignals._imports.SignalImportError: if the module does not import, or the
+        spec names no signals
+    :raises ValueError: if an explicitly named signal has no name, or none is found
     """
-    import importlib
-    import types
-
-    module_name, _, attr = spec.partition(":")
-    if not module_name:
-        raise ValueError(f"--app {spec!r}: expected module or module:attr")
-    target: object = importlib.import_module(module_name)
-    for part in attr.split(".") if attr else ():
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ValueError(f"--app {spec!r}: {module_name} has no attribute {attr!r}") from None
-    found: list[object]
-    if isinstance(target, types.ModuleType):
-        # A module's unnamed signals have no stream: they are skipped, not an error.
-        found = [v for v in vars(target).values() if _is_signal(v) and v.name is not None]
-    elif _is_signal(target):
-        found = [target]
-    elif isinstance(target, list | tuple):
-        found = list(target)  # pyright: ignore[reportUnknownArgumentType] -- checked below
-    else:
-        raise TypeError(
-            f"--app {spec!r} is {target!r}: expected a Signal, a list of signals or a module"
-        )
+    found = import_signals(spec)
     signals: list[Signal[Any]] = []
-    for signal in found:
-        if not _is_signal(signal):
-            raise TypeError(f"--app {spec!r} holds {signal!r}, which is not a Signal")
-        if signal.name is None:
-            raise ValueError(f"--app {spec!r}: {signal!r} has no name, so it has no stream")
-        if all(signal is not other for other in signals):
+    for _, signal in found.signals:
+        if signal.name is not None:
             signals.append(signal)
+        elif not found.whole_module:
+            raise ValueError(f"--app {spec!r}: {signal!r} has no name, so it has no stream")
     if not signals:
         raise ValueError(f"--app {spec!r}: no named signals found")
     return sorted(signals, key=lambda signal: signal.name or "")
-
-
-def _is_signal(value: object) -> TypeGuard[Signal[Any]]:
-    from .._signal import Signal
-
-    return isinstance(value, Signal)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         signals = load_signals(args.app)
-    except (ImportError, ValueError, TypeError) as exc:
+    except (SignalImportError, ValueError) as exc:
         print(f"aiosignals consume: {exc}", file=sys.stderr)
         return 2
     if not logging.getLogger().handlers:
@@ -155,63 +108,109 @@ def run(args: argparse.Namespace) -> int:
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     if args.broker is not None:
-        from ._cli_broker import consume
-
-        return consume(args, signals)
+        return _consume_broker(args, signals)
     return asyncio.run(_consume(args, signals))
 
 
-async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
+async def serve(consumer: Consumer, where: str) -> None:
+    """
+    Run *consumer* until SIGINT or SIGTERM, saying on stderr what it reads and what it did.
+
+    :param where: what it reads from, and as whom, for the first line
+    """
     import asyncio
     import signal as os_signal
+
+    loop = asyncio.get_running_loop()
+    stops = (os_signal.SIGINT, os_signal.SIGTERM)
+    for signum in stops:
+        loop.add_signal_handler(signum, consumer.stop)
+    _say(f"{where}; SIGINT or SIGTERM stops")
+    try:
+        await consumer.run()
+    finally:
+        for signum in stops:
+            loop.remove_signal_handler(signum)
+    _say(f"stopped; {consumer.handled} handled, {consumer.dead} dead-lettered")
+
+
+def _say(line: str) -> None:
+    print(f"aiosignals consume: {line}", file=sys.stderr, flush=True)
+
+
+async def _consume(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
     from urllib.parse import urlsplit
 
-    from . import RedisStreamTransport
-    from ._redis import FATAL_ERRORS, SubscriberOptions
+    from .redis import FATAL_ERRORS, RedisStreamTransport
 
     prefix = "aiosignals:" if args.prefix is None else args.prefix
     async with RedisStreamTransport(
         args.redis, stream_prefix=prefix, group=args.group
     ) as transport:
-        options: SubscriberOptions = {
-            "consumer": args.consumer,
-            "claim_idle": args.claim_idle,
-            "max_deliveries": args.max_deliveries,
-            "batch_ack": args.batch_ack is not False,  # None: not given, the default.
-        }
-        if args.count is not None:
-            options["count"] = args.count
-        subscriber = transport.consumer(signals, **options)
-        loop = asyncio.get_running_loop()
-        stops = (os_signal.SIGINT, os_signal.SIGTERM)
-        for signum in stops:
-            loop.add_signal_handler(signum, subscriber.stop)
+        consumer = transport.consumer(signals, RedisConsumerOptions(**consumer_options(args)))
         where = urlsplit(str(args.redis))
         names = ", ".join(signal.name or "" for signal in signals)
-        print(
-            f"aiosignals consume: {names} from {where.hostname}:{where.port or 6379}"
-            f" as {transport.group}/{subscriber.name}; SIGINT or SIGTERM stops",
-            file=sys.stderr,
-            flush=True,
-        )
         try:
-            await subscriber.run()
+            await serve(
+                consumer,
+                f"{names} from {where.hostname}:{where.port or 6379}"
+                f" as {transport.group}/{consumer.name}",
+            )
         except FATAL_ERRORS as exc:
             # A configuration error, not a crash: say what to fix, without a traceback.
-            print(
-                f"aiosignals consume: Redis refused this consumer ({type(exc).__name__}: {exc});"
-                " check the user and password in --redis and the user's ACL",
-                file=sys.stderr,
-                flush=True,
+            _say(
+                f"Redis refused this consumer ({type(exc).__name__}: {exc});"
+                " check the user and password in --redis and the user's ACL"
             )
             return 1
-        finally:
-            for signum in stops:
-                loop.remove_signal_handler(signum)
-        print(
-            f"aiosignals consume: stopped; {subscriber.handled} handled,"
-            f" {subscriber.dead} dead-lettered",
-            file=sys.stderr,
-            flush=True,
+    return 0
+
+
+def _consume_broker(args: argparse.Namespace, signals: list[Signal[Any]]) -> int:
+    """
+    Consume *signals* through the FastStream broker of ``args.broker``.
+
+    :return: 0 after a clean stop, 2 on a bad URL or option, 1 if the broker cannot do what
+        a message needs (a failed send on Kafka)
+    """
+    import asyncio
+
+    from ..exceptions import UnsupportedByBroker
+    from ._faststream import FastStreamTransport
+
+    if args.batch_ack:
+        _say("--batch-ack works with --redis only")
+        return 2
+    try:
+        transport = FastStreamTransport.from_url(
+            args.broker,
+            prefix="aiosignals." if args.prefix is None else args.prefix,
+            group=args.group,
+        )
+    except (ValueError, TypeError) as exc:
+        _say(str(exc))
+        return 2
+    try:
+        return asyncio.run(_serve_broker(args, transport, signals))
+    except UnsupportedByBroker as exc:
+        _say(str(exc))
+        return 1
+
+
+async def _serve_broker(
+    args: argparse.Namespace, transport: FastStreamTransport, signals: list[Signal[Any]]
+) -> int:
+    from urllib.parse import urlsplit
+
+    async with transport:
+        options = consumer_options(args)
+        options.pop("batch_ack", None)  # --no-batch-ack: what a broker does anyway.
+        consumer = transport.consumer(signals, **options)
+        where = urlsplit(str(args.broker))
+        names = ", ".join(signal.name or "" for signal in signals)
+        await serve(
+            consumer,
+            f"{names} from {transport.adapter.kind} at {where.hostname}:{where.port}"
+            f" as {consumer.group}/{consumer.name}",
         )
     return 0

@@ -12,25 +12,36 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from .._options import ANY
 from .._signal import Signal, registry
-from ..models import load_payload
+from ..models import load_payload, resolve_sender
 from ._message import (
     StreamMessage,
     current_message,
     delivering,
     outbox_key,
     require_name,
-    resolve_sender,
 )
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from .._types import P
     from ._protocol import Signals
 
-__all__ = ["Outcome", "Verdict", "connect_forward", "dispatch", "signal_map"]
+__all__ = [
+    "AsyncClosing",
+    "Forwarding",
+    "Outcome",
+    "Tally",
+    "Verdict",
+    "connect_forward",
+    "dispatch",
+    "redelivery_delay",
+    "signal_map",
+]
 
 logger = logging.getLogger("aiosignals.transports")
 
@@ -49,6 +60,13 @@ class Verdict:
 
     outcome: Outcome
     error: str | None = None
+    failed: bool = False
+    """Whether the send raised or found no signal: what a consumer's ``failed`` counts."""
+
+
+def redelivery_delay(deliveries: int, retry_delay: float, cap: float) -> float:
+    """Return the seconds before a failed message is delivered again: doubling, at most *cap*."""
+    return min(cap, retry_delay * 2.0 ** min(deliveries - 1, 60))
 
 
 def signal_map(signals: Signals) -> dict[str, Signal[Any] | None]:
@@ -87,7 +105,8 @@ async def dispatch(
       dying while handling it; it may be what kills them).
     - No payload, or one that does not validate: dead, since retrying cannot help.
     - No signal of that name in this process, or a send that raises: retried, and dead once
-      it has been delivered *max_deliveries* times.
+      it has been delivered *max_deliveries* times, with "(after N deliveries)" added to the
+      error.
     """
     if message.deliveries > max_deliveries:
         return Verdict(
@@ -101,7 +120,8 @@ async def dispatch(
     if signal is None:
         signal = registry.get(message.signal)
     if signal is None:
-        return _failed(message, f"no signal named {message.signal!r} in this process", None)
+        error = f"no signal named {message.signal!r} in this process"
+        return _failed(message, error, None, max_deliveries)
     who = resolve_sender(sender)
     try:
         event = load_payload(signal.payload_type, who, payload)
@@ -114,11 +134,13 @@ async def dispatch(
         with delivering(message):
             await signal.send(who, event)
     except Exception as exc:  # noqa: BLE001 -- any failure is retried, then dead-lettered
-        return _failed(message, f"{type(exc).__name__}: {exc}", exc)
+        return _failed(message, f"{type(exc).__name__}: {exc}", exc, max_deliveries)
     return Verdict(Outcome.ACK)
 
 
-def _failed(message: StreamMessage, error: str, exc: Exception | None) -> Verdict:
+def _failed(
+    message: StreamMessage, error: str, exc: Exception | None, max_deliveries: int
+) -> Verdict:
     logger.warning(
         "%s: message %s failed on delivery %d: %s",
         message.consumer,
@@ -127,7 +149,9 @@ def _failed(message: StreamMessage, error: str, exc: Exception | None) -> Verdic
         error,
         exc_info=exc,
     )
-    return Verdict(Outcome.RETRY, error)
+    if message.deliveries >= max_deliveries:
+        return Verdict(Outcome.DEAD, f"{error} (after {message.deliveries} deliveries)", True)
+    return Verdict(Outcome.RETRY, error, True)
 
 
 def connect_forward(
@@ -222,3 +246,32 @@ class Forwarding:
         :return: whether it was forwarded
         """
         return signal.disconnect(dispatch_uid=self.forward_uid(signal))
+
+
+class Tally:
+    """The counts every consumer keeps (:class:`~aiosignals.transports.Consumer`), from 0."""
+
+    handled: int = 0
+    """Messages whose send succeeded (and that are acknowledged, or about to be)."""
+    failed: int = 0
+    """Sends that raised or found no signal (each failed delivery counts)."""
+    dead: int = 0
+    """Messages it dead-lettered."""
+
+
+class AsyncClosing:
+    """``async with transport:`` written once: returns the transport, and closes it on exit."""
+
+    async def aclose(self) -> None:
+        """Release what the transport holds."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

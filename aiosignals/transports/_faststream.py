@@ -16,20 +16,26 @@ import socket
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 import anyio
 
 from ..exceptions import UnsupportedByBroker
-from ..models import dump_payload
 from ._brokers import BrokerAdapter, MessageArg, adapter_for, subscribe_options
-from ._dispatch import Forwarding, Outcome, Verdict, dispatch, signal_map
-from ._message import StreamMessage, require_name, sender_label
+from ._dispatch import (
+    AsyncClosing,
+    Forwarding,
+    Outcome,
+    Tally,
+    Verdict,
+    dispatch,
+    redelivery_delay,
+    signal_map,
+)
+from ._message import StreamMessage, encode_send, prefixed_stream
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from .._signal import Signal
     from .._types import P
     from ._protocol import Signals
@@ -89,7 +95,7 @@ def broker_from_url(url: str) -> Any:
         raise ImportError(f"{url.partition(':')[0]}:// needs {exc}: pip install {extra!r}") from exc
 
 
-class FastStreamTransport(Forwarding):
+class FastStreamTransport(AsyncClosing, Forwarding):
     """
     Publishes the sends of named signals through a FastStream broker, and makes consumers.
 
@@ -161,17 +167,9 @@ class FastStreamTransport(Forwarding):
     def __repr__(self) -> str:
         return f"<FastStreamTransport {self.adapter.kind} prefix={self.prefix!r}>"
 
-    async def __aenter__(self) -> FastStreamTransport:
+    async def __aenter__(self) -> Self:
         await self.broker.connect()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop the broker if the transport made it."""
@@ -184,11 +182,7 @@ class FastStreamTransport(Forwarding):
 
         :raises ValueError: if the signal has no name, or is named ``dead``
         """
-        name = signal if isinstance(signal, str) else require_name(signal)
-        stream = f"{self.prefix}{name}"
-        if stream == self.dead_letter_stream:
-            raise ValueError(f"{stream!r} is the dead-letter stream: rename signal {name!r}")
-        return stream
+        return prefixed_stream(self.prefix, signal, self.dead_letter_stream)
 
     async def publish(
         self, signal: Signal[P], sender: Any, payload: P, *, key: str | None = None
@@ -202,13 +196,13 @@ class FastStreamTransport(Forwarding):
         :raises TypeError: if a value of *payload* has no JSON form
         """
         stream = self.stream_name(signal)
-        payload = signal.validate(payload)
+        body, label = encode_send(signal, stream, sender, payload)
         message_id = uuid.uuid4().hex
-        headers = {"aiosignals-id": message_id, "aiosignals-sender": sender_label(sender)}
+        headers = {"aiosignals-id": message_id, "aiosignals-sender": label}
         if key is not None:
             headers["aiosignals-key"] = key
         await self.adapter.prepare(stream, self.group)
-        await self.adapter.publish(stream, dump_payload(payload).encode(), headers)
+        await self.adapter.publish(stream, body.encode(), headers)
         return message_id
 
     def consumer(
@@ -250,7 +244,7 @@ def _start_lock(broker: Any) -> anyio.Lock:
     return lock
 
 
-class FastStreamConsumer:
+class FastStreamConsumer(Tally):
     """
     Consumes the messages of some signals through a :class:`FastStreamTransport`.
 
@@ -312,12 +306,6 @@ class FastStreamConsumer:
         """Seconds after which the message of a silent consumer goes to another (NATS)."""
         self.count: int = count
         """Messages fetched ahead."""
-        self.handled: int = 0
-        """Messages whose send succeeded."""
-        self.failed: int = 0
-        """Sends that raised (each failed delivery counts)."""
-        self.dead: int = 0
-        """Messages it dead-lettered."""
         self._signals = signal_map(signals)
         self._streams = {name: transport.stream_name(name) for name in self._signals}
         self._running = False
@@ -452,18 +440,17 @@ class FastStreamConsumer:
 
     async def _settle(self, raw: Any, message: StreamMessage, verdict: Verdict) -> None:
         adapter = self.transport.adapter
+        if verdict.failed:
+            self.failed += 1
         if verdict.outcome is Outcome.ACK:
             await adapter.ack(raw)
             self.handled += 1
             return
-        error = verdict.error or ""
         if verdict.outcome is Outcome.RETRY:
-            self.failed += 1
-            if message.deliveries < self.max_deliveries:
-                delay = self.retry_delay * 2 ** (message.deliveries - 1)
-                await adapter.retry(raw, min(delay, self.claim_idle))
-                return
-            error = f"{error} (after {message.deliveries} deliveries)"
+            delay = redelivery_delay(message.deliveries, self.retry_delay, self.claim_idle)
+            await adapter.retry(raw, delay)
+            return
+        error = verdict.error or ""
         headers = {k: str(v) for k, v in raw.headers.items() if str(k).startswith("aiosignals-")}
         headers.update(
             {

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..models import dump_payload
-from ._dispatch import Forwarding, Outcome, dispatch, signal_map
-from ._message import StreamMessage, require_name, sender_label
+from ._dispatch import Forwarding, Outcome, Tally, dispatch, signal_map
+from ._message import StreamMessage, encode_send, require_name
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -136,9 +135,8 @@ class MemoryTransport(Forwarding):
         :raises TypeError: if a value of *payload* has no JSON form
         """
         name = self.stream_name(signal)
-        payload = signal.validate(payload)
+        text, label = encode_send(signal, name, sender, payload)
         message_id = str(next(self._ids))
-        text, label = dump_payload(payload), sender_label(sender)
         self._store.queue(name, self.group)
         for (queued, _), queue in self._store.queues.items():
             if queued == name:
@@ -185,7 +183,7 @@ class MemoryTransport(Forwarding):
         return self._store.dead[:count]
 
 
-class MemoryConsumer:
+class MemoryConsumer(Tally):
     """
     Consumes the messages of some signals from a :class:`MemoryTransport`.
 
@@ -215,12 +213,6 @@ class MemoryConsumer:
         """Its name in the group."""
         self.max_deliveries: int = max_deliveries
         """Deliveries of a message before it is dead-lettered."""
-        self.handled: int = 0
-        """Messages whose send succeeded."""
-        self.failed: int = 0
-        """Sends that raised (each failed delivery counts)."""
-        self.dead: int = 0
-        """Messages it dead-lettered."""
         self._store = store
         self._signals = signal_map(signals)
         for name_ in self._signals:
@@ -292,15 +284,12 @@ class MemoryConsumer:
             # with what a dead consumer held.
             queue.send.send_nowait(record)
             raise
+        if verdict.failed:
+            self.failed += 1
         if verdict.outcome is Outcome.ACK:
             self.handled += 1
-            return
-        error = verdict.error or ""
-        if verdict.outcome is Outcome.RETRY:
-            self.failed += 1
-            if record.deliveries < self.max_deliveries:
-                queue.send.send_nowait(record)
-                return
-            error = f"{error} (after {record.deliveries} deliveries)"
-        self._store.bury(record, message, error)
-        self.dead += 1
+        elif verdict.outcome is Outcome.RETRY:
+            queue.send.send_nowait(record)
+        else:
+            self._store.bury(record, message, verdict.error or "")
+            self.dead += 1

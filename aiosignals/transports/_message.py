@@ -1,30 +1,35 @@
 """
-What every transport shares: the message a receiver sees, and how senders travel.
+What every transport shares: the message a receiver sees, and how a send is encoded.
 
 Each transport calls the receivers of a message it consumes inside :func:`delivering`, so
-that :func:`current_message` gives them the message, whichever transport read it.
+that :func:`current_message` gives them the message, whichever transport read it. Each
+publishes a send as :func:`encode_send` makes it (the payload's JSON and the sender's label
+of :mod:`aiosignals.models`) to the stream :func:`prefixed_stream` names.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Generator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from .._delivery import current_delivery
+from ..models import dump_payload, sender_label
+
 if TYPE_CHECKING:
     from .._signal import Signal
+    from .._types import P
 
 __all__ = [
     "StreamMessage",
     "current_message",
     "delivering",
+    "encode_send",
     "outbox_key",
+    "prefixed_stream",
     "require_name",
-    "resolve_sender",
-    "sender_label",
 ]
 
 
@@ -90,42 +95,6 @@ def delivering(message: StreamMessage) -> Generator[None]:
         _current.reset(token)
 
 
-def sender_label(sender: Any) -> str:
-    """
-    Return how *sender* travels: ``module:qualname`` for a class, ``""`` for ``None``, else ``str``.
-
-    :param sender: the sender of a send
-    """
-    if sender is None:
-        return ""
-    if isinstance(sender, type):
-        return f"{sender.__module__}:{sender.__qualname__}"
-    return str(sender)
-
-
-def resolve_sender(label: str) -> Any:
-    """
-    Return the sender a consumer passes on for *label*.
-
-    A ``module:qualname`` label whose module is already imported in this process and names a
-    class gives that class back, so receivers connected for ``sender=ThatClass`` receive it.
-    Modules are never imported on behalf of a message. ``""`` gives ``None``; anything else
-    stays the string.
-    """
-    if not label:
-        return None
-    module_name, colon, qualname = label.partition(":")
-    module = sys.modules.get(module_name) if colon else None
-    if module is None:
-        return label
-    value: Any = module
-    for part in qualname.split("."):
-        value = getattr(value, part, None)
-        if value is None:
-            return label
-    return value if isinstance(value, type) else label
-
-
 def require_name(signal: Signal[Any]) -> str:
     """
     Return the name of *signal*, which a send needs to travel.
@@ -140,20 +109,39 @@ def require_name(signal: Signal[Any]) -> str:
     return signal.name
 
 
-_outbox_missing = False
+def prefixed_stream(prefix: str, signal: Signal[Any] | str, dead_letter_stream: str) -> str:
+    """
+    Return ``{prefix}{name}``, where the messages of *signal* (or of the signal named so) go.
+
+    :raises ValueError: if the signal has no name, or its stream is *dead_letter_stream*
+    """
+    name = signal if isinstance(signal, str) else require_name(signal)
+    stream = f"{prefix}{name}"
+    if stream == dead_letter_stream:
+        raise ValueError(f"{stream!r} is the dead-letter stream: rename signal {name!r}")
+    return stream
+
+
+def encode_send(signal: Signal[P], stream: str, sender: Any, payload: P) -> tuple[str, str]:
+    """
+    Return the payload JSON and the sender label a send of *signal* travels as to *stream*.
+
+    :param payload: an instance of the signal's payload type; anything else is validated
+        into it, as :meth:`Signal.send <aiosignals.Signal.send>` does
+    :raises pydantic.ValidationError: if *payload* does not validate
+    :raises TypeError: if a value of *payload* has no JSON form
+    """
+    payload = signal.validate(payload)
+    try:
+        text = dump_payload(payload)
+    except TypeError as exc:
+        raise TypeError(
+            f"cannot publish the payload of signal {signal.name!r} to the stream {stream!r}: {exc}"
+        ) from exc
+    return text, sender_label(sender)
 
 
 def outbox_key() -> str | None:
     """Return ``outbox:<database>:<row id>`` when the outbox relay is calling us, else ``None``."""
-    global _outbox_missing  # Set once: a failed import is not cached by Python.
-    if _outbox_missing:
-        return None
-    try:
-        # Optional: the outbox needs the sqlalchemy extra, which a process that only
-        # forwards sends outside transactions may not have.
-        from aiosignals.outbox import current_delivery
-    except ImportError:
-        _outbox_missing = True
-        return None
     delivery = current_delivery()
     return None if delivery is None else delivery.key

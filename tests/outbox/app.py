@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.lowlevel
@@ -121,3 +121,35 @@ def _job_receiver(uid: str) -> Any:
 
 
 JOB_RECEIVERS = [_job_receiver(f"tests.outbox.job.{i}") for i in range(4)]
+
+
+class Step(Event):
+    """A step of one of several sequences: its rows keep the order of their ``ordering_key``."""
+
+    ordering_key: str
+    seq: int
+
+
+step = Signal(Step, name="tests.outbox.step")
+STEPS: list[tuple[str, str, int]] = []
+"""(receiver, ordering key, seq) of each delivery of a step."""
+
+
+def _step_receiver(uid: str, *, ordering: Literal["key", "receiver"]) -> Any:
+    async def deliver(sender: str, payload: Step) -> None:
+        if payload.ordering_key == os.environ.get("AIOSIGNALS_TEST_FAIL_KEY") and uid.endswith(
+            "by_key"
+        ):
+            _log(f"failing {uid} {payload.ordering_key} {payload.seq} {os.getpid()}")
+            raise RuntimeError(f"cannot handle {payload.ordering_key}")
+        # Long enough that two relays' deliveries overlap in time.
+        await anyio.sleep(float(os.environ.get("AIOSIGNALS_TEST_STEP_SECONDS", "0")))
+        STEPS.append((uid, payload.ordering_key, payload.seq))
+        _log(f"step {uid} {payload.ordering_key} {payload.seq} {os.getpid()}")
+
+    step.connect(deliver, durable=True, dispatch_uid=uid, ordering=ordering)
+    return deliver
+
+
+STEP_BY_KEY = _step_receiver("tests.outbox.step.by_key", ordering="key")
+STEP_STRICT = _step_receiver("tests.outbox.step.strict", ordering="receiver")

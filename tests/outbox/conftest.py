@@ -40,6 +40,7 @@ def fresh_app_state() -> None:
         app.OVERLAPS,
         app.IN_FLIGHT,
         app.STUBBORN,
+        app.STEPS,
     ):
         collection.clear()
     app.BROKEN.clear()

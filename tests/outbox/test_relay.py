@@ -25,6 +25,7 @@ from aiosignals.outbox._table import outbox
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
 from tests.outbox import app
 from tests.outbox.app import Job, Order, job_done
+from tests.outbox.clock import Clock
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent.parent
@@ -86,16 +87,20 @@ async def test_a_receiver_that_fails_twice_is_delivered_on_the_third_attempt(
 
 
 async def test_retries_wait_an_exponential_backoff(db: Database) -> None:
+    """A failed row is due again after the first backoff, jittered, and not before."""
     app.FLAKY["flaky"] = 5
     await SQLAlchemyRepository(Order, db).add(Order(item="flaky"))
-    relay = OutboxRelay(db, backoff=60.0)
-    before = time.time()
+    clock = Clock()
+    relay = OutboxRelay(db, backoff=60.0, clock=clock)
     await relay.run_once()
     (row,) = await rows(db)
     # Jittered between half and all of the first delay.
-    assert before + 29 <= row.available_at <= time.time() + 61
+    assert clock() + 30 <= row.available_at <= clock() + 60
     assert "flaky flaky" in row.last_error
+    clock.advance(29.9)
     assert await relay.run_once() == 0  # not due yet
+    clock.advance(30.1)
+    assert await relay.run_once() == 1
 
 
 async def test_a_receiver_that_always_fails_is_dead_listed_and_retried_by_the_cli(
@@ -184,20 +189,23 @@ async def test_a_row_whose_receiver_is_not_connected_waits_with_one_warning(
     assert "never called" in row.last_error
 
 
-async def test_a_failing_row_holds_back_the_later_rows_of_its_receiver(db: Database) -> None:
+async def test_a_failing_row_holds_back_only_the_later_rows_of_its_entity(db: Database) -> None:
+    """A failing row holds back its entity's later rows, not other entities' or receivers'."""
     app.FLAKY["first"] = 1
     orders = SQLAlchemyRepository(Order, db)
-    await orders.add(Order(item="first"))
-    await orders.add(Order(item="second"))
+    order = await orders.add(Order(item="first"))
+    await orders.add(Order(item="other"))
+    order.item = "second"
+    await orders.save(order)
     async with db.transaction():
         await job_done.send("tests", Job(n=1))  # other receivers are not held back
 
     relay = relay_for(db)
     await relay.run_once()
-    assert app.DELIVERED == []
+    assert [item for _, _, item in app.DELIVERED] == ["other"]
     assert len(app.JOBS) == 4
     await relay.run_once()
-    assert [item for _, _, item in app.DELIVERED] == ["first", "second"]
+    assert [item for _, _, item in app.DELIVERED] == ["other", "first", "second"]
 
 
 def test_durable_receivers_need_a_dispatch_uid() -> None:
@@ -266,6 +274,7 @@ async def test_a_killed_writer_loses_no_committed_event_and_leaks_no_rolled_back
 async def test_a_relay_killed_mid_delivery_is_redelivered_after_the_lease(
     db: Database, db_url: str, tmp_path: Path
 ) -> None:
+    """A row in the hands of a SIGKILLed relay is delivered again once its lease has run out."""
     log = tmp_path / "deliveries.log"
     await SQLAlchemyRepository(Order, db).add(Order(item="stuck"))
     relay_process = start_relay(db_url, log, "--lease", "1", AIOSIGNALS_TEST_BLOCK_ITEM="stuck")
@@ -276,9 +285,10 @@ async def test_a_relay_killed_mid_delivery_is_redelivered_after_the_lease(
         relay_process.send_signal(signal.SIGKILL)
         relay_process.communicate(timeout=10)  # reaps it and closes its pipe
 
-    relay = relay_for(db)
+    clock = Clock()
+    relay = OutboxRelay(db, backoff=0.0, clock=clock)
     assert await relay.run_once() == 0  # still leased by the dead relay
-    await anyio.sleep(1.1)
+    clock.advance(1.1)
     assert await relay.run_once() == 1
     assert [(attempt, item) for _, attempt, item in app.DELIVERED] == [(2, "stuck")]
 
@@ -356,16 +366,18 @@ async def test_a_stop_before_run_is_not_lost_and_the_relay_can_run_again(db: Dat
 async def test_a_row_backing_off_holds_back_its_receivers_later_rows_across_runs(
     db: Database,
 ) -> None:
+    """A row waiting out its backoff holds back the later rows of its entity until it is due."""
     app.FLAKY["first"] = 1
     orders = SQLAlchemyRepository(Order, db)
-    await orders.add(Order(item="first"))
-    await orders.add(Order(item="second"))
-    relay = OutboxRelay(db, backoff=60.0)
+    order = await orders.add(Order(item="first"))
+    order.item = "second"
+    await orders.save(order)
+    clock = Clock()
+    relay = OutboxRelay(db, backoff=60.0, clock=clock)
     await relay.run_once()  # "first" fails and backs off for 30 to 60 s
     assert await relay.run_once() == 0  # "second" waits behind it, though due
     assert app.DELIVERED == []
-    async with db.engine.begin() as connection:  # time passes
-        await connection.execute(outbox.update().values(available_at=0))
+    clock.advance(60)
     await relay.run_once()
     assert [item for _, _, item in app.DELIVERED] == ["first", "second"]
 
@@ -397,25 +409,34 @@ async def test_a_batch_longer_than_the_lease_keeps_its_rows(db: Database) -> Non
         group.start_soon(run_the_first)
         group.start_soon(poll_with_the_second)
     # The first relay renewed its lease while "slow" ran: the second never took its rows.
-    assert [item for _, _, item in app.DELIVERED] == ["slow", "after"]
+    assert sorted(item for _, _, item in app.DELIVERED) == ["after", "slow"]
     assert len(claimed_by_second) > 5
     assert sum(claimed_by_second) == 0
     assert await rows(db) == []
 
 
-async def test_a_cancelled_batch_gives_back_the_rows_it_did_not_finish(db: Database) -> None:
+@pytest.mark.parametrize("concurrency", [1, 16])
+async def test_a_cancelled_batch_gives_back_the_rows_it_did_not_finish(
+    db: Database, concurrency: int
+) -> None:
+    """
+    A relay cancelled mid-batch records what it delivered and gives back the rest at once,
+    their attempts not counted.
+    """
     orders = SQLAlchemyRepository(Order, db)
     for item in ("slow", "b", "c"):
         await orders.add(Order(item=item))
     with anyio.move_on_after(0.3):
-        await relay_for(db).run_once()
+        await relay_for(db, concurrency=concurrency).run_once()
+    # One at a time, "b" and "c" wait behind "slow"; side by side, they were delivered.
+    left = 3 if concurrency == 1 else 1
     stored = await rows(db)
-    assert [(r.status, r.attempts, r.locked_until) for r in stored] == [("pending", 0, None)] * 3
+    assert [(r.status, r.attempts, r.locked_until) for r in stored] == [("pending", 0, None)] * left
     await relay_for(db).run_once()
-    assert [(attempt, item) for _, attempt, item in app.DELIVERED] == [
-        (1, "slow"),
+    assert sorted((attempt, item) for _, attempt, item in app.DELIVERED) == [
         (1, "b"),
         (1, "c"),
+        (1, "slow"),
     ]
 
 
@@ -455,11 +476,12 @@ async def test_the_relay_outlives_lost_database_connections(
 async def test_the_relay_command_finishes_the_row_in_hand_on_sigterm(
     db: Database, db_url: str, tmp_path: Path
 ) -> None:
+    """On SIGTERM `aiosignals relay` finishes the row in hand and gives back the next one."""
     log = tmp_path / "deliveries.log"
     orders = SQLAlchemyRepository(Order, db)
     await orders.add(Order(item="slow"))
     await orders.add(Order(item="next"))
-    relay_process = start_relay(db_url, log)
+    relay_process = start_relay(db_url, log, "--concurrency", "1")
     try:
         await anyio.to_thread.run_sync(lambda: wait_for(lambda: delivery_log(log)))
         assert delivery_log(log)[0][0] == "started"  # "slow" is in hand (1 s)
@@ -561,24 +583,27 @@ async def test_a_killed_relay_does_not_use_up_the_rows_failure_attempts(
     orders = SQLAlchemyRepository(Order, db)
     await orders.add(Order(item="stuck"))
     await orders.add(Order(item="later"))
-    relay_process = start_relay(db_url, log, "--lease", "0.5", AIOSIGNALS_TEST_BLOCK_ITEM="stuck")
+    # One row at a time: "later" waits behind "stuck" (claimed, never started).
+    relay_process = start_relay(
+        db_url, log, "--lease", "0.5", "--concurrency", "1", AIOSIGNALS_TEST_BLOCK_ITEM="stuck"
+    )
     try:
         await anyio.to_thread.run_sync(wait_for_more, log)
     finally:
         relay_process.send_signal(signal.SIGKILL)
         relay_process.communicate(timeout=10)
     app.FLAKY["stuck"] = 1  # the first real failure
-    relay = relay_for(db, max_attempts=2)
+    # Past the dead relay's lease at once.
+    relay = OutboxRelay(db, backoff=0.0, max_attempts=2, clock=lambda: time.time() + 1)
     with anyio.fail_after(10):
         while len(app.DELIVERED) < 2:
             await relay.run_once()
-            await anyio.sleep(0.05)
+    attempts = {item: attempt for _, attempt, item in app.DELIVERED}
     # Start 1 died with its relay, 2 failed, 3 was delivered.
-    first, then = [(attempt, item) for _, attempt, item in app.DELIVERED]
-    assert first == (3, "stuck")
+    assert attempts["stuck"] == 3
     # "later" was claimed but never started: at most counted once, as a row of the group
     # the first relay had in hand when it died.
-    assert then in {(1, "later"), (2, "later")}
+    assert attempts["later"] in {1, 2}
 
 
 async def test_a_receiver_raising_cancelled_error_fails_its_row_and_the_relay_runs_on(

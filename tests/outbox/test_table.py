@@ -194,7 +194,7 @@ async def test_an_outbox_table_without_the_failures_and_receiver_columns_gets_th
 ) -> None:
     """
     An outbox table of an earlier version gains ``failures`` (its attempts, each then a
-    failure) and ``receiver``, its rows kept, once.
+    failure), ``receiver`` and ``ordering_key`` (one key per receiver), its rows kept, once.
     """
     async with Database(db_url) as db:
         async with db.engine.begin() as connection:
@@ -207,8 +207,8 @@ async def test_an_outbox_table_without_the_failures_and_receiver_columns_gets_th
         async with db.engine.connect() as connection:
             row = (
                 await connection.execute(
-                    sa.text(f"SELECT attempts, failures, receiver FROM {OUTBOX}")
+                    sa.text(f"SELECT attempts, failures, receiver, ordering_key FROM {OUTBOX}")
                 )
             ).one()
-        assert tuple(row) == (2, 2, None)
+        assert tuple(row) == (2, 2, None, "")
         await OutboxRelay.create_table(db)  # once added, left alone

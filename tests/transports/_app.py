@@ -1,5 +1,5 @@
 """
-The signal and receiver that consumer processes of test_redis.py load with ``--app``.
+The signal and receiver that consumer processes of the transport suites load with ``--app``.
 
 The receiver records ``consumer|n|deliveries`` for each entry in the Redis list named by
 ``AIOSIGNALS_TEST_RECORD_KEY`` (on ``AIOSIGNALS_TEST_RECORD_URL``), after sleeping

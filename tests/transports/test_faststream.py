@@ -8,14 +8,10 @@ they handled in Redis (tests/transports/_app.py), so the fault tests need Redis 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal as os_signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -27,13 +23,20 @@ from faststream import Context
 from aiosignals import Event, Signal
 from aiosignals._cli import main as cli_main
 from aiosignals.transports import (
-    FastStreamConsumer,
     FastStreamTransport,
-    StreamMessage,
     broker_from_url,
-    current_message,
 )
 from tests.transports import _app
+from tests.transports._processes import records, start_consume, stop_consumer
+from tests.transports._support import (
+    SERVICE_LABEL,
+    Greeting,
+    Service,
+    eventually,
+    in_hand,
+    remove_topology,
+    running,
+)
 
 if TYPE_CHECKING:
     from tests._servers import NatsProcess, RabbitMQProcess
@@ -49,16 +52,8 @@ BROKERS = [
 ]
 
 
-class Greeting(Event):
-    text: str
-
-
 class Other(Event):
     n: int
-
-
-class Service:
-    """A sender class: it travels as ``module:qualname`` and comes back as itself."""
 
 
 @pytest.fixture(params=BROKERS)
@@ -73,23 +68,6 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}."
 
 
-async def remove_topology(transport: FastStreamTransport, prefix: str) -> None:
-    """Delete what a test created on the shared broker: queues and exchange, or the stream."""
-    connection = await transport.broker.connect()
-    if transport.adapter.kind == "RabbitMQ":
-        channel = await connection.channel()
-        for name in ("greeting", "ping", "x", "dead"):
-            for group in ("aiosignals", "audit", "dead"):
-                await channel.queue_delete(f"{prefix}{name}.{group}")
-        await channel.exchange_delete(prefix.rstrip("."))
-        await channel.close()
-    else:
-        from nats.js.errors import NotFoundError
-
-        with suppress(NotFoundError):
-            await connection.jetstream().delete_stream(prefix.rstrip("."))
-
-
 @pytest_asyncio.fixture
 async def transport(broker_url: str, prefix: str) -> AsyncIterator[FastStreamTransport]:
     async with FastStreamTransport.from_url(broker_url, prefix=prefix) as transport:
@@ -97,26 +75,6 @@ async def transport(broker_url: str, prefix: str) -> AsyncIterator[FastStreamTra
             yield transport
         finally:
             await remove_topology(transport, prefix)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    """Wait until *check* holds, failing the test after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"still false after {timeout} s: {check.__doc__ or check}")
-        await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def running(consumer: FastStreamConsumer) -> AsyncIterator[asyncio.Task[None]]:
-    """Run *consumer* in a task for the block; stop it (and wait) on the way out."""
-    task = asyncio.create_task(consumer.run())
-    try:
-        yield task
-    finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 15)
 
 
 async def dead_letters(
@@ -164,43 +122,6 @@ async def dead_letters(
 
 
 @pytest.mark.asyncio
-async def test_roundtrip_with_typed_payload_sender_and_message(
-    transport: FastStreamTransport,
-) -> None:
-    """A published send reaches receivers typed, with its sender class and its message."""
-    greeting = Signal(Greeting, name="greeting")
-    seen: list[tuple[Any, Greeting, StreamMessage | None]] = []
-
-    @greeting.connect
-    async def on_greeting(sender: Any, payload: Greeting) -> None:
-        seen.append((sender, payload, current_message()))
-
-    message_id = await transport.publish(greeting, Service, Greeting(text="hi"), key="k-1")
-    consumer = transport.consumer([greeting], consumer="c1")
-    async with running(consumer):
-
-        async def handled() -> bool:
-            return consumer.handled == 1
-
-        await eventually(handled)
-    assert seen == [
-        (
-            Service,
-            Greeting(text="hi"),
-            StreamMessage(
-                id=message_id,
-                stream=transport.stream_name(greeting),
-                signal="greeting",
-                deliveries=1,
-                key="k-1",
-                group="aiosignals",
-                consumer="c1",
-            ),
-        )
-    ]
-
-
-@pytest.mark.asyncio
 async def test_a_failed_send_is_redelivered_with_the_same_idempotency_key(
     transport: FastStreamTransport,
 ) -> None:
@@ -210,8 +131,7 @@ async def test_a_failed_send_is_redelivered_with_the_same_idempotency_key(
 
     @greeting.connect
     async def flaky(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         deliveries.append((message.idempotency_key, message.deliveries))
         if message.deliveries == 1:
             raise RuntimeError("first time")
@@ -255,7 +175,7 @@ async def test_poison_message_is_dead_lettered_after_max_deliveries_with_the_err
     assert body == b'{"text":"x"}'
     assert {k: v for k, v in headers.items() if k.startswith("aiosignals-")} == {
         "aiosignals-id": message_id,
-        "aiosignals-sender": f"{__name__}:Service",
+        "aiosignals-sender": SERVICE_LABEL,
         "aiosignals-key": "k",
         "aiosignals-error": "ValueError: poison (after 3 deliveries)",
         "aiosignals-stream": transport.stream_name(greeting),
@@ -293,8 +213,7 @@ async def test_a_live_consumer_keeps_its_message_however_long_its_receivers_take
 
     @greeting.connect
     async def slow(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         deliveries.append(message.deliveries)
         await asyncio.sleep(1.5)
 
@@ -318,8 +237,7 @@ async def test_each_group_gets_every_message(transport: FastStreamTransport) -> 
 
     @greeting.connect
     async def note(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         seen.append((message.group, payload.text))
 
     audit = transport.consumer([greeting], group="audit")
@@ -381,8 +299,7 @@ async def test_forward_publishes_through_the_outbox_with_the_delivery_id_as_key(
 
         @greeting.connect
         async def remember(sender: Any, payload: Greeting) -> None:
-            message = current_message()
-            assert message is not None
+            message = in_hand()
             keys.append(message.key)
 
         consumer = transport.consumer([greeting])
@@ -407,47 +324,11 @@ async def test_forward_publishes_through_the_outbox_with_the_delivery_id_as_key(
 async def start_consumer(
     broker_url: str, prefix: str, name: str, record_url: str, *, delay: float = 0.0
 ) -> asyncio.subprocess.Process:
-    """Run ``aiosignals consume --broker`` on tests/transports/_app.py:ping in a new process."""
-    env = {
-        **os.environ,
-        "AIOSIGNALS_TEST_RECORD_URL": record_url,
-        "AIOSIGNALS_TEST_RECORD_KEY": f"{prefix}processed",
-        "AIOSIGNALS_TEST_DELAY": str(delay),
-    }
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aiosignals",
-        "consume",
-        "--broker",
-        broker_url,
-        "--app",
-        "tests.transports._app:ping",
-        "--prefix",
-        prefix,
-        "--consumer",
-        name,
-        "--claim-idle",
-        "1",
-        "--count",
-        "5",
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    """Run ``aiosignals consume --broker`` in a new process, recording in *record_url*."""
+    options = ("--claim-idle", "1", "--count", "5")
+    return await start_consume(
+        ("--broker", broker_url), record_url, prefix, name, *options, delay=delay
     )
-
-
-async def records(client: aioredis.Redis, prefix: str) -> list[tuple[str, int, int]]:
-    """(consumer, n, deliveries) for each message the consumer processes handled."""
-    rows = await _app.reply(client.lrange(f"{prefix}processed", 0, -1))
-    result = []
-    for row in rows:
-        consumer, n, deliveries = (
-            row.decode().split("|") if isinstance(row, bytes) else row.split("|")
-        )
-        result.append((consumer, int(n), int(deliveries)))
-    return result
 
 
 @pytest.mark.asyncio
@@ -656,6 +537,25 @@ def test_cli_consume_refuses_a_bad_broker_url_and_batch_ack(
     assert "one of the arguments --redis --broker is required" in capsys.readouterr().err
 
 
+@pytest.mark.asyncio
+async def test_cli_consume_with_a_broker_takes_no_batch_ack_and_stops_cleanly(
+    broker_url: str, prefix: str, redis_server_url: str, transport: FastStreamTransport
+) -> None:
+    """--no-batch-ack with --broker is what the broker does anyway: it runs, SIGTERM stops it."""
+    process = await start_consume(
+        ("--broker", broker_url), redis_server_url, prefix, "c1", "--no-batch-ack"
+    )
+    try:
+        assert process.stderr is not None
+        first = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert b"SIGINT or SIGTERM stops" in first, first
+        assert "stopped; 0 handled" in await stop_consumer(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 # -- Kafka (FastStream's in-memory test broker) and Redis ---------------------------------
 
 
@@ -674,8 +574,7 @@ async def test_kafka_acknowledges_after_receivers_and_refuses_to_drop_a_failed_m
 
     @greeting.connect
     async def note(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         seen.append((payload.text, message.key))
         if payload.text == "bad":
             raise RuntimeError("bad")
@@ -709,8 +608,7 @@ async def test_redis_through_faststream_redelivers_then_dead_letters(
 
     @greeting.connect
     async def poison(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         deliveries.append((message.idempotency_key, message.deliveries))
         raise RuntimeError("poison")
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -17,20 +16,11 @@ from aiosignals.transports import (
     MemoryConsumer,
     MemoryTransport,
     RedisStreamTransport,
-    StreamMessage,
     Transport,
-    current_message,
 )
+from tests.transports._support import SERVICE_LABEL, Greeting, Service, eventually, in_hand, running
 
 pytestmark = pytest.mark.anyio
-
-
-class Greeting(Event):
-    text: str
-
-
-class Service:
-    """A sender class: it travels as ``module:qualname`` and comes back as itself."""
 
 
 def new_transport() -> MemoryTransport:
@@ -50,22 +40,6 @@ def _close_transports() -> Iterator[None]:
         _opened.pop().close()
 
 
-@asynccontextmanager
-async def running(consumer: Consumer) -> AsyncIterator[None]:
-    """Run *consumer* in a task for the block; stop it on the way out."""
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(consumer.run)
-        yield
-        consumer.stop()
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until *check* holds, failing after *timeout* seconds."""
-    with anyio.fail_after(timeout):
-        while not check():
-            await anyio.sleep(0.001)
-
-
 def test_every_transport_satisfies_the_protocol() -> None:
     """Memory, Redis and FastStream transports are Transports, their consumers Consumers."""
     from faststream.nats import NatsBroker
@@ -82,38 +56,6 @@ def test_every_transport_satisfies_the_protocol() -> None:
     assert [consumer.handled for consumer in consumers] == [0, 0, 0]
 
 
-async def test_roundtrip_with_typed_payload_sender_and_message() -> None:
-    """A published send reaches receivers typed, with its sender class and its message."""
-    transport = new_transport()
-    greeting = Signal(Greeting, name="greeting")
-    seen: list[tuple[Any, Greeting, StreamMessage | None]] = []
-
-    @greeting.connect
-    async def on_greeting(sender: Any, payload: Greeting) -> None:
-        seen.append((sender, payload, current_message()))
-
-    message_id = await transport.publish(greeting, Service, Greeting(text="hi"), key="k-1")
-    consumer = transport.consumer([greeting], consumer="c1")
-    async with running(consumer):
-        await until(lambda: consumer.handled == 1)
-    assert seen == [
-        (
-            Service,
-            Greeting(text="hi"),
-            StreamMessage(
-                id=message_id,
-                stream="greeting",
-                signal="greeting",
-                deliveries=1,
-                key="k-1",
-                group="aiosignals",
-                consumer="c1",
-            ),
-        )
-    ]
-    assert transport.pending(greeting) == 0
-
-
 async def test_a_failed_send_is_redelivered_with_the_same_idempotency_key() -> None:
     """A receiver that fails once gets the message again, delivery 2, same key."""
     transport = new_transport()
@@ -122,8 +64,7 @@ async def test_a_failed_send_is_redelivered_with_the_same_idempotency_key() -> N
 
     @greeting.connect
     async def flaky(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         keys.append((message.idempotency_key, message.deliveries))
         if message.deliveries == 1:
             raise RuntimeError("first time")
@@ -131,7 +72,7 @@ async def test_a_failed_send_is_redelivered_with_the_same_idempotency_key() -> N
     await transport.publish(greeting, None, Greeting(text="x"))
     consumer = transport.consumer([greeting])
     async with running(consumer):
-        await until(lambda: consumer.handled == 1)
+        await eventually(lambda: consumer.handled == 1)
     assert keys == [("greeting/1", 1), ("greeting/1", 2)]
     assert consumer.failed == 1
     assert transport.dead_letters() == []
@@ -151,12 +92,12 @@ async def test_poison_message_is_dead_lettered_after_max_deliveries_with_the_err
     await transport.publish(greeting, Service, Greeting(text="x"), key="k")
     consumer = transport.consumer([greeting], max_deliveries=3)
     async with running(consumer):
-        await until(lambda: consumer.dead == 1)
+        await eventually(lambda: consumer.dead == 1)
     assert len(calls) == 3
     [(_, fields)] = transport.dead_letters()
     assert fields == {
         "payload": '{"text":"x"}',
-        "sender": f"{__name__}:Service",
+        "sender": SERVICE_LABEL,
         "key": "k",
         "error": "ValueError: bad (after 3 deliveries)",
         "stream": "greeting",
@@ -176,7 +117,7 @@ async def test_a_payload_that_does_not_validate_is_dead_lettered_at_once() -> No
     await transport.publish(Signal(Greeting, name="x"), None, Greeting(text="t"))
     consumer = transport.consumer([Signal(Other, name="x")])
     async with running(consumer):
-        await until(lambda: consumer.dead == 1)
+        await eventually(lambda: consumer.dead == 1)
     [(_, fields)] = transport.dead_letters()
     assert fields["error"].startswith("payload does not validate as Other")
     assert consumer.failed == 0
@@ -190,8 +131,7 @@ async def test_consumers_of_a_group_share_and_each_group_gets_every_message() ->
 
     @greeting.connect
     async def note(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         seen.setdefault(message.group, []).append(payload.text)
         await anyio.lowlevel.checkpoint()  # The other consumer of the group takes the next.
 
@@ -206,7 +146,7 @@ async def test_consumers_of_a_group_share_and_each_group_gets_every_message() ->
         await anyio.wait_all_tasks_blocked()
         for n in range(20):
             await transport.publish(greeting, None, Greeting(text=str(n)))
-        await until(lambda: len(seen.get("aiosignals", [])) == 20 and len(seen["audit"]) == 20)
+        await eventually(lambda: len(seen.get("aiosignals", [])) == 20 and len(seen["audit"]) == 20)
         for consumer in consumers:
             consumer.stop()
     assert sorted(seen["aiosignals"], key=int) == [str(n) for n in range(20)]
@@ -223,8 +163,7 @@ async def test_the_message_in_hand_of_a_cancelled_consumer_goes_to_another() -> 
 
     @greeting.connect
     async def slow(sender: Any, payload: Greeting) -> None:
-        message = current_message()
-        assert message is not None
+        message = in_hand()
         deliveries.append((message.consumer, message.deliveries))
         if message.consumer == "doomed":
             started.set()
@@ -239,7 +178,7 @@ async def test_the_message_in_hand_of_a_cancelled_consumer_goes_to_another() -> 
     assert transport.pending(greeting) == 1
     rescuer = transport.consumer([greeting], consumer="rescuer")
     async with running(rescuer):
-        await until(lambda: rescuer.handled == 1)
+        await eventually(lambda: rescuer.handled == 1)
     assert deliveries == [("doomed", 1), ("rescuer", 2)]
 
 
@@ -259,7 +198,7 @@ async def test_forward_publishes_sends_and_a_consumer_does_not_publish_them_agai
     assert transport.pending(greeting) == 1
     consumer = transport.consumer([greeting])
     async with running(consumer):
-        await until(lambda: consumer.handled == 1)
+        await eventually(lambda: consumer.handled == 1)
     assert seen == ["hello", "hello"]
     assert transport.pending(greeting) == 0
     assert transport.unforward(greeting)
