@@ -36,6 +36,7 @@ def run_without(module: str, *argv: str) -> subprocess.CompletedProcess[str]:
 def test_a_missing_extra_is_named_not_reported_as_bad_arguments(
     missing: str, argv: list[str], extra: str
 ) -> None:
+    """A command whose extra is missing exits 2 naming the extra, not as unrecognized arguments."""
     result = run_without(missing, *argv)
     assert result.returncode == 2
     assert extra in result.stderr
@@ -43,6 +44,7 @@ def test_a_missing_extra_is_named_not_reported_as_bad_arguments(
 
 
 def test_help_lists_every_command() -> None:
+    """`aiosignals --help` names every subcommand."""
     result = subprocess.run(
         [sys.executable, "-m", "aiosignals", "--help"],
         capture_output=True,
@@ -73,12 +75,14 @@ def test_a_bad_database_url_is_one_clear_line(command: list[str]) -> None:
 
 
 def test_a_postgresql_url_without_a_driver_says_to_use_asyncpg() -> None:
+    """A postgresql:// URL without a driver exits 2 and suggests postgresql+asyncpg://."""
     result = aiosignals("outbox", "list", "--db", "postgresql://user@127.0.0.1:1/app")
     assert result.returncode == 2
     assert "postgresql+asyncpg://" in result.stderr
 
 
 def test_outbox_list_does_not_create_a_database_for_a_misspelt_path(tmp_path: Path) -> None:
+    """`outbox list` on a SQLite path that does not exist exits 2 and creates no file."""
     missing = tmp_path / "typo.db"
     result = aiosignals("outbox", "list", "--db", f"sqlite+aiosqlite:///{missing}")
     assert result.returncode == 2
@@ -87,6 +91,7 @@ def test_outbox_list_does_not_create_a_database_for_a_misspelt_path(tmp_path: Pa
 
 
 def test_outbox_list_on_a_database_without_the_outbox_says_so(tmp_path: Path) -> None:
+    """`outbox list` on a database without the outbox table exits 2 and says so."""
     sqlite3.connect(tmp_path / "app.db").close()
     result = aiosignals("outbox", "list", "--db", f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
     assert result.returncode == 2
@@ -94,6 +99,7 @@ def test_outbox_list_on_a_database_without_the_outbox_says_so(tmp_path: Path) ->
 
 
 def test_relay_app_modules_are_found_in_the_current_directory(tmp_path: Path) -> None:
+    """The installed `aiosignals relay` imports --app modules from the current directory."""
     (tmp_path / "myreceivers.py").write_text(
         "import pathlib\npathlib.Path('imported').write_text('yes')\n"
     )

@@ -19,6 +19,7 @@ def demo(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_runs_the_seed_scenario_on_embedded_sqlite() -> None:
+    """`aiosignals demo` on SQLite profiles each committed user and not the rolled-back one."""
     result = demo()
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -35,6 +36,7 @@ def test_demo_runs_the_seed_scenario_on_embedded_sqlite() -> None:
 
 @pytest.mark.postgres
 def test_demo_runs_on_postgresql(postgres_url: str) -> None:
+    """`aiosignals demo --db` on PostgreSQL runs the same scenario to the same summary."""
     result = demo("--db", postgres_url)
     assert result.returncode == 0, result.stderr
     assert "Summary: 4 users, 4 profiles" in result.stdout
@@ -48,6 +50,7 @@ def test_demo_runs_on_postgresql(postgres_url: str) -> None:
     ],
 )
 def test_a_bad_database_url_is_a_clear_error_not_a_traceback(url: str, message: str) -> None:
+    """`aiosignals demo` with a bad --db exits 2 with a one-line reason and no traceback."""
     result = demo("--db", url)
     assert result.returncode == 2
     assert message in result.stderr

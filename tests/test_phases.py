@@ -264,6 +264,7 @@ async def test_a_once_after_commit_receiver_is_not_spent_by_a_rollback() -> None
 
 
 async def test_a_once_receiver_deferred_by_two_transactions_runs_once() -> None:
+    """A once AFTER_COMMIT receiver sent twice in one transaction runs once, after its commit."""
     log: list[str] = []
     signal = Signal(Saved, name="saved")
     signal.connect(_recorder(log, "after"), phase=Phase.AFTER_COMMIT, once=True)

@@ -69,6 +69,7 @@ def test_no_block_escapes_the_runner() -> None:
 
 @pytest.mark.parametrize(("name", "block"), RUNS)
 def test_block_runs(name: str, block: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Each python block of the docs runs alone in a fresh interpreter and exits 0."""
     # Each block is a complete program, run in a fresh interpreter: a block that only works
     # after another one would mislead a reader who copies it alone.
     first_line = block.split("\n", 1)[0]
@@ -123,6 +124,7 @@ def _commands(transcript: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("name", "transcript"), TRANSCRIPTS, ids=[n for n, _ in TRANSCRIPTS])
 def test_transcript_matches(name: str, transcript: str) -> None:
+    """Each `$ aiosignals ...` of a console block exits 0 and prints exactly the lines shown."""
     # A transcript shows what a command prints: it runs, and prints exactly that.
     for command, expected in _commands(transcript):
         argv = shlex.split(command)

@@ -43,6 +43,7 @@ def relay_for(db: Database, **options: float) -> OutboxRelay:
 async def test_the_row_is_written_in_the_entity_transaction_and_not_on_rollback(
     db: Database,
 ) -> None:
+    """The outbox row commits or rolls back with the entity; the sender runs no durable receiver."""
     orders = SQLAlchemyRepository(Order, db)
     with pytest.raises(LookupError):
         async with db.transaction():
@@ -61,6 +62,7 @@ async def test_the_row_is_written_in_the_entity_transaction_and_not_on_rollback(
 
 
 async def test_the_relay_delivers_after_commit_with_the_entity_rebuilt(db: Database) -> None:
+    """run_once() delivers each committed row once, in order, with its entity, then deletes it."""
     orders = SQLAlchemyRepository(Order, db)
     first = await orders.add(Order(item="a"))
     second = await orders.add(Order(item="b"))
@@ -77,6 +79,7 @@ async def test_the_relay_delivers_after_commit_with_the_entity_rebuilt(db: Datab
 async def test_a_receiver_that_fails_twice_is_delivered_on_the_third_attempt(
     db: Database,
 ) -> None:
+    """A row whose receiver fails twice is retried and delivered on attempt 3, then removed."""
     app.FLAKY["flaky"] = 2
     await SQLAlchemyRepository(Order, db).add(Order(item="flaky"))
     relay = relay_for(db)
@@ -106,6 +109,7 @@ async def test_retries_wait_an_exponential_backoff(db: Database) -> None:
 async def test_a_receiver_that_always_fails_is_dead_listed_and_retried_by_the_cli(
     db: Database, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A row failing max_attempts times is dead, listed by `outbox list`, requeued by `retry`."""
     await SQLAlchemyRepository(Order, db).add(Order(item="poison"))
     relay = relay_for(db, max_attempts=3)
     for _ in range(4):
@@ -131,6 +135,7 @@ async def test_a_receiver_that_always_fails_is_dead_listed_and_retried_by_the_cl
 async def test_purge_deletes_dead_rows_only(
     db: Database, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """`aiosignals outbox purge` deletes the dead rows and keeps the pending ones."""
     orders = SQLAlchemyRepository(Order, db)
     await orders.add(Order(item="poison"))
     await relay_for(db, max_attempts=1).run_once()
@@ -141,6 +146,7 @@ async def test_purge_deletes_dead_rows_only(
 
 
 async def test_a_payload_that_no_longer_validates_goes_dead_at_once(db: Database) -> None:
+    """A stored payload that no longer validates goes dead on its first attempt, saying why."""
     async with db.transaction():
         await job_done.send("tests", Job(n=1))
     async with db.engine.begin() as connection:
@@ -209,6 +215,8 @@ async def test_a_failing_row_holds_back_only_the_later_rows_of_its_entity(db: Da
 
 
 def test_durable_receivers_need_a_dispatch_uid() -> None:
+    """connect(durable=True) without a dispatch_uid raises ValueError."""
+
     async def receiver(sender: str, payload: Job) -> None:
         pass
 
@@ -217,6 +225,7 @@ def test_durable_receivers_need_a_dispatch_uid() -> None:
 
 
 async def test_a_durable_receiver_needs_a_storable_sender(db: Database) -> None:
+    """A send with a sender that cannot be stored raises TypeError and writes no outbox row."""
     with pytest.raises(TypeError, match="sender must be a class, a function, a string or None"):
         async with db.transaction():
             await job_done.send(object(), Job(n=1))
@@ -250,6 +259,7 @@ def wait_for(predicate: object, timeout: float = 30.0) -> None:
 async def test_a_killed_writer_loses_no_committed_event_and_leaks_no_rolled_back_one(
     db: Database, db_url: str
 ) -> None:
+    """After a writer is SIGKILLed, each committed event is delivered once, no rolled-back one."""
     writer = subprocess.Popen(
         [sys.executable, "-m", "tests.outbox.writer", db_url, "20", "5"],
         cwd=ROOT,
@@ -297,6 +307,7 @@ async def test_a_relay_killed_mid_delivery_is_redelivered_after_the_lease(
 async def test_the_relay_command_stops_cleanly_on_sigterm_and_sigint(
     db: Database, db_url: str, tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
+    """`aiosignals relay` exits 0 on SIGTERM or SIGINT, having delivered and removed its row."""
     log = tmp_path / "deliveries.log"
     await SQLAlchemyRepository(Order, db).add(Order(item="one"))
     relay_process = start_relay(db_url, log)
@@ -316,6 +327,7 @@ async def test_the_relay_command_stops_cleanly_on_sigterm_and_sigint(
 def test_the_relay_command_reports_an_app_that_does_not_import(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """`aiosignals relay --app` with a module that does not import exits 2 and names it."""
     assert cli(["relay", "--db", "sqlite+aiosqlite://", "--app", "no.such.module"]) == 2
     assert "cannot import --app 'no.such.module'" in capsys.readouterr().err
 
@@ -323,6 +335,7 @@ def test_the_relay_command_reports_an_app_that_does_not_import(
 @pytest.mark.postgres
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_two_relays_share_1000_rows_without_delivering_one_twice(db: Database) -> None:
+    """Two relays on one PostgreSQL outbox deliver each of 1,000 rows exactly once."""
     async with db.transaction():
         for n in range(250):
             await job_done.send("tests", Job(n=n))
@@ -349,6 +362,7 @@ async def test_two_relays_share_1000_rows_without_delivering_one_twice(db: Datab
 
 
 async def test_a_stop_before_run_is_not_lost_and_the_relay_can_run_again(db: Database) -> None:
+    """stop() before run() makes run() return at once, and the relay can run and deliver later."""
     relay = relay_for(db)
     relay.stop()
     with anyio.fail_after(5):
@@ -445,6 +459,7 @@ async def test_a_cancelled_batch_gives_back_the_rows_it_did_not_finish(
 async def test_the_relay_outlives_lost_database_connections(
     db: Database, postgres_server_url: str
 ) -> None:
+    """A running relay keeps delivering after every PostgreSQL connection of its pool is cut."""
     relay = OutboxRelay(db, poll_interval=0.05, backoff=0.0)
     orders = SQLAlchemyRepository(Order, db)
     async with anyio.create_task_group() as group:

@@ -37,6 +37,7 @@ class Veto(Exception):
 async def test_add_assigns_a_key_and_sends_pre_and_post_save_around_the_write(
     backend: Backend, listen: Listen
 ) -> None:
+    """add() gives the entity a key; pre_save sees no row yet and post_save sees the stored row."""
     seen: list[tuple[str, bool, bool]] = []
 
     async def before(sender: Any, payload: PreSave[Any]) -> None:
@@ -59,6 +60,7 @@ async def test_add_assigns_a_key_and_sends_pre_and_post_save_around_the_write(
 async def test_created_is_true_exactly_on_insert_also_with_a_caller_set_key(
     backend: Backend, listen: Listen
 ) -> None:
+    """created is True for each insert, even with a key set by the caller, and False on update."""
     created: list[bool] = []
 
     async def record(sender: Any, payload: PostSave[Any]) -> None:
@@ -78,6 +80,7 @@ async def test_created_is_true_exactly_on_insert_also_with_a_caller_set_key(
 
 
 async def test_a_receiver_of_another_sender_is_not_called(backend: Backend, listen: Listen) -> None:
+    """A receiver connected for one model class is not called when another class is saved."""
     calls: list[Any] = []
 
     async def record(sender: Any, payload: PostSave[Any]) -> None:
@@ -89,6 +92,7 @@ async def test_a_receiver_of_another_sender_is_not_called(backend: Backend, list
 
 
 async def test_pre_save_vetoes_the_write_by_raising(backend: Backend, listen: Listen) -> None:
+    """A pre_save receiver that raises vetoes the insert or update: no row, no post_save."""
     posts: list[str] = []
 
     async def veto(sender: Any, payload: PreSave[Any]) -> None:
@@ -114,6 +118,7 @@ async def test_pre_save_vetoes_the_write_by_raising(backend: Backend, listen: Li
 async def test_update_fields_limits_the_update_and_reaches_the_payloads(
     backend: Backend, listen: Listen
 ) -> None:
+    """save(update_fields=...) writes only those columns, and both payloads carry the field set."""
     fields: list[frozenset[str] | None] = []
 
     async def record(sender: Any, payload: PreSave[Any] | PostSave[Any]) -> None:
@@ -135,6 +140,7 @@ async def test_update_fields_limits_the_update_and_reaches_the_payloads(
 async def test_bad_update_fields_are_refused_before_anything_is_sent(
     backend: Backend, listen: Listen
 ) -> None:
+    """An unknown field, a bare string or a missing row in update_fields raises before any send."""
     calls: list[Any] = []
 
     async def record(sender: Any, payload: PreSave[Any]) -> None:
@@ -177,6 +183,7 @@ async def test_update_fields_naming_the_key_is_a_value_error_as_in_django(
 async def test_add_of_a_taken_key_raises_integrity_error_and_keeps_the_row(
     backend: Backend,
 ) -> None:
+    """add() with a key already stored raises IntegrityError and leaves the first row unchanged."""
     await backend.users.add(backend.User(id=7, email="first@x"))
     with pytest.raises(IntegrityError):
         await backend.users.add(backend.User(id=7, email="second@x"))
@@ -188,6 +195,7 @@ async def test_add_of_a_taken_key_raises_integrity_error_and_keeps_the_row(
 async def test_delete_sends_pre_and_post_delete_and_pre_delete_vetoes(
     backend: Backend, listen: Listen
 ) -> None:
+    """delete() sends pre_delete, then post_delete after the row is gone; pre_delete may veto."""
     seen: list[str] = []
     keep = await backend.users.add(backend.User(email="keep@x"))
     drop = await backend.users.add(backend.User(email="drop@x"))
@@ -213,6 +221,7 @@ async def test_delete_sends_pre_and_post_delete_and_pre_delete_vetoes(
 async def test_deleting_an_entity_without_a_row_raises_not_found_and_sends_nothing(
     backend: Backend, listen: Listen
 ) -> None:
+    """Deleting an entity that has no stored row raises NotFound and sends no pre_delete."""
     calls: list[Any] = []
 
     async def record(sender: Any, payload: PreDelete[Any]) -> None:
@@ -225,6 +234,7 @@ async def test_deleting_an_entity_without_a_row_raises_not_found_and_sends_nothi
 
 
 async def test_get_and_list_filter_and_paginate(backend: Backend) -> None:
+    """get() of no row is None; list() filters, pages by limit/offset and refuses unknown fields."""
     assert await backend.users.get(1234) is None
     for i in range(5):
         await backend.users.add(backend.User(email=f"u{i}@x", name="even" if i % 2 == 0 else "odd"))
@@ -238,6 +248,7 @@ async def test_get_and_list_filter_and_paginate(backend: Backend) -> None:
 async def test_after_commit_receivers_run_once_after_commit_in_save_order(
     backend: Backend, listen: Listen
 ) -> None:
+    """AFTER_COMMIT receivers run once each, after the transaction's body, in the order of saves."""
     log: list[str] = []
 
     async def after_commit(sender: Any, payload: PostSave[Any]) -> None:
@@ -256,6 +267,7 @@ async def test_after_commit_receivers_run_once_after_commit_in_save_order(
 async def test_rollback_writes_nothing_and_runs_no_after_commit_receiver(
     backend: Backend, listen: Listen
 ) -> None:
+    """A rolled-back transaction keeps no row and runs AFTER_ROLLBACK receivers, no AFTER_COMMIT."""
     log: list[str] = []
 
     async def after_commit(sender: Any, payload: PostSave[Any]) -> None:
@@ -276,6 +288,7 @@ async def test_rollback_writes_nothing_and_runs_no_after_commit_receiver(
 
 
 async def test_before_commit_receiver_vetoes_the_commit(backend: Backend, listen: Listen) -> None:
+    """A BEFORE_COMMIT receiver that raises rolls back the whole transaction: no row stays."""
     log: list[str] = []
 
     async def before_commit(sender: Any, payload: PostSave[Any]) -> None:
@@ -299,6 +312,7 @@ async def test_before_commit_receiver_vetoes_the_commit(backend: Backend, listen
 async def test_a_failing_after_commit_receiver_cannot_undo_the_commit(
     backend: Backend, listen: Listen
 ) -> None:
+    """An AFTER_COMMIT receiver that raises leaves the row committed and the other receivers run."""
     ran: list[str] = []
 
     async def fails(sender: Any, payload: PostSave[Any]) -> None:
@@ -322,6 +336,7 @@ async def test_a_failing_after_commit_receiver_cannot_undo_the_commit(
 async def test_outside_a_transaction_after_commit_runs_at_once(
     backend: Backend, listen: Listen
 ) -> None:
+    """Without a transaction, an AFTER_COMMIT receiver runs before the save returns."""
     log: list[str] = []
 
     async def after_commit(sender: Any, payload: PostSave[Any]) -> None:
@@ -336,6 +351,7 @@ async def test_outside_a_transaction_after_commit_runs_at_once(
 async def test_rolling_back_a_savepoint_drops_only_its_writes_and_receivers(
     backend: Backend, listen: Listen
 ) -> None:
+    """A nested transaction that rolls back drops its rows and receivers, not the outer ones."""
     log: list[str] = []
 
     async def after_commit(sender: Any, payload: PostSave[Any]) -> None:
@@ -360,6 +376,8 @@ async def test_rolling_back_a_savepoint_drops_only_its_writes_and_receivers(
 
 
 async def test_a_unit_of_work_spans_repositories(backend: Backend, listen: Listen) -> None:
+    """A receiver's write to another repository joins the transaction and commits or rolls back."""
+
     async def create_profile(sender: Any, payload: PostSave[Any]) -> None:
         if payload.created:
             await backend.profiles.add(backend.Profile(user_id=payload.instance.id))
@@ -381,6 +399,8 @@ async def test_a_unit_of_work_spans_repositories(backend: Backend, listen: Liste
 async def test_an_after_commit_receiver_writes_in_a_transaction_of_its_own(
     backend: Backend, listen: Listen
 ) -> None:
+    """An AFTER_COMMIT receiver may write: its rows appear only after the commit, in save order."""
+
     async def create_profile(sender: Any, payload: PostSave[Any]) -> None:
         if payload.created:
             await backend.profiles.add(backend.Profile(user_id=payload.instance.id))
@@ -400,6 +420,7 @@ async def test_an_after_commit_receiver_writes_in_a_transaction_of_its_own(
 async def test_concurrent_transactions_never_see_each_others_deferred_receivers(
     backend: Backend, listen: Listen
 ) -> None:
+    """Overlapping transactions of two tasks each run only their own deferred receivers."""
     committed: list[str] = []
     rolled_back: list[str] = []
 
@@ -439,6 +460,7 @@ async def test_concurrent_transactions_never_see_each_others_deferred_receivers(
 async def test_a_failed_write_inside_a_transaction_rolls_it_all_back(
     backend: Backend, listen: Listen
 ) -> None:
+    """A write failing inside a transaction rolls it all back and raises TransactionAborted."""
     log: list[str] = []
 
     async def after_rollback(sender: Any, payload: PostSave[Any]) -> None:
@@ -462,6 +484,7 @@ async def test_a_failed_write_inside_a_transaction_rolls_it_all_back(
 async def test_a_failed_write_in_a_nested_transaction_rolls_back_only_that_savepoint(
     backend: Backend,
 ) -> None:
+    """A write failing in a nested transaction rolls back that savepoint; the outer one commits."""
     await backend.users.add(backend.User(id=1000, email="taken@x"))
     async with backend.transaction():
         await backend.users.add(backend.User(email="a@x"))
@@ -475,6 +498,8 @@ async def test_a_failed_write_in_a_nested_transaction_rolls_back_only_that_savep
 async def test_a_vetoed_write_inside_a_transaction_leaves_the_transaction_usable(
     backend: Backend, listen: Listen
 ) -> None:
+    """A pre_save veto inside a transaction writes nothing, so the transaction still commits."""
+
     async def veto(sender: Any, payload: PreSave[Any]) -> None:
         if payload.instance.email == "no@x":
             raise Veto
@@ -491,6 +516,7 @@ async def test_a_vetoed_write_inside_a_transaction_leaves_the_transaction_usable
 async def test_an_empty_update_fields_writes_and_sends_nothing(
     backend: Backend, listen: Listen
 ) -> None:
+    """save(update_fields=[]) changes no column and sends no pre_save, as in Django."""
     calls: list[Any] = []
 
     async def record(sender: Any, payload: PreSave[Any]) -> None:
@@ -507,6 +533,7 @@ async def test_an_empty_update_fields_writes_and_sends_nothing(
 
 
 async def test_a_missing_row_inside_a_transaction_does_not_abort_it(backend: Backend) -> None:
+    """A delete raising NotFound inside a transaction leaves it able to commit its other writes."""
     async with backend.transaction():
         await backend.users.add(backend.User(email="a@x"))
         with pytest.raises(NotFound):
@@ -517,6 +544,7 @@ async def test_a_missing_row_inside_a_transaction_does_not_abort_it(backend: Bac
 async def test_saves_are_sent_even_with_no_receiver_so_capture_sees_them(
     backend: Backend,
 ) -> None:
+    """post_save is sent with no receiver connected, so capture() records the saved instance."""
     with capture(post_save, sender=backend.User) as saved:
         user = await backend.users.add(backend.User(email="a@x"))
     saved.assert_sent_once(sender=backend.User, created=True)
@@ -526,6 +554,8 @@ async def test_saves_are_sent_even_with_no_receiver_so_capture_sees_them(
 async def test_concurrent_receivers_may_write_in_the_same_transaction(
     backend: Backend, listen: Listen
 ) -> None:
+    """Receivers run concurrently by a send inside a transaction can all write through it."""
+
     def profile_maker(n: int) -> Any:
         async def make(sender: Any, payload: PostSave[Any]) -> None:
             await backend.profiles.add(backend.Profile(user_id=payload.instance.id))

@@ -34,6 +34,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.anyio
 async def test_transactions_and_phases_work_on_both_backends() -> None:
+    """MemoryRepository transactions commit, roll back and run AFTER_COMMIT on asyncio and trio."""
     notes = MemoryRepository(Note)
     committed: list[str] = []
 
@@ -56,6 +57,7 @@ async def test_transactions_and_phases_work_on_both_backends() -> None:
 
 @pytest.mark.anyio
 async def test_stored_entities_are_copies() -> None:
+    """Changing an entity returned by add() or get() changes nothing stored until it is saved."""
     notes = MemoryRepository(Note)
     note = await notes.add(Note(text="saved"))
     note.text = "changed, not saved"
@@ -68,6 +70,7 @@ async def test_stored_entities_are_copies() -> None:
 
 @pytest.mark.anyio
 async def test_frozen_pydantic_entities_get_their_key() -> None:
+    """add() of a frozen pydantic model returns a copy with the assigned key, which get() finds."""
     tags = MemoryRepository(Tag)
     tag = await tags.add(Tag(label="python"))
     assert tag.id == 1
@@ -75,6 +78,7 @@ async def test_frozen_pydantic_entities_get_their_key() -> None:
 
 
 def test_only_dataclasses_and_pydantic_models_with_the_key_field_are_accepted() -> None:
+    """MemoryRepository refuses a class not a dataclass or pydantic model, or with no key field."""
     with pytest.raises(TypeError, match="pydantic models or dataclasses"):
         MemoryRepository(dict)
     with pytest.raises(ValueError, match="no key field 'uuid'"):
@@ -83,6 +87,7 @@ def test_only_dataclasses_and_pydantic_models_with_the_key_field_are_accepted() 
 
 @pytest.mark.anyio
 async def test_a_rollback_never_undoes_another_tasks_committed_write() -> None:
+    """Rolling back after another task committed the same row keeps the committed value."""
     notes = MemoryRepository(Note)
     note = await notes.add(Note(text="v0"))
     written = anyio.Event()

@@ -41,11 +41,13 @@ def anyio_backend() -> str:
 
 
 def test_a_sqlite_file_in_a_missing_directory_is_refused_up_front(tmp_path: Path) -> None:
+    """Database() refuses a SQLite file whose directory does not exist, before connecting."""
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Database(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'app.db'}")
 
 
 def test_a_repository_needs_a_mapped_class_with_one_key_column() -> None:
+    """SQLAlchemyRepository refuses a class that is not mapped or has a composite primary key."""
     db = Database("sqlite+aiosqlite://")
     with pytest.raises(TypeError, match="needs a mapped class"):
         SQLAlchemyRepository(dict, db)
@@ -54,6 +56,7 @@ def test_a_repository_needs_a_mapped_class_with_one_key_column() -> None:
 
 
 async def test_an_in_memory_sqlite_database_keeps_its_rows_across_sessions() -> None:
+    """A row added to an in-memory SQLite database is still there for the next session."""
     async with Database("sqlite+aiosqlite://") as db:
         await db.create_all(Base.metadata)
         items = SQLAlchemyRepository(Item, db)
@@ -62,6 +65,7 @@ async def test_an_in_memory_sqlite_database_keeps_its_rows_across_sessions() -> 
 
 
 async def test_entities_come_back_detached_so_unsaved_changes_never_reach_the_row() -> None:
+    """A loaded entity changed but not saved inside a transaction leaves its row unchanged."""
     async with Database("sqlite+aiosqlite://") as db:
         await db.create_all(Base.metadata)
         items = SQLAlchemyRepository(Item, db)
@@ -76,6 +80,7 @@ async def test_entities_come_back_detached_so_unsaved_changes_never_reach_the_ro
 
 
 async def test_an_unreachable_server_raises_a_connection_error_and_writes_nothing() -> None:
+    """A write to a PostgreSQL server that is not listening raises OSError."""
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none"
     async with Database(url, connect_args={"timeout": 2}) as db:
         items = SQLAlchemyRepository(Item, db)
@@ -86,6 +91,7 @@ async def test_an_unreachable_server_raises_a_connection_error_and_writes_nothin
 async def test_transactions_of_two_databases_nest_without_becoming_savepoints(
     tmp_path: Path,
 ) -> None:
+    """A transaction of database b inside one of database a commits or rolls back on its own."""
     events: list[str] = []
 
     async def before_commit(sender: type[Item], payload: PostSave[Item]) -> None:
