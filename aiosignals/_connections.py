@@ -67,9 +67,12 @@ class ConnectionTable:
         same_uid = self._by_uid.get(dispatch_uid, [])
         others = [r for r in same_uid if r.key != receiver_key and r.resolve() is not None]
         if others and (durable or any(r.durable for r in same_uid)):
+            held = next((r for r in others if r.durable), others[0])
+            named = "the durable receiver" if held.durable else "the receiver"
+            new = "the durable receiver " if durable and not held.durable else ""
             raise ValueError(
-                f"dispatch_uid {dispatch_uid!r} of {signal!r} already names the durable receiver"
-                f" {others[0].resolve()!r}; {receiver!r} cannot be connected under it: a"
+                f"dispatch_uid {dispatch_uid!r} of {signal!r} already names {named}"
+                f" {held.resolve()!r}; {new}{receiver!r} cannot be connected under it: a"
                 " durable receiver's uid names that receiver only (the outbox delivers stored"
                 " rows by it). Pick another dispatch_uid."
             )

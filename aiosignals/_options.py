@@ -2,7 +2,7 @@
 The values a signal, a connection and a send are configured with, checked once.
 
 :data:`ANY`, :class:`Phase`, the modes, the error policies and :class:`ConnectOptions`
-(the nine options of ``connect``, written out once). Each check runs when its value is
+(the options of ``connect``, written out once). Each check runs when its value is
 given (at ``Signal()``, ``connect()`` or ``send()``), so a bad value is an error at the
 first moment it is known rather than a failure at every send. A leaf: this module imports
 nothing of the package, so every other module may import it.
@@ -31,7 +31,9 @@ __all__ = [
     "check_errors",
     "check_max_depth",
     "check_mode",
+    "check_priority",
     "check_timeout",
+    "connect_options",
 ]
 
 
@@ -173,6 +175,17 @@ def check_max_depth(max_depth: object) -> int:
     return max_depth
 
 
+def check_priority(priority: object, *, what: str = "connect(priority=...)") -> int:
+    """
+    Return *priority* if it is an integer.
+
+    :raises TypeError: otherwise (a bool too: ``True`` is a mistake, not priority 1)
+    """
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"{what} must be an integer, got {priority!r}")
+    return priority
+
+
 class ConnectKwargs(TypedDict, total=False):
     """
     The keyword arguments of ``connect`` and ``@receiver``, for type checkers.
@@ -218,15 +231,31 @@ class ConnectOptions:
         """
         Return these options if their values are valid.
 
+        :raises TypeError: if *priority* is not an integer or *phase* not a :class:`Phase`
         :raises ValueError: if *timeout* is not a positive number of seconds, *errors*
             not a policy or *ordering* neither ``"key"`` nor ``"receiver"``
         """
+        check_priority(self.priority)
+        if not isinstance(self.phase, Phase):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
+            raise TypeError(f"connect(phase=...) must be a Phase, got {self.phase!r}")
         check_timeout(self.timeout, what="connect(timeout=...)")
         if self.ordering not in ("key", "receiver"):
             raise ValueError(f"ordering must be 'key' or 'receiver', not {self.ordering!r}")
         if self.errors is not None:
             check_errors(self.errors)
         return self
+
+
+def connect_options(options: ConnectKwargs, *, where: str = "connect") -> ConnectOptions:
+    """
+    Return the :class:`ConnectOptions` of *options*, the keyword arguments of *where*.
+
+    :raises TypeError: naming *where*, as Python does, for a keyword it does not take
+    """
+    for name in options:
+        if name not in ConnectOptions.__dataclass_fields__:
+            raise TypeError(f"{where}() got an unexpected keyword argument {name!r}")
+    return ConnectOptions(**options)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._connections import ConnectionTable
-from ._options import ANY, ConnectOptions, SendOptions
+from ._options import ANY, ConnectOptions, SendOptions, check_priority
 from ._policies import invoke
 from ._records import ReceiverRecord, check_receiver, is_async_callable, receiver_key
 from ._runners import pick_runner, run_sequential
@@ -207,6 +207,7 @@ class Receivers:
         :raises TypeError: if *receiver* cannot take ``(sender, payload)``
         """
         check_receiver(receiver)
+        check_priority(priority, what="connected_to(priority=...)")
         options = ConnectOptions(sender=sender, weak=False, priority=priority)
         return ReceiverRecord(receiver, options, seq=next(self._seq))
 

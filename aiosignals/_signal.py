@@ -21,11 +21,11 @@ from ._event import Event
 from ._options import (
     ANY,
     ConnectKwargs,
-    ConnectOptions,
     Mode,
     SendOptions,
     Sequential,
     check_max_depth,
+    connect_options,
 )
 from ._payloads import coerce, no_sender
 from ._receivers import EMPTY_PLAN, Plan, Receivers
@@ -217,19 +217,21 @@ class Signal(Generic[P]):
         :param options: the options listed above, by keyword, each optional
         :return: *receiver*, unchanged
         :raises TypeError: if *receiver* is not callable, cannot take ``(sender, payload)``
-            (the message shows that form), or cannot be held weakly with ``weak=True``
+            (the message shows that form), or cannot be held weakly with ``weak=True``; for
+            an unknown option, a *priority* not an integer or a *phase* not a :class:`Phase`
         :raises ValueError: if *durable* is set without a *dispatch_uid*, if a different
             receiver would be connected (for another sender) under the *dispatch_uid* of a
             durable one, or a durable one under the uid of another receiver; if *timeout*
             is not a positive number of seconds, *errors* not a policy (or *ordering* bad)
         """
+        checked = connect_options(options)  # with no receiver too: @connect(prio=1) fails here
         if receiver is None:
 
             def decorate(fn: Callable[[Any, P], R]) -> Callable[[Any, P], R]:
                 return self.connect(fn, **options)
 
             return decorate
-        self._receivers.connect(self, receiver, ConnectOptions(**options))
+        self._receivers.connect(self, receiver, checked)
         return receiver
 
     def disconnect(
@@ -248,8 +250,7 @@ class Signal(Generic[P]):
         ``all_senders=True`` every connection of the receiver (or of the *dispatch_uid*)
         goes, whatever its sender, as blinker's ``disconnect`` does.
 
-        :param receiver: the receiver to disconnect
-        :param sender: the sender it was connected for (:data:`ANY` by default)
+        :param receiver: the receiver to disconnect, connected for *sender* (default ANY)
         :param dispatch_uid: the uid it was connected under, instead of *receiver*
         :param all_senders: remove it for every sender (*sender* is then ignored)
         :return: whether a connection was removed
@@ -345,20 +346,16 @@ class Signal(Generic[P]):
         parametrised generic payload type (``PostSave[User]`` for a ``PostSave`` signal)
         is delivered unchanged.
 
-        Context: sequential receivers run in the sender's context (a ``ContextVar.set`` in
-        one is seen by the next and by the sender); concurrent and ``thread=True``
-        receivers each run in a copy, as tasks and threads do, a concurrent stage of one
-        receiver too. A receiver connected for :data:`ANY` and
-        for *sender* runs twice, as in Django.
+        Context: as :meth:`connect` describes (sequential receivers share the sender's).
 
-        A receiver runs at most the smallest of the send's, its own and the signal's
-        timeouts; past it the receiver fails with :class:`TimeoutError`.
+        A receiver runs at most the smaller of its own timeout and the send's (the
+        signal's unless the send gives one); past it, it fails with :class:`TimeoutError`.
 
         ``mode``, ``errors`` and ``timeout`` are options of the send: a payload with fields
         of those names has to be built first and passed whole.
 
-        :param sender: who sends, positionally (Django's ``send(sender=...)`` keyword is
-            an error here); receivers connected for another sender are skipped
+        :param sender: who sends, positionally (not Django's ``send(sender=...)``);
+            receivers for another sender are skipped, those for it and :data:`ANY` both run
         :param payload: an instance of the signal's payload type
         :param mode: overrides the signal's mode for this send
         :param errors: overrides the signal's error policy for this send
@@ -392,8 +389,10 @@ class Signal(Generic[P]):
             or errors is not None
             or timeout is not None
         ):
-            # Not the common case: find the plan for this sender and this task, and take
-            # the general path unless the shortest one still applies.
+            # Not the common case: check the options (with no receiver too), find the plan
+            # for this sender and task, take the general path unless the shortest applies.
+            if mode is not None or errors is not None or timeout is not None:
+                self._receivers.options.overridden(mode, errors, timeout)
             plan = self._any_plan
             if plan is None or _overrides.active:
                 plan = self._current_plan(sender)
@@ -491,6 +490,7 @@ def receiver(
     .. versionadded:: 0.1
     """
     signals: Sequence[Signal[Any]] = [signal] if isinstance(signal, Signal) else list(signal)
+    connect_options(options, where="receiver")
 
     def decorator(fn: Callable[[Any, P], R]) -> Callable[[Any, P], R]:
         for each in signals:

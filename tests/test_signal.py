@@ -527,6 +527,24 @@ def test_a_different_receiver_under_a_durable_uid_is_an_error() -> None:
     assert [c.receiver for c in signal.connections] == [mail, mail]
 
 
+def test_a_durable_receiver_under_a_plain_receivers_uid_is_named_as_such() -> None:
+    """Refusing a durable receiver under a plain one's uid calls only the new one durable."""
+    signal = Signal(Registered, name="test_signal.durable_under_plain_uid")
+
+    async def plain(sender: object, payload: Registered) -> None:
+        pass
+
+    async def mail(sender: object, payload: Registered) -> None:
+        pass
+
+    signal.connect(plain, dispatch_uid="mail")
+    with pytest.raises(
+        ValueError, match=r"names the receiver .*plain.*; the durable receiver .*mail"
+    ) as info:
+        signal.connect(mail, sender=int, dispatch_uid="mail", durable=True)
+    assert "the durable receiver <function" not in str(info.value).split(";")[0]
+
+
 async def test_disconnect_all_senders_removes_the_receiver_everywhere() -> None:
     """disconnect(r, all_senders=True) removes r for ANY and every sender; the default only ANY."""
     signal = make_signal()
@@ -1047,3 +1065,71 @@ def test_an_unknown_connect_option_is_a_type_error() -> None:
     signal = make_signal()
     with pytest.raises(TypeError, match="prio"):
         signal.connect(lambda sender, payload: None, prio=1)  # type: ignore[call-overload]
+
+
+def test_an_unknown_connect_option_is_named_after_connect() -> None:
+    """connect(), @connect(...) and @receiver(...) refuse an unknown keyword when called."""
+    signal = make_signal()
+    with pytest.raises(TypeError, match=r"^connect\(\) got an unexpected keyword argument 'prio'"):
+        signal.connect(lambda sender, payload: None, prio=1)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"^connect\(\) got an unexpected keyword argument 'prio'"):
+        signal.connect(prio=1)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"^receiver\(\) got an unexpected keyword argument 'prio'"):
+        receiver(signal, prio=1)  # type: ignore[call-arg]
+    assert not signal.connections
+
+
+@pytest.mark.parametrize("priority", [True, 1.5, "1", None])
+def test_a_priority_that_is_not_an_integer_is_a_type_error(priority: Any) -> None:
+    """A priority that is a bool, float, string or None fails at connect, naming the option."""
+    signal = make_signal()
+    with pytest.raises(TypeError, match=r"connect\(priority=\.\.\.\) must be an integer"):
+        signal.connect(lambda sender, payload: None, priority=priority)
+    with pytest.raises(TypeError, match=r"priority=\.\.\.\) must be an integer"):
+        signal.connected_to(lambda sender, payload: None, priority=priority).__enter__()
+    assert not signal.connections
+
+
+def test_a_phase_that_is_not_a_phase_is_a_type_error() -> None:
+    """connect(phase="after_commit") fails at connect, not by running the receiver at once."""
+    signal = make_signal()
+    with pytest.raises(TypeError, match=r"connect\(phase=\.\.\.\) must be a Phase"):
+        signal.connect(lambda sender, payload: None, phase="after_commit")  # type: ignore[call-overload]
+    assert not signal.connections
+
+
+@pytest.mark.parametrize("mode", [Sequential(), Concurrent()])
+async def test_a_send_timeout_replaces_the_signals_and_a_receivers_own_still_applies(
+    mode: Sequential | Concurrent,
+) -> None:
+    """send(timeout=...) stands in for the signal's timeout; the receiver's own is kept."""
+    signal = make_signal(mode=mode, timeout=0.001)
+
+    async def takes_a_while(sender: Any, payload: Registered) -> str:
+        await anyio.sleep(0.02)
+        return "done"
+
+    signal.connect(takes_a_while)
+    assert [r for _, r in await signal.send(None, user_id=1, timeout=5)] == ["done"]
+    signal.disconnect(takes_a_while)
+    signal.connect(takes_a_while, timeout=0.001)
+    [(_, failure)] = await signal.send(None, user_id=1, timeout=5, errors="collect")
+    assert isinstance(failure, TimeoutError)
+
+
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [
+        ({"errors": "ignore"}, ValueError),
+        ({"timeout": True}, TypeError),
+        ({"timeout": -1}, ValueError),
+        ({"mode": Concurrent}, TypeError),
+    ],
+)
+async def test_a_bad_send_option_fails_with_no_receiver_too(
+    option: dict[str, Any], error: type[Exception]
+) -> None:
+    """A bad send option fails at the send even when no receiver is connected yet."""
+    signal = make_signal()
+    with pytest.raises(error):
+        await signal.send(None, user_id=1, **option)

@@ -116,6 +116,9 @@ async def running(
         running, options refused): the services started before it are stopped first
     """
     the_bus = new_bus(bus)
+    # An error of the app's, raised into the block: kept out of the task group, so that the
+    # services stop gracefully and the error comes out as raised, not in an ExceptionGroup.
+    app_error: Exception | None = None
     async with the_bus:
         runs: list[_Run] = []
         async with anyio.create_task_group() as group:
@@ -130,6 +133,8 @@ async def running(
             else:
                 try:
                     yield the_bus
+                except Exception as exc:  # noqa: BLE001 -- raised again below, unwrapped
+                    app_error = exc
                 finally:
                     _stop(runs, group, stop_timeout)
         if group.cancel_scope.cancelled_caught:
@@ -140,9 +145,16 @@ async def running(
             raise RuntimeError(
                 f"{failed.service!r} failed at start: {failed.failure!r}"
             ) from failed.failure
+        if app_error is not None:
+            raise app_error
 
 
 def _stop(runs: Sequence[_Run], group: anyio.abc.TaskGroup, stop_timeout: float) -> None:
     for run in reversed(runs):
-        run.service.stop()
+        try:
+            run.service.stop()
+        except Exception:
+            # One broken stop() must not leave the services after it unstopped (cancelled
+            # at the deadline instead) nor turn the app's shutdown into an error.
+            _logger.exception("%r failed to stop; it is cancelled if still running", run.service)
     group.cancel_scope.deadline = anyio.current_time() + stop_timeout

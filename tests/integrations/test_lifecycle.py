@@ -480,6 +480,45 @@ async def test_a_service_failing_at_start_fails_the_startup(framework: Framework
     assert after.events == []
 
 
+class FailsToStop(Recorder):
+    """A Service whose stop() raises after it has asked run() to return."""
+
+    def stop(self) -> None:
+        super().stop()
+        raise RuntimeError("stop() broke")
+
+
+@EVERYWHERE
+async def test_a_service_whose_stop_raises_is_logged_and_the_others_stop(
+    framework: Framework, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop() that raises is logged; the services before it are still stopped, not cancelled."""
+    log: list[str] = []
+    first, broken = Recorder("first", log=log), FailsToStop("broken", log=log)
+    async with framework.started(framework.bare_app(services=[first, broken])):
+        pass
+    assert first.events == ["run", "stop", "returned"]
+    assert broken.events == ["run", "stop", "returned"]
+    [failure] = [r for r in caplog.records if r.name == "aiosignals"]
+    assert "FailsToStop" in failure.getMessage() or "broken" in failure.getMessage()
+    assert failure.exc_info is not None
+    assert isinstance(failure.exc_info[1], RuntimeError)
+
+
+@_on("fastapi", "fastapi-trio")
+@pytest.mark.parametrize("with_services", [False, True], ids=["no-services", "services"])
+async def test_an_error_inside_the_lifespan_comes_out_as_raised(
+    framework: Framework, with_services: bool
+) -> None:
+    """An error raised inside the lifespan block comes out unwrapped; services stop gracefully."""
+    service = Recorder("s")
+    app = framework.bare_app(services=[service] if with_services else [])
+    with pytest.raises(LookupError, match="the app's own"):
+        async with framework.started(app):
+            raise LookupError("the app's own")
+    assert service.events == (["run", "stop", "returned"] if with_services else [])
+
+
 @EVERYWHERE
 async def test_relay_is_a_deprecated_alias_of_services(framework: Framework) -> None:
     """relay=service warns that it is deprecated, and runs the service all the same."""
