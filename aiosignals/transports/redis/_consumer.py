@@ -168,11 +168,6 @@ class RedisConsumer(Tally):
         """The streams it reads."""
         return list(self._streams)
 
-    @property
-    def _running(self) -> bool:
-        # Read by tests/transports/redis/test_errors.py, which predates the Stopper.
-        return self._stops.is_running
-
     def stop(self) -> None:
         """
         Ask :meth:`run` to return after the entry in hand.
