@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._backoff import backoff
 from .._delivery import Delivery, delivering
+from .._service import Stopper
 from .._signal import registry
 from ..models import load_payload, load_sender
 from ..repository.sqlalchemy import Database
@@ -160,7 +161,7 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.listen = listen
-        self._stopping = False
+        self._stops = Stopper()
         self._wake: anyio.Event | None = None
         # A commit was notified since the last claim began: the next pause is skipped.
         self._notified = False
@@ -185,9 +186,7 @@ class OutboxRelay:
 
     def stop(self) -> None:
         """Ask :meth:`run` to return once the row in hand is finished."""
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
+        self._stops.stop()
 
     async def run(self) -> None:
         """
@@ -212,7 +211,7 @@ class OutboxRelay:
                 raise error.exceptions[0] from None
             raise
         finally:
-            self._stopping = False
+            self._stops.reset()
 
     def _on_commit(self) -> None:
         self._notified = True
@@ -221,7 +220,7 @@ class OutboxRelay:
 
     async def _run_until_stopped(self) -> None:
         failures = 0
-        while not self._stopping:
+        while not self._stops.stopping:
             self._notified = False
             try:
                 finished = await self.run_once()
@@ -243,11 +242,9 @@ class OutboxRelay:
     async def _pause(self, seconds: float) -> None:
         # Cut short by stop(), and by a commit's notification (PostgreSQL): a stopping
         # relay does not sit out its poll interval, nor does a new row.
-        if self._stopping:
-            return
         self._wake = anyio.Event()
         with anyio.move_on_after(seconds):
-            await self._wake.wait()
+            await self._stops.interruptible(self._wake.wait)
         self._wake = None
 
     async def run_once(self) -> int:
@@ -287,7 +284,7 @@ class OutboxRelay:
                     progress,
                     max_attempts=self.max_attempts,
                     concurrency=self.concurrency,
-                    halted=lambda: self._stopping or self.clock() >= self._lease_until,
+                    halted=lambda: self._stops.stopping or self.clock() >= self._lease_until,
                     find=self._find,
                     deliver=self._deliver,
                     retry_at=self._retry_at,

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from .._service import Stopper
 from ..exceptions import UnsupportedByBroker
 from ._brokers import BrokerAdapter, MessageArg, adapter_for, subscribe_options
 from ._dispatch import (
@@ -308,9 +309,7 @@ class FastStreamConsumer(Tally):
         """Messages fetched ahead."""
         self._signals = signal_map(signals)
         self._streams = {name: transport.stream_name(name) for name in self._signals}
-        self._running = False
-        self._stopped: anyio.Event | None = None
-        self._stopping = False
+        self._stops = Stopper()
         self._fatal: BaseException | None = None
         self._subscribed = False
         self._in_hand: set[Any] = set()  # FastStream messages whose receivers run.
@@ -329,9 +328,7 @@ class FastStreamConsumer(Tally):
 
         Safe to call from a signal handler of the event loop, and before or after :meth:`run`.
         """
-        self._stopping = True
-        if self._stopped is not None:
-            self._stopped.set()
+        self._stops.stop()
 
     async def run(self) -> None:
         """
@@ -341,12 +338,12 @@ class FastStreamConsumer(Tally):
         :raises ~aiosignals.exceptions.UnsupportedByBroker: if a message needs what the
             broker cannot do (on Kafka: redelivering or dead-lettering one message)
         """
-        if self._running:
-            raise RuntimeError(f"{self!r} is already running")
-        self._running = True
-        self._stopped = anyio.Event()
-        if self._stopping:
-            self._stopped.set()
+        with self._stops.running(self):
+            await self._run()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _run(self) -> None:
         self._fatal = None
         adapter = self.transport.adapter
         options = subscribe_options(count=self.count, claim_idle=self.claim_idle)
@@ -375,17 +372,13 @@ class FastStreamConsumer(Tally):
             async with anyio.create_task_group() as tasks:
                 if adapter.keeps_alive:
                     tasks.start_soon(self._heartbeat)
-                await self._stopped.wait()
+                await self._stops.wait_until_stopped()
                 tasks.cancel_scope.cancel()
         finally:
             self._subscribed = False
             with anyio.CancelScope(shield=True):
                 for subscriber in subscribers:
                     await subscriber.stop()
-            self._running = False
-            self._stopping = False
-        if self._fatal is not None:
-            raise self._fatal
 
     def _handler(self, name: str, stream: str) -> Callable[[Any], Awaitable[None]]:
         async def handle(message: MessageArg) -> None:

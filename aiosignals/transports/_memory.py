@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._service import Stopper
 from ._dispatch import Forwarding, Outcome, Tally, dispatch, signal_map
 from ._message import StreamMessage, encode_send, require_name
 
@@ -217,18 +218,14 @@ class MemoryConsumer(Tally):
         self._signals = signal_map(signals)
         for name_ in self._signals:
             transport.stream_name(name_)
-        self._running = False
-        self._stopping = False
-        self._waits: set[anyio.CancelScope] = set()
+        self._stops = Stopper()
 
     def __repr__(self) -> str:
         return f"<MemoryConsumer {self.name!r} group={self.group!r}>"
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the messages in hand; waiting reads end at once."""
-        self._stopping = True
-        for scope in self._waits:
-            scope.cancel()
+        self._stops.stop()
 
     async def run(self) -> None:
         """
@@ -236,31 +233,20 @@ class MemoryConsumer(Tally):
 
         :raises RuntimeError: if it is already running
         """
-        if self._running:
-            raise RuntimeError(f"{self!r} is already running")
-        self._running = True
-        try:
+        with self._stops.running(self):
             async with anyio.create_task_group() as tasks:
                 for name in self._signals:
                     tasks.start_soon(self._consume, name)
-        finally:
-            self._running = False
-            self._stopping = False
 
     async def _consume(self, name: str) -> None:
         queue = self._store.queue(name, self.group)
         with queue.receive.clone() as receive:
-            while not self._stopping:
-                record: _Record | None = None
-                with anyio.CancelScope() as scope:
-                    self._waits.add(scope)
-                    try:
-                        record = await receive.receive()
-                    except anyio.EndOfStream:
-                        return  # The transport was closed.
-                    finally:
-                        self._waits.discard(scope)
-                if record is None:
+            while not self._stops.stopping:
+                try:
+                    done, record = await self._stops.interruptible(receive.receive)
+                except anyio.EndOfStream:
+                    return  # The transport was closed.
+                if not done or record is None:
                     return  # stop() ended the wait.
                 await self._handle(name, record, queue)
 

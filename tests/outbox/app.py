@@ -51,6 +51,9 @@ BROKEN: set[str] = {"poison"}
 SLOW: dict[str, float] = {"slow": 1.0}
 """item -> seconds its delivery takes."""
 
+GATES: dict[str, tuple[anyio.Event, anyio.Event]] = {}
+"""item -> (set when its delivery starts, awaited before it finishes): a test decides how long."""
+
 
 STUBBORN: dict[str, int] = {}
 """item -> how many more of its deliveries ignore cancellation for ``STUBBORN_SECONDS``."""
@@ -91,6 +94,10 @@ async def record_order(sender: type[Order], payload: PostSave[Order]) -> None:
         # Deaf to cancellation, as a blocking call in a thread is: only the lease helps.
         with anyio.CancelScope(shield=True):
             await anyio.sleep(STUBBORN_SECONDS)
+    if item in GATES:
+        started, release = GATES[item]
+        started.set()
+        await release.wait()
     if item in SLOW:
         _log(f"started {delivery.id} {delivery.attempt} {item}")
         await anyio.sleep(SLOW[item])

@@ -46,4 +46,5 @@ def fresh_app_state() -> None:
     app.BROKEN.clear()
     app.BROKEN.add("poison")
     app.SLOW.clear()
+    app.GATES.clear()
     app.SLOW["slow"] = 1.0

@@ -433,33 +433,37 @@ async def test_a_row_backing_off_holds_back_its_receivers_later_rows_across_runs
 
 async def test_a_batch_longer_than_the_lease_keeps_its_rows(db: Database) -> None:
     """A relay renews its lease while a batch outlasts it: a second relay never takes its rows."""
-    # Two leases long, with the renewal (every third of a lease) given a full lease of slack:
-    # a loaded machine may delay a renewal, but not by a whole lease.
-    app.SLOW["slow"] = 2.5
+    lease = 2.0
+    started, release = anyio.Event(), anyio.Event()
+    app.GATES["slow"] = (started, release)
     orders = SQLAlchemyRepository(Order, db)
     await orders.add(Order(item="slow"))
     await orders.add(Order(item="after"))
-    first = OutboxRelay(db, lease=1.2, backoff=0.0, name="first")
-    second = OutboxRelay(db, lease=1.2, backoff=0.0, name="second")
+    first = OutboxRelay(db, lease=lease, backoff=0.0, name="first")
+    second = OutboxRelay(db, lease=lease, backoff=0.0, name="second")
     claimed_by_second: list[int] = []
-    first_done = anyio.Event()
-
-    async def run_the_first() -> None:
-        await first.run_once()
-        first_done.set()
 
     async def poll_with_the_second() -> None:
-        while not first_done.is_set():
+        # "slow" is held until the second relay has polled three times after the first's
+        # lease would have run out one and a half times over, had it not been renewed (the
+        # renewal, every third of a lease, has a lease of slack on a loaded machine). The
+        # poll count, not a sleep, decides when "slow" ends: a slow machine only waits longer.
+        await started.wait()
+        since = anyio.current_time()
+        late_polls = 0
+        while late_polls < 3:
+            began = anyio.current_time()
             claimed_by_second.append(await second.run_once())
-            with anyio.move_on_after(0.1):
-                await first_done.wait()
+            late_polls += began - since > 1.5 * lease
+            await anyio.sleep(0.1)  # pacing only
+        release.set()
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(run_the_first)
-        group.start_soon(poll_with_the_second)
-    # The first relay renewed its lease while "slow" ran: the second never took its rows.
+    # Had the second relay taken "slow", its run_once would wait on the gate it opens.
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            group.start_soon(first.run_once)
+            group.start_soon(poll_with_the_second)
     assert sorted(item for _, _, item in app.DELIVERED) == ["after", "slow"]
-    assert len(claimed_by_second) > 5
     assert sum(claimed_by_second) == 0
     assert await rows(db) == []
 

@@ -20,6 +20,7 @@ import anyio
 from redis import exceptions as redis_errors
 
 from ..._backoff import backoff
+from ..._service import Stopper
 from .._dispatch import Outcome, Tally, dispatch, redelivery_delay, signal_map
 from .._message import StreamMessage
 from ._errors import CONNECTION_ERRORS, FATAL_ERRORS, is_vanished_group
@@ -153,9 +154,7 @@ class RedisConsumer(Tally):
         self._reader = Reader(
             transport.client, transport.group, self.name, list(self._streams), self.options, self
         )
-        self._stopping = False
-        self._running = False
-        self._scope: anyio.CancelScope | None = None
+        self._stops = Stopper()
         self._ready = False
         self._unacked: dict[str, list[str]] = {}
         self._held: dict[str, set[str]] = {}  # Read, not yet acknowledged: kept fresh.
@@ -179,9 +178,7 @@ class RedisConsumer(Tally):
         under the same name, another one claims them after *claim_idle*. Safe to call from
         a signal handler of the event loop, and before or after :meth:`run`.
         """
-        self._stopping = True
-        if self._scope is not None:
-            self._scope.cancel()
+        self._stops.stop()
 
     async def run(self) -> None:
         """
@@ -193,34 +190,29 @@ class RedisConsumer(Tally):
         :raises redis.exceptions.RedisError: refused credentials or rights
             (``AuthenticationError``, ``NoPermissionError``...), or another error reply
         """
-        if self._running:
-            raise RuntimeError(f"{self!r} is already running")
-        self._running = True
-        self._ready = False
-        # A plain asyncio task (redis.asyncio is asyncio-only): a task group would wrap the
-        # loop's own exceptions in an ExceptionGroup.
-        heartbeat = asyncio.ensure_future(self._heartbeat())
-        try:
-            await self._run_until_stopped()
-            heartbeat.cancel()  # A clean stop: nothing in hand needs refreshing any more.
-            # Bounded: a stop must not hang on a server that does not answer.
-            with anyio.move_on_after(5.0):
-                await self._reader.leave()
-        finally:
-            # State first, before any await: inside a cancelled anyio scope every await
-            # raises again at once, and what follows it would never run (leaving this
-            # consumer "already running" for good).
-            self._held.clear()
-            self._running = False
-            self._stopping = False
-            heartbeat.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait([heartbeat])
+        with self._stops.running(self):
+            self._ready = False
+            # A plain asyncio task (redis.asyncio is asyncio-only): a task group would wrap
+            # the loop's own exceptions in an ExceptionGroup.
+            heartbeat = asyncio.ensure_future(self._heartbeat())
+            try:
+                await self._run_until_stopped()
+                heartbeat.cancel()  # A clean stop: nothing in hand needs refreshing any more.
+                # Bounded: a stop must not hang on a server that does not answer.
+                with anyio.move_on_after(5.0):
+                    await self._reader.leave()
+            finally:
+                self._held.clear()
+                heartbeat.cancel()
+                # Shielded: inside a cancelled anyio scope an unshielded await raises again
+                # at once, and the consumer would stay "already running" for good.
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([heartbeat])
 
     async def _run_until_stopped(self) -> None:
         """Read and handle batches; reconnect after connection errors; raise the fatal ones."""
         attempt = 0
-        while not self._stopping:
+        while not self._stops.stopping:
             try:
                 await self._turn()
                 attempt = 0
@@ -243,7 +235,7 @@ class RedisConsumer(Tally):
                     delay,
                     attempt,
                 )
-                await self._interruptible(functools.partial(anyio.sleep, delay))
+                await self._stops.wait(delay)
             except redis_errors.ResponseError as exc:
                 if not is_vanished_group(exc):
                     raise
@@ -257,14 +249,14 @@ class RedisConsumer(Tally):
             self._ready = True
         if self._unacked:
             await self._flush_acks()  # Left over by an error mid-batch.
-        entries = await self._reader.next_entries(self._interruptible)
+        entries = await self._reader.next_entries(self._stops.interruptible)
         for entry in entries:
             self._held.setdefault(entry.stream, set()).add(entry.id)
         for entry in entries:
             await self._handle(entry)
             if not self.options.batch_ack:
                 self._held[entry.stream].discard(entry.id)
-            if self._stopping:
+            if self._stops.stopping:
                 break
         if self._unacked:
             await self._flush_acks()
@@ -286,18 +278,6 @@ class RedisConsumer(Tally):
     def _backoff(self, attempt: int) -> float:
         options = self.options
         return backoff(attempt, base=options.reconnect_delay, cap=options.max_reconnect_delay)
-
-    async def _interruptible(self, fn: Callable[[], Awaitable[_T]]) -> tuple[bool, _T | None]:
-        """Await ``fn()`` unless stop() interrupts it; return (done, result)."""
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            if self._stopping:
-                scope.cancel()
-            try:
-                return True, await fn()
-            finally:
-                self._scope = None
-        return False, None
 
     # -- handling ------------------------------------------------------------------------
 
@@ -357,7 +337,7 @@ class RedisConsumer(Tally):
                 raise  # run() reports it: retrying cannot help.
             except CONNECTION_ERRORS as exc:
                 attempt += 1
-                if self._stopping:
+                if self._stops.stopping:
                     # Given up: the entry stays pending and will be delivered again.
                     logger.warning(
                         "%r: could not acknowledge %s before stopping (%s)", self, what, exc
@@ -371,7 +351,7 @@ class RedisConsumer(Tally):
                     exc,
                     delay,
                 )
-                await self._interruptible(functools.partial(anyio.sleep, delay))
+                await self._stops.wait(delay)
             else:
                 return
 

@@ -124,7 +124,9 @@ async def test_refused_credentials_are_fatal_not_retried(
             await asyncio.wait_for(subscriber.run(), 5)
         assert type(caught.value).__name__ == error
         assert any("not retried" in note for note in getattr(caught.value, "__notes__", []))
-        assert not subscriber._running
+        # The failed run has ended: running again fails the same way, not as "already running".
+        with pytest.raises(aioredis.RedisError):
+            await asyncio.wait_for(subscriber.run(), 5)
     assert not [r for r in caplog.records if "connection failed" in r.getMessage()]
 
 
