@@ -3,7 +3,9 @@ The signal and receiver that consumer processes of the transport suites load wit
 
 The receiver records ``consumer|n|deliveries`` for each entry in the Redis list named by
 ``AIOSIGNALS_TEST_RECORD_KEY`` (on ``AIOSIGNALS_TEST_RECORD_URL``), after sleeping
-``AIOSIGNALS_TEST_DELAY`` seconds, so a test can see which consumer handled what.
+``AIOSIGNALS_TEST_DELAY`` seconds, so a test can see which consumer handled what. With
+``AIOSIGNALS_TEST_HANG_AFTER`` set to k, every message after the first k is recorded in the
+list ``<record key>:hung`` and never finishes: the process surely holds one when killed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Ping(Event):
 ping = Signal(Ping, name="ping")
 
 _clients: list[aioredis.Redis] = []
+_handled = 0
 
 T = TypeVar("T")
 
@@ -50,6 +53,7 @@ async def reply(value: Awaitable[T] | T) -> T:
 
 @ping.connect
 async def record(sender: object, payload: Ping) -> None:
+    global _handled  # one consumer process, one count
     delay = float(os.environ.get("AIOSIGNALS_TEST_DELAY", "0"))
     if delay:
         await anyio.sleep(delay)
@@ -57,9 +61,15 @@ async def record(sender: object, payload: Ping) -> None:
     assert message is not None
     if not _clients:
         _clients.append(aioredis.Redis.from_url(os.environ["AIOSIGNALS_TEST_RECORD_URL"]))  # pyright: ignore[reportUnknownMemberType]
+    key = os.environ["AIOSIGNALS_TEST_RECORD_KEY"]
+    hang_after = os.environ.get("AIOSIGNALS_TEST_HANG_AFTER")
+    if hang_after and _handled >= int(hang_after):
+        await reply(_clients[0].rpush(f"{key}:hung", f"{message.consumer}|{payload.n}"))
+        await anyio.sleep_forever()
+    _handled += 1
     await reply(
         _clients[0].rpush(
-            os.environ["AIOSIGNALS_TEST_RECORD_KEY"],
+            key,
             f"{message.consumer}|{payload.n}|{message.deliveries}",
         )
     )

@@ -30,6 +30,7 @@ async def start_consume(
     name: str,
     *options: str,
     delay: float = 0.0,
+    hang_after: int | None = None,
 ) -> asyncio.subprocess.Process:
     """
     Run ``aiosignals consume`` of ``tests.transports._app:ping`` in a new process.
@@ -37,12 +38,15 @@ async def start_consume(
     :param source: ``("--redis", url)`` or ``("--broker", url)``
     :param record_url: the Redis it records each handled message in
     :param delay: seconds its receiver takes per message
+    :param hang_after: handle this many messages, then hang on the next one (recorded in
+        ``<prefix>processed:hung``), so that the process surely holds a message when it is killed
     """
     env = {
         **os.environ,
         "AIOSIGNALS_TEST_RECORD_URL": record_url,
         "AIOSIGNALS_TEST_RECORD_KEY": f"{prefix}processed",
         "AIOSIGNALS_TEST_DELAY": str(delay),
+        "AIOSIGNALS_TEST_HANG_AFTER": "" if hang_after is None else str(hang_after),
     }
     return await asyncio.create_subprocess_exec(
         sys.executable,
