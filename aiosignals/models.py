@@ -21,7 +21,14 @@ import typing
 import weakref
 from typing import Any, Generic, cast
 
-from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PydanticUserError,
+    TypeAdapter,
+    ValidationError,
+    field_serializer,
+)
 from pydantic_core import from_json, to_json
 
 from ._event import Event
@@ -245,6 +252,24 @@ def load_payload(payload_type: type[Event], sender: Any, text: str) -> Event:
         return payload_type.model_validate(payload)
     except (TypeError, KeyError) as exc:
         raise ValueError(f"not a {payload_type.__qualname__} payload: {exc!r}") from exc
+
+
+def describe_invalid(payload_type: type[Event], exc: ValueError) -> str:
+    """
+    Say why a payload does not validate as *payload_type*, naming fields, never values.
+
+    pydantic's message quotes each bad input; this text goes to logs and dead letters,
+    which travel further than the payload itself, so a token or an e-mail address in a
+    payload must not ride along.
+    """
+    head = f"payload does not validate as {payload_type.__qualname__}"
+    if not isinstance(exc, ValidationError):
+        return f"{head}: {exc}"  # ours or the JSON parser's: a position, not a value
+    problems = [
+        f"{'.'.join(map(str, error['loc'])) or '(payload)'}: {error['msg']} ({error['type']})"
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    return f"{head}: {'; '.join(problems)}"
 
 
 def import_path(obj: Any) -> str:

@@ -15,7 +15,7 @@ from .._backoff import backoff
 from .._delivery import Delivery, delivering
 from .._service import Stopper
 from .._signal import registry
-from ..models import load_payload, load_sender
+from ..models import describe_invalid, load_payload, load_sender
 from ..repository.sqlalchemy import Database
 from ._batch import Batch, Permanent, group_to_mark
 from ._progress import BatchProgress
@@ -354,7 +354,9 @@ class OutboxRelay:
             payload = load_payload(target.signal.payload_type, sender, row.payload)
         except ValueError as exc:
             # The stored payload no longer fits its model: no retry will make it fit.
-            raise Permanent(f"the stored payload does not validate: {exc}") from exc
+            raise Permanent(
+                f"the stored {describe_invalid(target.signal.payload_type, exc)}"
+            ) from exc
         delivery = Delivery(row.id, row.attempts + 1, row.dispatch_uid, self.store.name)
         self._in_hand[row.id] = self.clock() + self.delivery_timeout + self.lease / 3
         try:

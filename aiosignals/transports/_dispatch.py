@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 from .._options import ANY
 from .._signal import Signal, registry
-from ..models import load_payload, resolve_sender
+from ..models import describe_invalid, load_payload, resolve_sender
 from ._message import (
     StreamMessage,
     current_message,
@@ -126,10 +126,7 @@ async def dispatch(
     try:
         event = load_payload(signal.payload_type, who, payload)
     except ValueError as exc:
-        return Verdict(
-            Outcome.DEAD,
-            f"payload does not validate as {signal.payload_type.__qualname__}: {exc}",
-        )
+        return Verdict(Outcome.DEAD, describe_invalid(signal.payload_type, exc))
     try:
         with delivering(message):
             await signal.send(who, event)

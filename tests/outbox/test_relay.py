@@ -179,7 +179,9 @@ async def test_purge_deletes_dead_rows_only(
     assert [r.status for r in await rows(db)] == ["pending"]
 
 
-async def test_a_payload_that_no_longer_validates_goes_dead_at_once(db: Database) -> None:
+async def test_a_payload_that_no_longer_validates_goes_dead_at_once(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
     """A stored payload that no longer validates goes dead on its first attempt, saying why."""
     async with db.transaction():
         await job_done.send("tests", Job(n=1))
@@ -191,6 +193,9 @@ async def test_a_payload_that_no_longer_validates_goes_dead_at_once(db: Database
     assert {r.status for r in stored} == {"dead"}
     assert all(r.attempts == 1 for r in stored)
     assert all("does not validate" in str(r.last_error) for r in stored)
+    # Logs travel further than the table: the error names the field, not its value.
+    assert "n: Input should be a valid integer" in caplog.text
+    assert "not a number" not in caplog.text
 
 
 async def test_a_row_whose_receiver_is_not_connected_waits_with_one_warning(

@@ -123,6 +123,25 @@ async def test_a_payload_that_does_not_validate_is_dead_lettered_at_once() -> No
     assert consumer.failed == 0
 
 
+class Secret(Event):
+    token: str
+
+
+async def test_an_invalid_payloads_error_names_fields_not_their_values(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The dead-letter error and the logs of an invalid payload never quote its values."""
+    transport = new_transport()
+    await transport.publish(Signal(Secret, name="x"), None, Secret(token="s3cret-value"))
+    consumer = transport.consumer([Signal(Other, name="x")])
+    async with running(consumer):
+        await eventually(lambda: consumer.dead == 1)
+    [(_, fields)] = transport.dead_letters()
+    assert fields["error"].startswith("payload does not validate as Other: n: Field required")
+    assert "s3cret" not in fields["error"]
+    assert "s3cret" not in caplog.text
+
+
 async def test_consumers_of_a_group_share_and_each_group_gets_every_message() -> None:
     """Two consumers of one group split the messages; another group gets them all."""
     transport = new_transport()

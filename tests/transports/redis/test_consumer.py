@@ -222,7 +222,7 @@ async def test_malformed_entries_reach_the_dead_letter_stream_with_the_error(
     assert "Invalid JSON" in dead[bad_json]["error"]
     assert dead[bad_json]["deliveries"] == "1"  # Not retried: it cannot get better.
 
-    assert "text\n  Field required" in dead[invalid]["error"]
+    assert "text: Field required (missing)" in dead[invalid]["error"]
     assert dead[invalid]["original_error"] == "mine"  # An original field is never lost.
     assert dead[invalid]["deliveries"] == "1"
 
