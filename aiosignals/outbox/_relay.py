@@ -96,7 +96,8 @@ class OutboxRelay:
         ``False`` polls only, as behind a pooler in transaction mode (PgBouncer), where a
         LISTEN is not kept
     :raises TypeError: for a *batch_size*, *max_attempts* or *concurrency* that is not an
-        int, or a duration that is not a number
+        int, a duration that is not a number, a *clock* that is not callable, or a
+        *listen* that is not a bool
     :raises ValueError: for a *batch_size*, *max_attempts* or *concurrency* below 1, a
         *lease*, *poll_interval* or *delivery_timeout* that is not a positive finite number, or a
         *backoff* or *max_backoff* that is negative or not finite
@@ -145,6 +146,10 @@ class OutboxRelay:
                 raise ValueError(
                     f"{what} must be a finite number of seconds, not negative, not {seconds!r}"
                 )
+        if not callable(clock):
+            raise TypeError(f"clock must be a function returning seconds, not {clock!r}")
+        if not isinstance(listen, bool):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
+            raise TypeError(f"listen must be True or False, not {listen!r}")
         self.db: Database | None = db if isinstance(db, Database) else None
         """The database given, or ``None`` for a relay given a store."""
         self.store: OutboxStore = SQLAlchemyOutboxStore(db) if isinstance(db, Database) else db

@@ -781,6 +781,10 @@ def test_a_delivery_timeout_must_be_positive_and_finite() -> None:
         ("max_attempts", True, TypeError),
         ("lease", True, TypeError),
         ("delivery_timeout", True, TypeError),
+        ("clock", None, TypeError),  # accepted: run() raised "'NoneType' is not callable"
+        ("clock", 3.0, TypeError),
+        ("listen", "no", TypeError),  # accepted: a truthy string listened
+        ("listen", None, TypeError),
     ],
 )
 def test_every_option_is_checked_at_construction(
