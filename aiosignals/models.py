@@ -265,11 +265,37 @@ def describe_invalid(payload_type: type[Event], exc: ValueError) -> str:
     head = f"payload does not validate as {payload_type.__qualname__}"
     if not isinstance(exc, ValidationError):
         return f"{head}: {exc}"  # ours or the JSON parser's: a position, not a value
+    # A location also holds the payload's dict keys, which are input: only the names of
+    # fields (and list indexes) are shown, any other part as "*".
+    names = _field_names(payload_type, set[int]())
     problems = [
-        f"{'.'.join(map(str, error['loc'])) or '(payload)'}: {error['msg']} ({error['type']})"
+        f"{'.'.join(_shown(part, names) for part in error['loc']) or '(payload)'}:"
+        f" {error['msg']} ({error['type']})"
         for error in exc.errors(include_url=False, include_input=False, include_context=False)
     ]
     return f"{head}: {'; '.join(problems)}"
+
+
+def _shown(part: str | int, names: set[str]) -> str:
+    return str(part) if isinstance(part, int) or part in names else "*"
+
+
+def _field_names(annotation: object, seen: set[int]) -> set[str]:
+    """Return the field names and aliases of every model that *annotation* may hold."""
+    if id(annotation) in seen:  # a model that holds itself; Annotated metadata may not hash
+        return set()
+    seen.add(id(annotation))
+    names: set[str] = set()
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, field in annotation.model_fields.items():
+            names |= {
+                name,
+                *(a for a in (field.alias, field.validation_alias) if isinstance(a, str)),
+            }
+            names |= _field_names(field.annotation, seen)
+    for arg in typing.get_args(annotation):
+        names |= _field_names(arg, seen)
+    return names
 
 
 def import_path(obj: Any) -> str:
