@@ -10,6 +10,7 @@ database knows how to do.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -223,14 +224,28 @@ def ordering_key(payload: Event, ordering: Ordering) -> str:
         return ""
     declared: object = getattr(payload, "ordering_key", None)
     if declared is not None:
-        return str(declared)
+        return _storable(str(declared))
     if isinstance(payload, ModelEvent):
         # Read as an object: the entity type of a payload is only known to its signal.
         instance: object = payload.__dict__["instance"]
         key = _entity_key(instance)
         if key is not None:
-            return f"{import_path(type(instance))}:{key}"
+            return _storable(f"{import_path(type(instance))}:{key}")
     return ""
+
+
+# Longer keys are stored as their digest: 4 bytes a character at most stays well inside
+# PostgreSQL's limit on an index entry (about 2.7 kB).
+_MAX_KEY = 500
+
+
+def _storable(key: str) -> str:
+    """Return *key*, or its digest if PostgreSQL cannot store or index it as it is."""
+    # An index entry holds at most ~2.7 kB and text no NUL: either failed the send. One
+    # key still gives one digest, so its rows keep their order.
+    if len(key) <= _MAX_KEY and "\x00" not in key:
+        return key
+    return f"sha256:{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def _entity_key(instance: object) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from aiosignals.outbox import OutboxRelay
 from aiosignals.repository.sqlalchemy import Database, SQLAlchemyRepository
-from tests.outbox.app import Order, Step, step
+from tests.outbox.app import STEPS, Order, Step, step
 from tests.outbox.test_relay import ROOT, delivery_log, rows, wait_for
 
 pytestmark = [
@@ -163,3 +164,20 @@ async def test_an_entitys_rows_share_a_key_and_other_entities_do_not(db: Databas
         f"tests.outbox.app:Order:{second.id}",
         f"tests.outbox.app:Order:{first.id}",
     ]
+
+
+async def test_any_text_is_an_ordering_key_and_each_keeps_its_own_order(db: Database) -> None:
+    """A long incompressible key, or one with a NUL, is sent and delivered in its own order."""
+    long_key = secrets.token_hex(5000)  # past PostgreSQL's limit for an index entry
+    keys = [long_key, long_key + "x", "a\x00b", "a"]
+    async with db.transaction():
+        for seq in range(2):
+            for key in keys:
+                await step.send("tests", Step(ordering_key=key, seq=seq))
+    stored = {row.ordering_key for row in await OutboxRelay(db).store.rows()}
+    assert len(stored) == len(keys) + 1  # and the "receiver" ordering's one key
+    await OutboxRelay(db).run_once()
+    by_key = [(key, seq) for uid, key, seq in STEPS if uid == BY_KEY]
+    assert sorted(by_key) == sorted((key, seq) for seq in range(2) for key in keys)
+    for key in keys:
+        assert [seq for k, seq in by_key if k == key] == [0, 1]
