@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 import anyio
 
+from ._options import check_count
 from ._signal import Signal
 from .exceptions import BufferFull
 
@@ -112,13 +113,11 @@ class EventBus:
     def __init__(
         self, *, max_buffer: int = 1000, workers: int = 1, drain_timeout: float = 10.0
     ) -> None:
-        for what, count in (("max_buffer", max_buffer), ("workers", workers)):
-            if isinstance(count, bool) or not isinstance(count, int):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
-                raise TypeError(f"{what} must be an int, got {count!r}")
-        if max_buffer < 1:
-            raise ValueError(f"max_buffer must be at least 1, got {max_buffer}")
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+        check_count(max_buffer, what="max_buffer")
+        check_count(workers, what="workers")
+        # No upper bound: an infinite drain_timeout waits for the queue however long it takes.
+        if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, int | float):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
+            raise TypeError(f"drain_timeout must be a number of seconds, got {drain_timeout!r}")
         if math.isnan(drain_timeout) or drain_timeout < 0:
             raise ValueError(f"drain_timeout must be a number of seconds >= 0, got {drain_timeout}")
         self.max_buffer: int = max_buffer

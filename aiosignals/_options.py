@@ -146,6 +146,35 @@ def check_timeout(timeout: object, *, what: str = "timeout") -> float | None:
     return timeout
 
 
+def check_count(value: object, *, what: str) -> int:
+    """
+    Return *value* if it is an integer of at least 1 (a size, a count, a limit).
+
+    :raises TypeError: if it is not an integer (a bool too, often from untyped config)
+    :raises ValueError: if it is below 1
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return value
+
+
+def check_seconds(value: object, *, what: str, zero: bool = False) -> float:
+    """
+    Return *value* if it is a finite number of seconds, above zero (or zero, if *zero*).
+
+    :raises TypeError: if it is not a number (a bool too)
+    :raises ValueError: if it is out of range, infinite or NaN (NaN fails every comparison)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, got {value!r}")
+    if not ((value >= 0) if zero else (value > 0)) or not value < math.inf:
+        bound = "zero or more" if zero else "more than zero"
+        raise ValueError(f"{what} must be a finite number of seconds, {bound}, got {value!r}")
+    return value
+
+
 def check_mode(mode: object) -> Mode:
     """
     Return *mode* if it is a ``Sequential()`` or ``Concurrent(...)`` instance.

@@ -484,6 +484,13 @@ def test_invalid_settings_are_rejected() -> None:
         EventBus(drain_timeout=-1)
 
 
+@pytest.mark.parametrize("bad", [True, "10", None])
+def test_a_drain_timeout_that_is_not_a_number_is_a_type_error(bad: object) -> None:
+    """drain_timeout=True (not 1 s) or a string from config is refused, naming the option."""
+    with pytest.raises(TypeError, match="drain_timeout must be a number of seconds"):
+        EventBus(drain_timeout=bad)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), True, "1"])
 @pytest.mark.parametrize("option", ["max_buffer", "workers"])
 def test_sizes_must_be_ints(option: str, bad: object) -> None:

@@ -8,16 +8,16 @@ and leave it at shutdown; they differ only in where they keep the bus for handle
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TypeAlias, cast
+from typing import TypeAlias
 
 import anyio
 import anyio.abc
 
 from .._bus import EventBus
+from .._options import check_seconds
 from .._service import Service
 
 __all__ = ["BusOption", "new_bus", "running", "services_option"]
@@ -52,11 +52,7 @@ def services_option(
         something without ``run()`` and ``stop()``, or *stop_timeout* is not a number
     :raises ValueError: if *stop_timeout* is negative, infinite or NaN
     """
-    given = cast("object", stop_timeout)  # as a caller without type checks may pass it
-    if isinstance(given, bool) or not isinstance(given, int | float):
-        raise TypeError(f"stop_timeout must be a number of seconds, not {stop_timeout!r}")
-    if not 0 <= given < math.inf:
-        raise ValueError(f"stop_timeout must be a finite number of seconds, not {stop_timeout!r}")
+    check_seconds(stop_timeout, what="stop_timeout", zero=True)
     if isinstance(services, Service):
         raise TypeError(f"services= takes a list of services: services=[{services!r}]")
     listed = tuple(services)

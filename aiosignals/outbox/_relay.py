@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._backoff import backoff
 from .._delivery import Delivery, delivering
+from .._options import check_count, check_seconds
 from .._service import Stopper
 from .._signal import registry
 from ..models import describe_invalid, load_payload, load_sender
@@ -37,13 +38,6 @@ _MISSING_CHECK_SECONDS = 60.0
 def _receiver(signal_name: str, dispatch_uid: str) -> DurableReceiver | None:
     """Return the durable receiver of a row, if it is connected in this process."""
     return registry.durable_receiver(signal_name, dispatch_uid)
-
-
-def _seconds(what: str, value: object) -> float:
-    """Return *value* if it is a number of seconds (not a bool); NaN fails the range checks."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{what} must be a number of seconds, not {value!r}")
-    return value
 
 
 class OutboxRelay:
@@ -123,29 +117,20 @@ class OutboxRelay:
         concurrency: int = 16,
         listen: bool = True,
     ) -> None:
-        counts = (("batch_size", batch_size), ("max_attempts", max_attempts))
-        for what, count in (*counts, ("concurrency", concurrency)):
-            if isinstance(count, bool) or not isinstance(count, int):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
-                raise TypeError(f"{what} must be an int, not {count!r}")
-        if min(batch_size, max_attempts, concurrency) < 1 or not (
-            0 < _seconds("lease", lease) < math.inf
+        for what, count in (
+            ("batch_size", batch_size),
+            ("max_attempts", max_attempts),
+            ("concurrency", concurrency),
         ):
-            raise ValueError(
-                "batch_size, max_attempts and concurrency must be at least 1, lease positive"
-            )
+            check_count(count, what=what)
         for what, seconds in (
+            ("lease", lease),
             ("delivery_timeout", delivery_timeout),
             ("poll_interval", poll_interval),
         ):
-            if not (0 < _seconds(what, seconds) < math.inf):
-                raise ValueError(
-                    f"{what} must be a positive finite number of seconds, not {seconds!r}"
-                )
+            check_seconds(seconds, what=what)
         for what, seconds in (("backoff", backoff), ("max_backoff", max_backoff)):
-            if not (0 <= _seconds(what, seconds) < math.inf):
-                raise ValueError(
-                    f"{what} must be a finite number of seconds, not negative, not {seconds!r}"
-                )
+            check_seconds(seconds, what=what, zero=True)
         if not callable(clock):
             raise TypeError(f"clock must be a function returning seconds, not {clock!r}")
         if not isinstance(listen, bool):  # pyright: ignore[reportUnnecessaryIsInstance] -- often from untyped config
